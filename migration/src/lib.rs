@@ -1,0 +1,26 @@
+//! authd's database schema. Every change is a new `mYYYYMMDD_HHMMSS_name.rs` file, run in
+//! order by `authd serve` (and `authd migrate up`) and by the test suite.
+
+// `MigrationTrait` is an async_trait whose `SchemaManager` lifetime must stay elided.
+#![allow(elided_lifetimes_in_paths)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_users;
+mod m20261122_000002_create_sessions;
+mod m20261122_000003_create_signing_keys;
+
+/// All of authd's migrations, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_users::Migration),
+            Box::new(m20261122_000002_create_sessions::Migration),
+            Box::new(m20261122_000003_create_signing_keys::Migration),
+        ]
+    }
+}

@@ -1,0 +1,73 @@
+use crate::store::StoreError;
+
+/// One invalid request field, in words a user understands. Never holds the rejected value
+/// (it may be a password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: &'static str,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            field,
+            description: description.into(),
+        }
+    }
+}
+
+/// Every way an authd operation can fail. The expected cases are variants; `grpc::status`
+/// maps each to a status code, exhaustively.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid request")]
+    InvalidInput(Vec<FieldViolation>),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Unknown email or wrong password: deliberately one case.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("account is deactivated")]
+    AccountDisabled,
+    #[error("missing bearer access token")]
+    AccessTokenMissing,
+    #[error("invalid access token")]
+    AccessTokenInvalid,
+    #[error("access token expired")]
+    AccessTokenExpired,
+    #[error("session has ended")]
+    SessionRevoked,
+    #[error("invalid refresh token")]
+    RefreshTokenInvalid,
+    #[error("refresh token expired")]
+    RefreshTokenExpired,
+    /// A rotated-out refresh token was presented again; its session is now revoked.
+    #[error("refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
+    #[error("no such user")]
+    UserNotFound,
+    /// The password-hashing queue is full.
+    #[error("too many password checks in progress")]
+    HashingBusy,
+    /// Revocations could not be read for longer than the sync bound, so an active token
+    /// cannot be vouched for.
+    #[error("revocation state is stale")]
+    RevocationStale,
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(cause) => Self::Unavailable(cause),
+            StoreError::Conflict => {
+                Self::Unexpected(anyhow::anyhow!("unexpected unique-key conflict"))
+            }
+            StoreError::Other(cause) => Self::Unexpected(cause),
+        }
+    }
+}

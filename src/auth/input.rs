@@ -1,0 +1,196 @@
+//! Request values that can only be built valid (parse, don't validate).
+
+use email_address::EmailAddress;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::FieldViolation;
+
+/// RFC 5321's limit on a forward path.
+const EMAIL_MAX_LEN: usize = 254;
+const NAME_MAX_CHARS: usize = 100;
+/// Registration policy until the full one (NFKC, breached lists) replaces it.
+const PASSWORD_MIN_CHARS: usize = 8;
+const PASSWORD_MAX_CHARS: usize = 128;
+/// Checked before any hashing, so a huge password costs nothing.
+pub(crate) const PASSWORD_MAX_BYTES: usize = 1024;
+
+/// A syntactically valid email address, trimmed and lowercased, so the same address in
+/// another letter case is the same account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
+        let email = raw.trim().to_lowercase();
+        if email.is_empty() {
+            return Err(FieldViolation::new("email", "email is required"));
+        }
+        if email.len() > EMAIL_MAX_LEN {
+            return Err(FieldViolation::new(
+                "email",
+                format!("email must be at most {EMAIL_MAX_LEN} characters"),
+            ));
+        }
+        if !EmailAddress::is_valid(&email) {
+            return Err(FieldViolation::new("email", "email is not a valid address"));
+        }
+        Ok(Self(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A display name: trimmed, 1 to 100 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(FieldViolation::new("name", "name is required"));
+        }
+        if name.chars().count() > NAME_MAX_CHARS {
+            return Err(FieldViolation::new(
+                "name",
+                format!("name must be at most {NAME_MAX_CHARS} characters"),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(FieldViolation::new(
+                "name",
+                "name must not contain control characters",
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password as submitted. Kept in a secret so it never prints.
+#[derive(Debug, Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    /// A new password, checked against the registration policy.
+    pub fn new_password(raw: String) -> Result<Self, FieldViolation> {
+        let candidate = Self::submitted(raw)?;
+        let chars = candidate.0.expose_secret().chars().count();
+        if chars < PASSWORD_MIN_CHARS {
+            return Err(FieldViolation::new(
+                "password",
+                format!("password must be at least {PASSWORD_MIN_CHARS} characters"),
+            ));
+        }
+        if chars > PASSWORD_MAX_CHARS {
+            return Err(FieldViolation::new(
+                "password",
+                format!("password must be at most {PASSWORD_MAX_CHARS} characters"),
+            ));
+        }
+        Ok(candidate)
+    }
+
+    /// A password offered at login: only presence and the hard size cap are checked, so a
+    /// password set under an older policy still works.
+    pub fn submitted(raw: String) -> Result<Self, FieldViolation> {
+        if raw.is_empty() {
+            return Err(FieldViolation::new("password", "password is required"));
+        }
+        if raw.len() > PASSWORD_MAX_BYTES {
+            return Err(FieldViolation::new(
+                "password",
+                format!("password must be at most {PASSWORD_MAX_BYTES} bytes"),
+            ));
+        }
+        Ok(Self(SecretString::from(raw)))
+    }
+
+    pub(crate) fn secret(&self) -> &SecretString {
+        &self.0
+    }
+}
+
+/// Collects the violations of several fields, so one response names all of them.
+#[derive(Debug, Default)]
+pub(crate) struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// The parsed value, or `None` with its violation recorded.
+    pub(crate) fn check<T>(&mut self, parsed: Result<T, FieldViolation>) -> Option<T> {
+        parsed.map_err(|violation| self.0.push(violation)).ok()
+    }
+
+    /// Records a violation of a rule checked outside a parser.
+    pub(crate) fn require(&mut self, ok: bool, violation: impl FnOnce() -> FieldViolation) {
+        if !ok {
+            self.0.push(violation());
+        }
+    }
+
+    /// The values if every field was valid, else every violation.
+    pub(crate) fn finish<T>(self, values: Option<T>) -> Result<T, super::AuthError> {
+        match values {
+            Some(values) if self.0.is_empty() => Ok(values),
+            _ => Err(super::AuthError::InvalidInput(self.0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_trimmed_and_lowercased() {
+        let email = Email::parse("  Alice@Example.COM ").unwrap();
+        assert_eq!(email.as_str(), "alice@example.com");
+    }
+
+    #[test]
+    fn email_without_at_sign_is_rejected() {
+        assert_eq!(
+            Email::parse("alice.example.com").unwrap_err().field,
+            "email"
+        );
+    }
+
+    #[test]
+    fn email_longer_than_254_bytes_is_rejected() {
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(Email::parse(&long).unwrap_err().description.contains("254"));
+    }
+
+    #[test]
+    fn name_is_trimmed_and_bounded() {
+        assert_eq!(DisplayName::parse("  Ada  ").unwrap().as_str(), "Ada");
+        assert!(DisplayName::parse("   ").is_err());
+        assert!(DisplayName::parse(&"é".repeat(100)).is_ok());
+        assert!(DisplayName::parse(&"é".repeat(101)).is_err());
+        assert!(DisplayName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn password_length_counts_characters_not_bytes() {
+        assert!(Password::new_password("ééééééé".into()).is_err());
+        assert!(Password::new_password("éééééééé".into()).is_ok());
+        assert!(Password::new_password("x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn violation_never_echoes_the_password() {
+        let err = Password::new_password("short1".into()).unwrap_err();
+        assert!(!err.description.contains("short1"));
+    }
+
+    #[test]
+    fn submitted_password_over_the_byte_cap_is_rejected_before_hashing() {
+        assert!(Password::submitted("x".repeat(PASSWORD_MAX_BYTES + 1)).is_err());
+        assert!(Password::submitted("x".repeat(PASSWORD_MAX_BYTES)).is_ok());
+    }
+}

@@ -1,0 +1,32 @@
+//! The domain: accounts, passwords, sessions and tokens.
+//!
+//! Nothing here knows about gRPC or SQL. [`Authenticator`] implements the use cases of
+//! `auth.v1.AuthService` on top of the `crate::store` traits; the validated input types
+//! ([`Email`], [`DisplayName`], [`Password`]) can only be built valid; every failure is an
+//! [`AuthError`] variant.
+
+mod error;
+mod hasher;
+mod input;
+mod refresh;
+mod revocation;
+mod service;
+mod tokens;
+
+pub use error::{AuthError, FieldViolation};
+pub use hasher::PasswordHasher;
+pub use input::{DisplayName, Email, Password};
+pub use revocation::Revocations;
+pub use service::{
+    Accounts, Authenticated, Authenticator, DEFAULT_ROLE, InactiveReason, Introspection,
+    LogoutTarget, TokenPair,
+};
+pub use tokens::{AccessClaims, Keyring, Verdict, VerifiedToken};
+
+/// Bytes from the OS CSPRNG, for salts, keys and refresh tokens.
+pub(crate) fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("reading the OS random source: {e}"))?;
+    Ok(bytes)
+}

@@ -1,0 +1,183 @@
+//! Which sessions are revoked, known in memory so ValidateToken never waits on the database.
+//!
+//! # How revocation reaches every replica
+//!
+//! Access tokens are stateless JWTs; what makes one REVOKED is its session (`sid`) being
+//! ended: logout, refresh-token reuse, deactivation. Each replica keeps the ids of sessions
+//! revoked recently enough that their access tokens could still be unexpired:
+//!
+//! * A revocation made by this replica is inserted here at once, before the RPC returns,
+//!   so this replica answers REVOKED immediately.
+//! * Every `AUTHD_REVOCATION_SYNC` (1 s by default) a background task asks the database
+//!   for sessions revoked since its previous poll (`sessions.revoked_at`, indexed), so a
+//!   revocation made on any other replica, or by `authd user set-active`, is honoured here
+//!   within one sync interval plus one query.
+//! * Polls overlap by [`CLOCK_SKEW_ALLOWANCE`], because `revoked_at` is written with the
+//!   revoking replica's clock; replicas' clocks must agree within that (NTP does).
+//! * An entry is forgotten once every access token of its session has expired
+//!   (revoked_at + access TTL + leeway + skew), so memory is bounded by the revocation rate
+//!   times the access-token lifetime, not by history.
+//! * Fail closed: if no poll has succeeded for [`STALE_AFTER_INTERVALS`] intervals, this
+//!   replica can no longer vouch that a token was not revoked elsewhere. ValidateToken
+//!   then answers UNAVAILABLE for a token it would otherwise call active (a token it can
+//!   judge EXPIRED or INVALID from the token alone still gets that answer), and says
+//!   active again as soon as a poll succeeds.
+//!
+//! On start-up the first poll runs before the server accepts calls, reading back a whole
+//! access-token lifetime, so a restarted replica forgets nothing that still matters.
+
+use std::{
+    collections::HashMap,
+    sync::{PoisonError, RwLock},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::store::{SessionStore, StoreResult};
+
+/// How far apart replicas' clocks may be.
+pub(super) const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(10);
+/// Missed polls after which the revocation view is too old to vouch for a token.
+pub(super) const STALE_AFTER_INTERVALS: u32 = 3;
+
+#[derive(Debug)]
+struct State {
+    /// Revoked session id -> when it can be forgotten.
+    revoked: HashMap<Uuid, DateTime<Utc>>,
+    /// Start of the last successful poll; the next one reads from here (minus the skew).
+    synced_at: Option<DateTime<Utc>>,
+}
+
+/// The revoked sessions this replica knows of.
+#[derive(Debug)]
+pub struct Revocations {
+    state: RwLock<State>,
+    /// How long after revocation a session's access tokens may still be unexpired.
+    retention: chrono::Duration,
+    interval: Duration,
+}
+
+impl Revocations {
+    /// `access_ttl` and `leeway` bound how long a revoked session's tokens stay
+    /// unexpired; `interval` is the poll period.
+    pub fn new(access_ttl: Duration, leeway: Duration, interval: Duration) -> Self {
+        let retention = access_ttl + leeway + CLOCK_SKEW_ALLOWANCE;
+        Self {
+            state: RwLock::new(State {
+                revoked: HashMap::new(),
+                synced_at: None,
+            }),
+            retention: chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX),
+            interval,
+        }
+    }
+
+    /// Records a revocation made by this replica.
+    pub fn revoke(&self, session_id: Uuid, now: DateTime<Utc>) {
+        let forget_at = now + self.retention;
+        self.write().revoked.insert(session_id, forget_at);
+    }
+
+    pub fn is_revoked(&self, session_id: Uuid) -> bool {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .revoked
+            .contains_key(&session_id)
+    }
+
+    /// Whether a poll succeeded recently enough to vouch that a token is not revoked.
+    pub fn is_fresh(&self, now: DateTime<Utc>) -> bool {
+        let stale_after = self.interval * STALE_AFTER_INTERVALS;
+        let synced_at = self
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .synced_at;
+        synced_at
+            .is_some_and(|at| (now - at).to_std().is_ok_and(|age| age <= stale_after) || at > now)
+    }
+
+    /// One poll of the database for sessions revoked since the previous one.
+    pub async fn sync(&self, store: &dyn SessionStore, now: DateTime<Utc>) -> StoreResult<()> {
+        let skew = chrono::Duration::from_std(CLOCK_SKEW_ALLOWANCE).unwrap_or_default();
+        let since = match self
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .synced_at
+        {
+            Some(at) => at - skew,
+            None => now - self.retention,
+        };
+        let revoked = store.revoked_since(since).await?;
+        let mut state = self.write();
+        for (session_id, revoked_at) in revoked {
+            state
+                .revoked
+                .insert(session_id, revoked_at + self.retention);
+        }
+        state.revoked.retain(|_, forget_at| *forget_at > now);
+        state.synced_at = Some(now);
+        Ok(())
+    }
+
+    /// Polls every interval until `shutdown` fires.
+    pub async fn run(&self, store: &dyn SessionStore, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if let Err(err) = self.sync(store, Utc::now()).await {
+                        tracing::warn!(error = %err, "revocation sync failed");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revocations() -> Revocations {
+        Revocations::new(
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+        )
+    }
+
+    #[test]
+    fn a_local_revocation_is_seen_at_once() {
+        let r = revocations();
+        let sid = Uuid::now_v7();
+        assert!(!r.is_revoked(sid));
+        r.revoke(sid, Utc::now());
+        assert!(r.is_revoked(sid));
+    }
+
+    #[test]
+    fn never_synced_is_not_fresh() {
+        assert!(!revocations().is_fresh(Utc::now()));
+    }
+
+    #[test]
+    fn freshness_lapses_after_three_intervals() {
+        let r = revocations();
+        let now = Utc::now();
+        r.write().synced_at = Some(now);
+        assert!(r.is_fresh(now + chrono::Duration::seconds(3)));
+        assert!(!r.is_fresh(now + chrono::Duration::milliseconds(3_001)));
+    }
+}

@@ -1,0 +1,439 @@
+//! The AuthService use cases, independent of gRPC and of the database engine.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::{
+    AuthError, DisplayName, Email, FieldViolation, Keyring, Password, PasswordHasher, Revocations,
+    Verdict, VerifiedToken,
+    input::Violations,
+    refresh::{new_refresh_token, refresh_token_hash},
+};
+use crate::store::{
+    NewSession, NewUser, RevokeReason, Rotation, SessionStore, StoreError, UserRecord, UserStore,
+};
+
+/// The role of self-registered accounts.
+pub const DEFAULT_ROLE: &str = "user";
+
+/// A session's tokens, as handed to the client.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub access_token: SecretString,
+    pub refresh_token: SecretString,
+    /// Access-token lifetime in seconds.
+    pub expires_in: i64,
+    /// Refresh-token lifetime in seconds.
+    pub refresh_expires_in: i64,
+}
+
+/// A user and fresh tokens: what Register, Login and Refresh return.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub user: UserRecord,
+    pub tokens: TokenPair,
+}
+
+/// Why ValidateToken calls a token inactive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InactiveReason {
+    Expired,
+    Revoked,
+    Invalid,
+}
+
+/// ValidateToken's answer (RFC 7662): claims only for an active token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Introspection {
+    Active(VerifiedToken),
+    Inactive(InactiveReason),
+}
+
+/// Which session(s) Logout ends.
+#[derive(Debug)]
+pub enum LogoutTarget {
+    /// The session holding this refresh token.
+    RefreshToken(String),
+    /// The session of this bearer access token.
+    AccessToken(String),
+}
+
+/// The use cases of `auth.v1.AuthService`.
+#[derive(Debug)]
+pub struct Authenticator {
+    users: Arc<dyn UserStore>,
+    sessions: Arc<dyn SessionStore>,
+    hasher: PasswordHasher,
+    keyring: Keyring,
+    revocations: Arc<Revocations>,
+    refresh_ttl: Duration,
+}
+
+impl Authenticator {
+    pub fn new(
+        users: Arc<dyn UserStore>,
+        sessions: Arc<dyn SessionStore>,
+        hasher: PasswordHasher,
+        keyring: Keyring,
+        revocations: Arc<Revocations>,
+        refresh_ttl: Duration,
+    ) -> Self {
+        Self {
+            users,
+            sessions,
+            hasher,
+            keyring,
+            revocations,
+            refresh_ttl,
+        }
+    }
+
+    /// Creates a user with the default role and starts its first session.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: String,
+        name: &str,
+    ) -> Result<Authenticated, AuthError> {
+        let mut violations = Violations::default();
+        let email = violations.check(Email::parse(email));
+        let name = violations.check(DisplayName::parse(name));
+        let password = violations.check(Password::new_password(password));
+        let ((email, name), password) = violations.finish(email.zip(name).zip(password))?;
+        // Cheap pre-check so a taken email costs no hash; the unique index still decides
+        // races between concurrent registrations.
+        if self.users.find_by_email(email.as_str()).await?.is_some() {
+            return Err(AuthError::EmailTaken);
+        }
+        let password_hash = self.hasher.hash(&password).await?;
+        let now = Utc::now();
+        let user = NewUser {
+            id: Uuid::now_v7(),
+            email: email.as_str().to_owned(),
+            name: name.as_str().to_owned(),
+            role: DEFAULT_ROLE.to_owned(),
+            password_hash,
+            created_at: now,
+        };
+        let (refresh_token, session) = self.new_session(user.id, now)?;
+        let session_id = session.id;
+        let user = match self.users.create_with_session(user, session).await {
+            Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
+            other => other?,
+        };
+        tracing::info!(user_id = %user.id, session_id = %session_id, "user registered");
+        let tokens = self.token_pair(&user, session_id, refresh_token, now)?;
+        Ok(Authenticated { user, tokens })
+    }
+
+    /// Checks the password and starts a new session. Unknown email and wrong password are
+    /// the same error and cost the same argon2 run.
+    pub async fn login(&self, email: &str, password: String) -> Result<Authenticated, AuthError> {
+        let mut violations = Violations::default();
+        let email = violations.check(Email::parse(email));
+        let password = violations.check(Password::submitted(password));
+        let (email, password) = violations.finish(email.zip(password))?;
+        let user = self.users.find_by_email(email.as_str()).await?;
+        let matches = self
+            .hasher
+            .verify(&password, user.as_ref().map(|u| &u.password_hash))
+            .await?;
+        let Some(user) = user.filter(|_| matches) else {
+            tracing::info!("login failed: invalid credentials");
+            return Err(AuthError::InvalidCredentials);
+        };
+        // Only someone who knows the password learns that the account is deactivated.
+        if !user.active {
+            tracing::info!(user_id = %user.id, "login refused: account deactivated");
+            return Err(AuthError::AccountDisabled);
+        }
+        let now = Utc::now();
+        let (refresh_token, session) = self.new_session(user.id, now)?;
+        let session_id = session.id;
+        self.sessions.create(session).await?;
+        tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
+        let tokens = self.token_pair(&user, session_id, refresh_token, now)?;
+        Ok(Authenticated { user, tokens })
+    }
+
+    /// Rotates a refresh token: the presented one stops working and a new pair is issued.
+    /// Presenting a token that was already rotated out is reuse: the session is revoked.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Authenticated, AuthError> {
+        if refresh_token.is_empty() {
+            return Err(AuthError::InvalidInput(vec![FieldViolation::new(
+                "refresh_token",
+                "refresh_token is required",
+            )]));
+        }
+        let old_hash = refresh_token_hash(refresh_token).ok_or(AuthError::RefreshTokenInvalid)?;
+        let now = Utc::now();
+        let Some(session) = self.sessions.find_by_refresh_hash(&old_hash).await? else {
+            return Err(self.on_unknown_refresh_token(&old_hash, now).await?);
+        };
+        if session.revoked_at.is_some() {
+            return Err(AuthError::SessionRevoked);
+        }
+        if session.expires_at <= now {
+            return Err(AuthError::RefreshTokenExpired);
+        }
+        let user = self
+            .users
+            .find_by_id(session.user_id)
+            .await?
+            .filter(|user| user.active)
+            .ok_or(AuthError::SessionRevoked)?;
+
+        let (new_token, new_hash) = new_refresh_token()?;
+        let rotated = self
+            .sessions
+            .rotate(Rotation {
+                session_id: session.id,
+                old_hash: &old_hash,
+                new_hash: &new_hash,
+                now,
+                expires_at: now + self.refresh_ttl_chrono(),
+            })
+            .await?;
+        if !rotated {
+            // Another call rotated this token a moment ago (or the session just ended).
+            // Only one of concurrent refreshes wins; the losers are not treated as reuse,
+            // but any later replay of this token is (it is now in the spent list).
+            tracing::info!(session_id = %session.id, "refresh lost a concurrent rotation");
+            return Err(AuthError::RefreshTokenInvalid);
+        }
+        tracing::info!(user_id = %user.id, session_id = %session.id, "refresh token rotated");
+        let tokens = self.token_pair(&user, session.id, new_token, now)?;
+        Ok(Authenticated { user, tokens })
+    }
+
+    /// A token that is no session's current one: reuse of a spent token revokes its
+    /// session; anything else is simply invalid.
+    async fn on_unknown_refresh_token(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AuthError, AuthError> {
+        let Some(session_id) = self.sessions.find_spent(hash).await? else {
+            return Ok(AuthError::RefreshTokenInvalid);
+        };
+        self.sessions
+            .revoke(session_id, RevokeReason::RefreshReuse, now)
+            .await?;
+        self.revocations.revoke(session_id, now);
+        tracing::warn!(session_id = %session_id, "refresh token reuse detected; session revoked");
+        Ok(AuthError::RefreshTokenReused)
+    }
+
+    /// Ends one session, or every session of its user.
+    pub async fn logout(&self, target: LogoutTarget, all_sessions: bool) -> Result<(), AuthError> {
+        let now = Utc::now();
+        let (session_id, user_id) = match target {
+            LogoutTarget::RefreshToken(token) => {
+                let hash = refresh_token_hash(&token).ok_or(AuthError::RefreshTokenInvalid)?;
+                let session = match self.sessions.find_by_refresh_hash(&hash).await? {
+                    Some(session) => session,
+                    // A spent token still names its session, and whoever holds it wants
+                    // that session over: end it rather than refuse.
+                    None => {
+                        let id = self
+                            .sessions
+                            .find_spent(&hash)
+                            .await?
+                            .ok_or(AuthError::RefreshTokenInvalid)?;
+                        self.sessions
+                            .find(id)
+                            .await?
+                            .ok_or(AuthError::RefreshTokenInvalid)?
+                    }
+                };
+                (session.id, session.user_id)
+            }
+            LogoutTarget::AccessToken(token) => {
+                let verified = self.authenticate(&token)?;
+                (verified.session_id, verified.user_id)
+            }
+        };
+        let ended = if all_sessions {
+            self.sessions
+                .revoke_all_for_user(user_id, RevokeReason::Logout, now)
+                .await?
+        } else {
+            self.sessions
+                .revoke(session_id, RevokeReason::Logout, now)
+                .await?;
+            vec![session_id]
+        };
+        for id in &ended {
+            self.revocations.revoke(*id, now);
+        }
+        tracing::info!(user_id = %user_id, sessions = ended.len(), "logged out");
+        Ok(())
+    }
+
+    /// The caller's user record, read fresh from the store.
+    pub async fn me(&self, access_token: &str) -> Result<UserRecord, AuthError> {
+        let verified = self.authenticate(access_token)?;
+        // The store is the authority here (this call reads it anyway), so a revocation
+        // made on another replica counts even before the next sync.
+        let session = self.sessions.find(verified.session_id).await?;
+        if session.is_none_or(|s| s.revoked_at.is_some()) {
+            return Err(AuthError::SessionRevoked);
+        }
+        self.users
+            .find_by_id(verified.user_id)
+            .await?
+            .filter(|user| user.active)
+            .ok_or(AuthError::SessionRevoked)
+    }
+
+    /// Introspects an access token in memory (RFC 7662): no database round-trip.
+    pub fn validate(&self, token: &str) -> Result<Introspection, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::InvalidInput(vec![FieldViolation::new(
+                "token",
+                "token is required",
+            )]));
+        }
+        let now = Utc::now();
+        Ok(match self.keyring.verify(token, now) {
+            Verdict::Invalid => Introspection::Inactive(InactiveReason::Invalid),
+            Verdict::Expired => Introspection::Inactive(InactiveReason::Expired),
+            Verdict::Valid(verified) => {
+                if self.revocations.is_revoked(verified.session_id) {
+                    Introspection::Inactive(InactiveReason::Revoked)
+                } else if !self.revocations.is_fresh(now) {
+                    return Err(AuthError::RevocationStale);
+                } else {
+                    Introspection::Active(verified)
+                }
+            }
+        })
+    }
+
+    /// A bearer token that must be active, for RPCs that act as its user.
+    fn authenticate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::AccessTokenMissing);
+        }
+        match self.validate(token)? {
+            Introspection::Active(verified) => Ok(verified),
+            Introspection::Inactive(InactiveReason::Expired) => Err(AuthError::AccessTokenExpired),
+            Introspection::Inactive(InactiveReason::Revoked) => Err(AuthError::SessionRevoked),
+            Introspection::Inactive(InactiveReason::Invalid) => Err(AuthError::AccessTokenInvalid),
+        }
+    }
+
+    fn new_session(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(SecretString, NewSession), AuthError> {
+        let (token, hash) = new_refresh_token()?;
+        let session = NewSession {
+            id: Uuid::now_v7(),
+            user_id,
+            refresh_hash: hash,
+            created_at: now,
+            expires_at: now + self.refresh_ttl_chrono(),
+        };
+        Ok((token, session))
+    }
+
+    fn token_pair(
+        &self,
+        user: &UserRecord,
+        session_id: Uuid,
+        refresh_token: SecretString,
+        now: DateTime<Utc>,
+    ) -> Result<TokenPair, AuthError> {
+        let access_token = self
+            .keyring
+            .issue(user.id, session_id, &user.email, &user.role, now)?;
+        Ok(TokenPair {
+            access_token,
+            refresh_token,
+            expires_in: self.keyring.access_ttl_secs(),
+            refresh_expires_in: i64::try_from(self.refresh_ttl.as_secs()).unwrap_or(i64::MAX),
+        })
+    }
+
+    fn refresh_ttl_chrono(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// Account administration for operators (the `authd user` commands).
+#[derive(Debug)]
+pub struct Accounts {
+    users: Arc<dyn UserStore>,
+    hasher: PasswordHasher,
+}
+
+impl Accounts {
+    pub fn new(users: Arc<dyn UserStore>, hasher: PasswordHasher) -> Self {
+        Self { users, hasher }
+    }
+
+    /// Creates an active user with any role.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        name: &str,
+        role: &str,
+        password: String,
+    ) -> Result<UserRecord, AuthError> {
+        let role = role.trim();
+        let mut violations = Violations::default();
+        let email = violations.check(Email::parse(email));
+        let name = violations.check(DisplayName::parse(name));
+        let password = violations.check(Password::new_password(password));
+        violations.require(is_valid_role(role), || {
+            FieldViolation::new(
+                "role",
+                "role must be 1 to 64 lowercase letters, digits, '_' or '-'",
+            )
+        });
+        let ((email, name), password) = violations.finish(email.zip(name).zip(password))?;
+        let password_hash = self.hasher.hash(&password).await?;
+        let user = NewUser {
+            id: Uuid::now_v7(),
+            email: email.as_str().to_owned(),
+            name: name.as_str().to_owned(),
+            role: role.to_owned(),
+            password_hash,
+            created_at: Utc::now(),
+        };
+        match self.users.create(user).await {
+            Err(StoreError::Conflict) => Err(AuthError::EmailTaken),
+            other => Ok(other?),
+        }
+    }
+
+    /// Activates or deactivates a user; deactivation ends all of the user's sessions.
+    /// Returns how many sessions were ended.
+    pub async fn set_active(&self, email: &str, active: bool) -> Result<usize, AuthError> {
+        let email = Email::parse(email).map_err(|v| AuthError::InvalidInput(vec![v]))?;
+        let user = self
+            .users
+            .find_by_email(email.as_str())
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        let ended = self
+            .users
+            .set_active(user.id, active, Utc::now())
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        tracing::info!(user_id = %user.id, active, sessions_ended = ended.len(), "user activity changed");
+        Ok(ended.len())
+    }
+}
+
+fn is_valid_role(role: &str) -> bool {
+    (1..=64).contains(&role.len())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}

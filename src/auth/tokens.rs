@@ -1,0 +1,400 @@
+//! Access tokens (RFC 9068 JWTs) and the keyring that signs and verifies them.
+//!
+//! Verification is strict (RFC 8725): the algorithm is pinned to the one we issue, the
+//! header must say `typ: at+jwt` (so no other kind of JWT passes as an access token), the
+//! `kid` must name one of our keys (looked up in memory only: no path, no SQL), and
+//! iss, aud, sub, sid, jti, iat and exp must all be present and right. jsonwebtoken checks
+//! only `exp` with 60 s of leeway by default; here every check is set explicitly and the
+//! leeway comes from config.
+
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::Context as _;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::random_bytes;
+use crate::{
+    config::{JwtAlgorithm, TokenConfig},
+    store::{KeyRecord, KeyStore},
+};
+
+/// The JOSE `typ` of access tokens (RFC 9068 2.1).
+const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// Anything longer is not one of ours; refuse before parsing.
+const MAX_TOKEN_LEN: usize = 4096;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The user id.
+    pub sub: String,
+    /// The session id.
+    pub sid: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub email: String,
+    pub role: String,
+}
+
+/// What a token verification concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Signed by us, every claim right, not expired. Revocation is checked by the caller.
+    Valid(VerifiedToken),
+    /// Signed by us and otherwise right, but past `exp`.
+    Expired,
+    /// Anything else.
+    Invalid,
+}
+
+/// A verified access token's claims, with the ids parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+/// The signing key and every key that may still verify a live token.
+pub struct Keyring {
+    algorithm: Algorithm,
+    signing_kid: String,
+    signing_key: EncodingKey,
+    verifying_keys: HashMap<String, DecodingKey>,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    leeway: i64,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("algorithm", &self.algorithm)
+            .field("signing_kid", &self.signing_kid)
+            .field(
+                "verifying_kids",
+                &self.verifying_keys.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// Loads the keys of the configured algorithm, generating and storing the first one
+    /// on first start. When replicas start together and each stores a key, all of them
+    /// sign with the oldest, so they agree.
+    pub async fn load_or_create(keys: &dyn KeyStore, config: &TokenConfig) -> anyhow::Result<Self> {
+        let name = config.algorithm.as_str();
+        let mut live = keys.live_keys(name).await.context("loading signing keys")?;
+        if live.is_empty() {
+            let key = generate_key(config.algorithm)?;
+            keys.insert_key(&key)
+                .await
+                .context("storing a new signing key")?;
+            tracing::info!(kid = %key.kid, algorithm = name, "generated a signing key");
+            live = keys.live_keys(name).await.context("loading signing keys")?;
+        }
+        Self::from_records(&live, config)
+    }
+
+    fn from_records(records: &[KeyRecord], config: &TokenConfig) -> anyhow::Result<Self> {
+        let algorithm = match config.algorithm {
+            JwtAlgorithm::EdDsa => Algorithm::EdDSA,
+            JwtAlgorithm::Hs256 => Algorithm::HS256,
+        };
+        let signer = records.first().context("no signing key")?;
+        let signing_key = match config.algorithm {
+            JwtAlgorithm::EdDsa => EncodingKey::from_ed_der(signer.private_key.expose_secret()),
+            JwtAlgorithm::Hs256 => EncodingKey::from_secret(signer.private_key.expose_secret()),
+        };
+        let mut verifying_keys = HashMap::new();
+        for record in records {
+            let key = match config.algorithm {
+                JwtAlgorithm::EdDsa => DecodingKey::from_ed_der(
+                    record
+                        .public_key
+                        .as_deref()
+                        .with_context(|| format!("signing key {} has no public key", record.kid))?,
+                ),
+                JwtAlgorithm::Hs256 => DecodingKey::from_secret(record.private_key.expose_secret()),
+            };
+            verifying_keys.insert(record.kid.clone(), key);
+        }
+
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        // Expiry is checked after everything else, so that only a token that is ours in
+        // every other respect is reported as EXPIRED rather than INVALID.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+
+        Ok(Self {
+            algorithm,
+            signing_kid: signer.kid.clone(),
+            signing_key,
+            verifying_keys,
+            validation,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            access_ttl: config.access_ttl,
+            leeway: i64::try_from(config.clock_leeway.as_secs()).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// The access-token lifetime in seconds.
+    pub fn access_ttl_secs(&self) -> i64 {
+        i64::try_from(self.access_ttl.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Signs an access token for a session.
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        email: &str,
+        role: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<SecretString> {
+        let iat = now.timestamp();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id.to_string(),
+            sid: session_id.to_string(),
+            jti: Uuid::now_v7().to_string(),
+            iat,
+            exp: iat.saturating_add(self.access_ttl_secs()),
+            email: email.to_owned(),
+            role: role.to_owned(),
+        };
+        let mut header = Header::new(self.algorithm);
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        header.kid = Some(self.signing_kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.signing_key)
+            .context("signing an access token")?;
+        Ok(SecretString::from(token))
+    }
+
+    /// Verifies an access token entirely in memory.
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Verdict {
+        if token.len() > MAX_TOKEN_LEN {
+            return Verdict::Invalid;
+        }
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return Verdict::Invalid;
+        };
+        if header.alg != self.algorithm || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return Verdict::Invalid;
+        }
+        let Some(key) = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.verifying_keys.get(kid))
+        else {
+            return Verdict::Invalid;
+        };
+        let Ok(data) = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation) else {
+            return Verdict::Invalid;
+        };
+        let claims = data.claims;
+        let (Ok(user_id), Ok(session_id)) =
+            (Uuid::parse_str(&claims.sub), Uuid::parse_str(&claims.sid))
+        else {
+            return Verdict::Invalid;
+        };
+        let now = now.timestamp();
+        if claims.iat > now.saturating_add(self.leeway) || claims.exp <= claims.iat {
+            return Verdict::Invalid;
+        }
+        if now >= claims.exp.saturating_add(self.leeway) {
+            return Verdict::Expired;
+        }
+        Verdict::Valid(VerifiedToken {
+            user_id,
+            session_id,
+            email: claims.email,
+            role: claims.role,
+            issued_at: claims.iat,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// A fresh key for `algorithm`, with a random kid.
+fn generate_key(algorithm: JwtAlgorithm) -> anyhow::Result<KeyRecord> {
+    let secret: [u8; 32] = random_bytes()?;
+    let (private_key, public_key) = match algorithm {
+        JwtAlgorithm::EdDsa => {
+            let signing = ed25519_dalek::SigningKey::from_bytes(&secret);
+            let der = signing
+                .to_pkcs8_der()
+                .map_err(|e| anyhow::anyhow!("encoding an Ed25519 key: {e}"))?;
+            (
+                der.as_bytes().to_vec(),
+                Some(signing.verifying_key().to_bytes().to_vec()),
+            )
+        }
+        // 256 bits, as RFC 7518 3.2 asks of HS256 keys.
+        JwtAlgorithm::Hs256 => (secret.to_vec(), None),
+    };
+    Ok(KeyRecord {
+        kid: URL_SAFE_NO_PAD.encode(Uuid::now_v7().as_bytes()),
+        algorithm: algorithm.as_str().to_owned(),
+        private_key: SecretBox::new(Box::new(private_key)),
+        public_key,
+        created_at: Utc::now(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(algorithm: JwtAlgorithm) -> TokenConfig {
+        TokenConfig {
+            issuer: "authd-test".into(),
+            audience: "authd-test-aud".into(),
+            algorithm,
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(3600),
+            clock_leeway: Duration::from_secs(5),
+        }
+    }
+
+    fn keyring(algorithm: JwtAlgorithm) -> Keyring {
+        let key = generate_key(algorithm).unwrap();
+        Keyring::from_records(&[key], &config(algorithm)).unwrap()
+    }
+
+    fn issue(ring: &Keyring, now: DateTime<Utc>) -> String {
+        ring.issue(Uuid::now_v7(), Uuid::now_v7(), "a@example.com", "user", now)
+            .unwrap()
+            .expose_secret()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_fresh_token_verifies_with_its_claims() {
+        for algorithm in [JwtAlgorithm::EdDsa, JwtAlgorithm::Hs256] {
+            let ring = keyring(algorithm);
+            let now = Utc::now();
+            let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
+            let token = ring
+                .issue(user, session, "a@example.com", "admin", now)
+                .unwrap();
+            let Verdict::Valid(v) = ring.verify(token.expose_secret(), now) else {
+                panic!("token did not verify with {algorithm:?}");
+            };
+            assert_eq!((v.user_id, v.session_id), (user, session));
+            assert_eq!(
+                (v.email.as_str(), v.role.as_str()),
+                ("a@example.com", "admin")
+            );
+            assert_eq!(v.expires_at - v.issued_at, 900);
+        }
+    }
+
+    #[test]
+    fn header_carries_typ_and_kid() {
+        let ring = keyring(JwtAlgorithm::EdDsa);
+        let header = jsonwebtoken::decode_header(issue(&ring, Utc::now())).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.kid.as_deref(), Some(ring.signing_kid.as_str()));
+        assert_eq!(header.alg, Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn expiry_honours_the_leeway() {
+        let ring = keyring(JwtAlgorithm::EdDsa);
+        let issued = Utc::now();
+        let token = issue(&ring, issued);
+        let just_inside = issued + chrono::Duration::seconds(900 + 4);
+        let past = issued + chrono::Duration::seconds(900 + 5);
+        assert!(matches!(
+            ring.verify(&token, just_inside),
+            Verdict::Valid(_)
+        ));
+        assert_eq!(ring.verify(&token, past), Verdict::Expired);
+    }
+
+    #[test]
+    fn token_issued_in_the_future_is_invalid() {
+        let ring = keyring(JwtAlgorithm::EdDsa);
+        let token = issue(&ring, Utc::now() + chrono::Duration::seconds(60));
+        assert_eq!(ring.verify(&token, Utc::now()), Verdict::Invalid);
+    }
+
+    #[test]
+    fn another_keyrings_token_is_invalid() {
+        let ours = keyring(JwtAlgorithm::EdDsa);
+        let theirs = keyring(JwtAlgorithm::EdDsa);
+        assert_eq!(
+            ours.verify(&issue(&theirs, Utc::now()), Utc::now()),
+            Verdict::Invalid
+        );
+    }
+
+    #[test]
+    fn wrong_issuer_or_audience_is_invalid() {
+        let key = generate_key(JwtAlgorithm::EdDsa).unwrap();
+        let issuer =
+            Keyring::from_records(std::slice::from_ref(&key), &config(JwtAlgorithm::EdDsa))
+                .unwrap();
+        let mut other = config(JwtAlgorithm::EdDsa);
+        other.audience = "someone-else".into();
+        let verifier = Keyring::from_records(&[key], &other).unwrap();
+        assert_eq!(
+            verifier.verify(&issue(&issuer, Utc::now()), Utc::now()),
+            Verdict::Invalid
+        );
+    }
+
+    #[test]
+    fn alg_none_and_wrong_typ_are_invalid() {
+        let ring = keyring(JwtAlgorithm::EdDsa);
+        let token = issue(&ring, Utc::now());
+        let (_, rest) = token.split_once('.').unwrap();
+        let none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt"}"#);
+        assert_eq!(
+            ring.verify(&format!("{none}.{rest}"), Utc::now()),
+            Verdict::Invalid
+        );
+
+        let plain_jwt = URL_SAFE_NO_PAD.encode(
+            format!(
+                r#"{{"alg":"EdDSA","typ":"JWT","kid":"{}"}}"#,
+                ring.signing_kid
+            )
+            .as_bytes(),
+        );
+        assert_eq!(
+            ring.verify(&format!("{plain_jwt}.{rest}"), Utc::now()),
+            Verdict::Invalid
+        );
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        let ring = keyring(JwtAlgorithm::Hs256);
+        for token in ["", "a", "a.b.c", "....", &"x".repeat(10_000)] {
+            assert_eq!(ring.verify(token, Utc::now()), Verdict::Invalid);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! authd's configuration: one typed [`Config`], from `serve` flags or `AUTHD_*` environment
+//! variables, with defaults that run a local development server with no set-up at all.
+//!
+//! Each option's value name is its environment variable, so a bad value stops start-up with
+//! a message that names the variable and says what it expects.
+
+use std::{fmt, net::SocketAddr, num::NonZeroUsize, time::Duration};
+
+use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Everything `authd serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on for gRPC (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "AUTHD_LISTEN",
+        value_name = "AUTHD_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    #[command(flatten)]
+    pub tokens: TokenConfig,
+
+    #[command(flatten)]
+    pub hashing: HashingConfig,
+
+    /// How often each replica reads the sessions other replicas revoked; the bound on how
+    /// long a token revoked elsewhere can still validate here.
+    #[arg(long, env = "AUTHD_REVOCATION_SYNC", value_name = "AUTHD_REVOCATION_SYNC",
+          default_value = "1s", value_parser = parse_duration)]
+    pub revocation_sync: Duration,
+
+    /// How often the database is probed for the health service.
+    #[arg(long, env = "AUTHD_HEALTH_PROBE_INTERVAL", value_name = "AUTHD_HEALTH_PROBE_INTERVAL",
+          default_value = "2s", value_parser = parse_duration)]
+    pub health_probe_interval: Duration,
+}
+
+/// Where the user and session store lives.
+#[derive(Clone, Args)]
+pub struct DatabaseConfig {
+    /// sqlite://FILE?mode=rwc, postgres://USER@HOST/DB or mysql://USER@HOST/DB.
+    #[arg(long = "database-url", env = "AUTHD_DATABASE_URL", value_name = "AUTHD_DATABASE_URL",
+          default_value = "sqlite://authd.db?mode=rwc", hide_env_values = true,
+          value_parser = |value: &str| Ok::<_, String>(SecretString::from(value)))]
+    pub url: SecretString,
+
+    /// Maximum pooled connections (default: 1 for SQLite, which has one writer, 10 otherwise).
+    #[arg(
+        long = "db-max-connections",
+        env = "AUTHD_DB_MAX_CONNECTIONS",
+        value_name = "AUTHD_DB_MAX_CONNECTIONS"
+    )]
+    pub max_connections: Option<NonZeroUsize>,
+
+    /// How long a request waits for a database connection before it fails with UNAVAILABLE.
+    #[arg(long = "db-acquire-timeout", env = "AUTHD_DB_ACQUIRE_TIMEOUT",
+          value_name = "AUTHD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub acquire_timeout: Duration,
+}
+
+// The URL may carry a password: show only which backend it names.
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("backend", &self.backend())
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    /// The URL scheme ("sqlite", "postgres", "mysql"), safe to log.
+    pub fn backend(&self) -> &str {
+        let url = self.url.expose_secret();
+        url.split_once(':').map_or("unknown", |(scheme, _)| scheme)
+    }
+}
+
+/// How access and refresh tokens are made and checked.
+#[derive(Debug, Clone, Args)]
+pub struct TokenConfig {
+    /// The `iss` claim of issued tokens, required on validation.
+    #[arg(
+        long,
+        env = "AUTHD_ISSUER",
+        value_name = "AUTHD_ISSUER",
+        default_value = "authd"
+    )]
+    pub issuer: String,
+
+    /// The `aud` claim of issued tokens, required on validation.
+    #[arg(
+        long,
+        env = "AUTHD_AUDIENCE",
+        value_name = "AUTHD_AUDIENCE",
+        default_value = "authd"
+    )]
+    pub audience: String,
+
+    /// Signing algorithm of access tokens.
+    #[arg(
+        long = "jwt-algorithm",
+        env = "AUTHD_JWT_ALGORITHM",
+        value_name = "AUTHD_JWT_ALGORITHM",
+        value_enum,
+        default_value = "EdDSA",
+        ignore_case = true
+    )]
+    pub algorithm: JwtAlgorithm,
+
+    /// Lifetime of access tokens.
+    #[arg(long, env = "AUTHD_ACCESS_TTL", value_name = "AUTHD_ACCESS_TTL",
+          default_value = "15m", value_parser = parse_duration)]
+    pub access_ttl: Duration,
+
+    /// Lifetime of a refresh token; each refresh starts it again (idle expiry).
+    #[arg(long, env = "AUTHD_REFRESH_TTL", value_name = "AUTHD_REFRESH_TTL",
+          default_value = "7d", value_parser = parse_duration)]
+    pub refresh_ttl: Duration,
+
+    /// Clock skew tolerated when checking `exp` and `iat`.
+    #[arg(long, env = "AUTHD_CLOCK_LEEWAY", value_name = "AUTHD_CLOCK_LEEWAY",
+          default_value = "5s", value_parser = parse_duration)]
+    pub clock_leeway: Duration,
+}
+
+/// The JWS algorithms authd signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    /// Ed25519 signatures (the default): verifiable with a public key.
+    #[value(name = "EdDSA")]
+    EdDsa,
+    /// HMAC-SHA256 with a 256-bit secret generated on first start.
+    #[value(name = "HS256")]
+    Hs256,
+}
+
+impl JwtAlgorithm {
+    /// The JOSE name, as stored with each key and written in the `alg` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Hs256 => "HS256",
+        }
+    }
+}
+
+/// The bounded pool that runs argon2 off the async workers.
+#[derive(Debug, Clone, Args)]
+pub struct HashingConfig {
+    /// Password hashes computed at once (default: one per CPU core).
+    #[arg(
+        long = "hash-workers",
+        env = "AUTHD_HASH_WORKERS",
+        value_name = "AUTHD_HASH_WORKERS"
+    )]
+    pub workers: Option<NonZeroUsize>,
+
+    /// Requests allowed to wait for a hash worker; beyond it they get RESOURCE_EXHAUSTED at once.
+    #[arg(
+        long = "hash-queue",
+        env = "AUTHD_HASH_QUEUE",
+        value_name = "AUTHD_HASH_QUEUE",
+        default_value = "32"
+    )]
+    pub queue: usize,
+}
+
+impl HashingConfig {
+    /// The number of hash workers, resolving the default.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
+    }
+}
+
+/// Parses "90s", "15m", "7d", "1h 30m" and the like.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|_| "expected a duration such as \"90s\", \"15m\" or \"7d\"".to_owned())
+}

@@ -1,0 +1,157 @@
+//! `auth.v1.AuthService`: translates between proto messages and `auth::Authenticator`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret as _;
+use tonic::{Request, Response, Status};
+
+use super::metadata::bearer_token;
+use crate::{
+    auth::{self, Authenticated, Authenticator, Introspection, LogoutTarget},
+    proto::auth::v1::{self as pb, auth_service_server::AuthService},
+    store::UserRecord,
+};
+
+/// The gRPC handler of `auth.v1.AuthService`.
+#[derive(Debug, Clone)]
+pub struct AuthGrpc {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthGrpc {
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self { auth }
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthGrpc {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let req = request.into_inner();
+        let out = self
+            .auth
+            .register(&req.email, req.password, &req.name)
+            .await?;
+        let (user, tokens) = authenticated_to_proto(out);
+        Ok(Response::new(pb::RegisterResponse { user, tokens }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let req = request.into_inner();
+        let out = self.auth.login(&req.email, req.password).await?;
+        let (user, tokens) = authenticated_to_proto(out);
+        Ok(Response::new(pb::LoginResponse { user, tokens }))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let req = request.into_inner();
+        let out = self.auth.refresh(&req.refresh_token).await?;
+        let (user, tokens) = authenticated_to_proto(out);
+        Ok(Response::new(pb::RefreshResponse { user, tokens }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let target = if request.get_ref().refresh_token.is_empty() {
+            LogoutTarget::AccessToken(bearer_token(&request)?)
+        } else {
+            LogoutTarget::RefreshToken(request.get_ref().refresh_token.clone())
+        };
+        self.auth
+            .logout(target, request.get_ref().all_sessions)
+            .await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn get_me(
+        &self,
+        request: Request<pb::GetMeRequest>,
+    ) -> Result<Response<pb::GetMeResponse>, Status> {
+        let token = bearer_token(&request)?;
+        let user = self.auth.me(&token).await?;
+        Ok(Response::new(pb::GetMeResponse {
+            user: Some(user_to_proto(&user)),
+        }))
+    }
+
+    async fn validate_token(
+        &self,
+        request: Request<pb::ValidateTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        let introspection = self.auth.validate(&request.get_ref().token)?;
+        Ok(Response::new(introspection_to_proto(introspection)))
+    }
+}
+
+fn authenticated_to_proto(out: Authenticated) -> (Option<pb::User>, Option<pb::TokenPair>) {
+    let tokens = pb::TokenPair {
+        access_token: out.tokens.access_token.expose_secret().to_owned(),
+        refresh_token: out.tokens.refresh_token.expose_secret().to_owned(),
+        token_type: "Bearer".to_owned(),
+        expires_in: out.tokens.expires_in,
+        refresh_expires_in: out.tokens.refresh_expires_in,
+    };
+    (Some(user_to_proto(&out.user)), Some(tokens))
+}
+
+fn user_to_proto(user: &UserRecord) -> pb::User {
+    pb::User {
+        id: user.id.hyphenated().to_string(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        role: user.role.clone(),
+        active: user.active,
+        email_verified: user.email_verified,
+        created_at: Some(timestamp(user.created_at)),
+        updated_at: Some(timestamp(user.updated_at)),
+    }
+}
+
+fn introspection_to_proto(introspection: Introspection) -> pb::ValidateTokenResponse {
+    match introspection {
+        Introspection::Active(token) => pb::ValidateTokenResponse {
+            active: true,
+            reason: pb::InactiveReason::Unspecified.into(),
+            user_id: token.user_id.hyphenated().to_string(),
+            session_id: token.session_id.hyphenated().to_string(),
+            email: token.email,
+            role: token.role,
+            issued_at: Some(unix_timestamp(token.issued_at)),
+            expires_at: Some(unix_timestamp(token.expires_at)),
+        },
+        // RFC 7662: an inactive token gets no claims at all.
+        Introspection::Inactive(reason) => pb::ValidateTokenResponse {
+            active: false,
+            reason: match reason {
+                auth::InactiveReason::Expired => pb::InactiveReason::Expired,
+                auth::InactiveReason::Revoked => pb::InactiveReason::Revoked,
+                auth::InactiveReason::Invalid => pb::InactiveReason::Invalid,
+            }
+            .into(),
+            ..Default::default()
+        },
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn unix_timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}

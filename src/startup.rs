@@ -1,0 +1,215 @@
+//! Building and running the server: `App::build` opens the database, migrates it, loads
+//! the keys and binds the listener; `App::run_until_stopped` serves until the shutdown
+//! future resolves, then drains in-flight calls, stops the background tasks and closes
+//! the pool.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use migration::{Migrator, MigratorTrait as _};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
+
+use crate::{
+    auth::{Authenticator, Keyring, PasswordHasher, Revocations},
+    config::Config,
+    grpc::AuthGrpc,
+    proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
+    store::{self, SessionStore, SqlStore},
+};
+
+/// The gRPC name of the auth service, as the health service reports it.
+const AUTH_SERVICE_NAME: &str = "auth.v1.AuthService";
+
+/// A built server, bound and ready to run.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    store: SqlStore,
+    auth: Arc<Authenticator>,
+    revocations: Arc<Revocations>,
+    health_probe_interval: Duration,
+}
+
+impl App {
+    /// Connects to and migrates the database, loads (or creates) the signing keys, reads
+    /// recent revocations and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = store::connect(&config.database).await?;
+        Migrator::up(&db, None)
+            .await
+            .context("running database migrations")?;
+        let store = SqlStore::new(db);
+        let store_arc = Arc::new(store.clone());
+
+        let keyring = Keyring::load_or_create(store_arc.as_ref(), &config.tokens).await?;
+        let hasher = PasswordHasher::new(config.hashing.worker_count(), config.hashing.queue)?;
+        let revocations = Arc::new(Revocations::new(
+            config.tokens.access_ttl,
+            config.tokens.clock_leeway,
+            config.revocation_sync,
+        ));
+        revocations
+            .sync(store_arc.as_ref(), Utc::now())
+            .await
+            .context("reading revoked sessions")?;
+        let auth = Arc::new(Authenticator::new(
+            store_arc.clone(),
+            store_arc,
+            hasher,
+            keyring,
+            Arc::clone(&revocations),
+            config.tokens.refresh_ttl,
+        ));
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("AUTHD_LISTEN: cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        Ok(Self {
+            listener,
+            local_addr,
+            store,
+            auth,
+            revocations,
+            health_probe_interval: config.health_probe_interval,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let health = HealthReporter::new();
+        // NOT_SERVING until the first database probe answers.
+        set_health(&health, ServingStatus::NotServing).await;
+
+        let tasks = [
+            spawn_health_probe(
+                health.clone(),
+                self.store.clone(),
+                self.health_probe_interval,
+                stop_rx.clone(),
+            ),
+            spawn_revocation_sync(Arc::clone(&self.revocations), self.store.clone(), stop_rx),
+        ];
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("building the reflection service")?;
+
+        tracing::info!(address = %self.local_addr, "authd listening");
+        let health_on_shutdown = health.clone();
+        let result = Server::builder()
+            .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+            .add_service(HealthServer::new(HealthService::from_health_reporter(
+                health,
+            )))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(AuthServiceServer::new(AuthGrpc::new(self.auth)))
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                async move {
+                    shutdown.await;
+                    tracing::info!("shutting down: finishing in-flight calls");
+                    set_health(&health_on_shutdown, ServingStatus::NotServing).await;
+                },
+            )
+            .await
+            .context("serving gRPC");
+
+        let _ = stop_tx.send(true);
+        for task in tasks {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "background task failed");
+            }
+        }
+        self.store
+            .connection()
+            .clone()
+            .close()
+            .await
+            .context("closing the database pool")?;
+        tracing::info!("authd stopped");
+        result
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(AUTH_SERVICE_NAME, status).await;
+}
+
+/// Flips the health status with the database's reachability.
+fn spawn_health_probe(
+    health: HealthReporter,
+    store: SqlStore,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut serving = None;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let reachable = match store.ping().await {
+                Ok(()) => true,
+                Err(err) => {
+                    if serving != Some(false) {
+                        tracing::warn!(error = %format!("{err:#}"), "database unreachable");
+                    }
+                    false
+                }
+            };
+            if serving != Some(reachable) {
+                let status = if reachable {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                set_health(&health, status).await;
+                if serving.is_some() && reachable {
+                    tracing::info!("database reachable again");
+                }
+                serving = Some(reachable);
+            }
+        }
+    })
+}
+
+fn spawn_revocation_sync(
+    revocations: Arc<Revocations>,
+    store: SqlStore,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let store: &dyn SessionStore = &store;
+        revocations.run(store, stop).await;
+    })
+}

@@ -1,0 +1,6 @@
+//! sea-orm entities, one per table created in `migration/`.
+
+pub(crate) mod sessions;
+pub(crate) mod signing_keys;
+pub(crate) mod spent_refresh_tokens;
+pub(crate) mod users;

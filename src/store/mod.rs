@@ -1,0 +1,185 @@
+//! The user, session and signing-key store.
+//!
+//! The domain (`crate::auth`) talks only to the traits and record types defined here; the
+//! one implementation, [`SqlStore`], maps them onto sea-orm and runs on SQLite, PostgreSQL
+//! and MySQL/MariaDB alike. Every database error becomes a [`StoreError`] in one place
+//! (`sql::map_db_err`), which is where "the database is down" and "that key is taken" are
+//! told apart from bugs.
+
+mod entities;
+mod sql;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::{SecretBox, SecretString};
+use uuid::Uuid;
+
+pub use sql::{SqlStore, connect};
+
+/// What can go wrong in the store, as the domain needs to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (connection refused, pool timeout, I/O error).
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// A unique key is already taken.
+    #[error("unique constraint violated")]
+    Conflict,
+    /// Anything else: a bug or a schema mismatch.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stored user.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    /// PHC string; kept secret so it never appears in a Debug print.
+    pub password_hash: SecretString,
+    pub active: bool,
+    pub email_verified: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user to insert.
+#[derive(Debug)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub password_hash: SecretString,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored session (one per login).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// How many times the refresh token was rotated.
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    /// When the current refresh token stops working unless rotated before.
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A session to insert, with the hash of its first refresh token.
+#[derive(Debug)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub refresh_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One refresh-token rotation, applied only if the session still holds `old_hash`.
+#[derive(Debug)]
+pub struct Rotation<'a> {
+    pub session_id: Uuid,
+    pub old_hash: &'a str,
+    pub new_hash: &'a str,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a session ended, as recorded in `sessions.revoked_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    Logout,
+    RefreshReuse,
+    Deactivated,
+}
+
+impl RevokeReason {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::Deactivated => "deactivated",
+        }
+    }
+}
+
+/// A stored signing key.
+#[derive(Debug)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub algorithm: String,
+    /// PKCS#8 DER for Ed25519, the raw secret for HMAC.
+    pub private_key: SecretBox<Vec<u8>>,
+    /// Raw public key (Ed25519); `None` for HMAC.
+    pub public_key: Option<Vec<u8>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Users.
+#[async_trait]
+pub trait UserStore: Send + Sync + std::fmt::Debug {
+    /// Inserts a user; [`StoreError::Conflict`] if the email is taken.
+    async fn create(&self, user: NewUser) -> StoreResult<UserRecord>;
+    /// Inserts a user and its first session in one transaction.
+    async fn create_with_session(
+        &self,
+        user: NewUser,
+        session: NewSession,
+    ) -> StoreResult<UserRecord>;
+    async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    async fn find_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>>;
+    /// Activates or deactivates a user. Deactivation revokes every live session of the
+    /// user in the same transaction; the revoked session ids are returned. `None` if no
+    /// such user.
+    async fn set_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Vec<Uuid>>>;
+}
+
+/// Sessions and their refresh tokens.
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    async fn create(&self, session: NewSession) -> StoreResult<()>;
+    async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>>;
+    /// The session whose current refresh token has this hash.
+    async fn find_by_refresh_hash(&self, hash: &str) -> StoreResult<Option<SessionRecord>>;
+    /// The session a rotated-out refresh token belonged to.
+    async fn find_spent(&self, hash: &str) -> StoreResult<Option<Uuid>>;
+    /// Compare-and-swap in the database: replaces the refresh hash only if the session is
+    /// live and still holds `old_hash`, and records `old_hash` as spent, in one
+    /// transaction. Exactly one of several concurrent calls with the same `old_hash`
+    /// returns true, on any number of replicas.
+    async fn rotate(&self, rotation: Rotation<'_>) -> StoreResult<bool>;
+    /// Revokes one live session; false if it was already revoked or does not exist.
+    async fn revoke(&self, id: Uuid, reason: RevokeReason, now: DateTime<Utc>)
+    -> StoreResult<bool>;
+    /// Revokes every live session of a user and returns their ids.
+    async fn revoke_all_for_user(
+        &self,
+        user_id: Uuid,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Uuid>>;
+    /// Sessions revoked at or after `since`, with when.
+    async fn revoked_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(Uuid, DateTime<Utc>)>>;
+}
+
+/// Signing keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync + std::fmt::Debug {
+    /// Keys of this algorithm that are not retired, oldest first.
+    async fn live_keys(&self, algorithm: &str) -> StoreResult<Vec<KeyRecord>>;
+    async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()>;
+}

@@ -1,0 +1,452 @@
+//! The sea-orm implementation of the store traits.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set, SqlErr,
+    TransactionTrait,
+    sea_query::{Expr, ExprTrait as _},
+    sqlx,
+};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use uuid::Uuid;
+
+use super::{
+    KeyRecord, KeyStore, NewSession, NewUser, RevokeReason, Rotation, SessionRecord, SessionStore,
+    StoreError, StoreResult, UserRecord, UserStore, entities::*,
+};
+use crate::config::DatabaseConfig;
+
+/// How long SQLite waits for the write lock before answering "database is locked".
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the connection pool. Statement logging is off: sqlx would log bound values,
+/// and those include password hashes and refresh-token hashes.
+pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+    let url = config.url.expose_secret();
+    let backend = config.backend();
+    let default_pool = match backend {
+        // SQLite has one writer; one connection means no "database is locked" at all.
+        "sqlite" => 1,
+        "postgres" | "postgresql" | "mysql" => 10,
+        _ => anyhow::bail!(
+            "AUTHD_DATABASE_URL: expected a URL starting with sqlite:, postgres: or mysql:"
+        ),
+    };
+    let max_connections = config
+        .max_connections
+        .map_or(default_pool, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
+
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_timeout(config.acquire_timeout)
+        .sqlx_logging(false)
+        .record_stmt_in_spans(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true)
+        });
+    Database::connect(options)
+        .await
+        .with_context(|| format!("AUTHD_DATABASE_URL: cannot open the {backend} database"))
+}
+
+/// The one place database errors are classified.
+fn map_db_err(err: DbErr) -> StoreError {
+    if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
+        return StoreError::Conflict;
+    }
+    let unreachable = match &err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => {
+            matches!(
+                **e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        }
+        _ => false,
+    };
+    if unreachable {
+        StoreError::Unavailable(err.into())
+    } else {
+        StoreError::Other(err.into())
+    }
+}
+
+/// The store on a sea-orm connection pool.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    db: DatabaseConnection,
+}
+
+impl SqlStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The underlying pool, for migrations and shutdown.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// One round-trip to the database, for health checks.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.db.ping().await.map_err(map_db_err)
+    }
+
+    async fn revoke_ids(
+        txn: &impl ConnectionTrait,
+        ids: &[Uuid],
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sessions::Entity::update_many()
+            .col_expr(sessions::Column::RevokedAt, Expr::value(now))
+            .col_expr(
+                sessions::Column::RevokedReason,
+                Expr::value(reason.as_str()),
+            )
+            .filter(sessions::Column::Id.is_in(ids.iter().copied()))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .exec(txn)
+            .await?;
+        Ok(())
+    }
+
+    async fn live_session_ids(
+        txn: &impl ConnectionTrait,
+        user_id: Uuid,
+    ) -> Result<Vec<Uuid>, DbErr> {
+        sessions::Entity::find()
+            .select_only()
+            .column(sessions::Column::Id)
+            .filter(sessions::Column::UserId.eq(user_id))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .into_tuple()
+            .all(txn)
+            .await
+    }
+}
+
+fn user_model(user: NewUser) -> users::ActiveModel {
+    users::ActiveModel {
+        id: Set(user.id),
+        email: Set(user.email),
+        name: Set(user.name),
+        role: Set(user.role),
+        password_hash: Set(user.password_hash.expose_secret().to_owned()),
+        active: Set(true),
+        email_verified: Set(false),
+        created_at: Set(user.created_at),
+        updated_at: Set(user.created_at),
+    }
+}
+
+fn session_model(session: NewSession) -> sessions::ActiveModel {
+    sessions::ActiveModel {
+        id: Set(session.id),
+        user_id: Set(session.user_id),
+        refresh_hash: Set(session.refresh_hash),
+        generation: Set(0),
+        created_at: Set(session.created_at),
+        last_used_at: Set(session.created_at),
+        expires_at: Set(session.expires_at),
+        rotated_at: Set(None),
+        revoked_at: Set(None),
+        revoked_reason: Set(None),
+    }
+}
+
+impl From<users::Model> for UserRecord {
+    fn from(m: users::Model) -> Self {
+        Self {
+            id: m.id,
+            email: m.email,
+            name: m.name,
+            role: m.role,
+            password_hash: SecretString::from(m.password_hash),
+            active: m.active,
+            email_verified: m.email_verified,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+impl From<sessions::Model> for SessionRecord {
+    fn from(m: sessions::Model) -> Self {
+        Self {
+            id: m.id,
+            user_id: m.user_id,
+            generation: m.generation,
+            created_at: m.created_at,
+            last_used_at: m.last_used_at,
+            expires_at: m.expires_at,
+            revoked_at: m.revoked_at,
+        }
+    }
+}
+
+impl From<signing_keys::Model> for KeyRecord {
+    fn from(m: signing_keys::Model) -> Self {
+        Self {
+            kid: m.kid,
+            algorithm: m.algorithm,
+            private_key: SecretBox::new(Box::new(m.private_key)),
+            public_key: m.public_key,
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn create(&self, user: NewUser) -> StoreResult<UserRecord> {
+        let model = user_model(user)
+            .insert(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(model.into())
+    }
+
+    async fn create_with_session(
+        &self,
+        user: NewUser,
+        session: NewSession,
+    ) -> StoreResult<UserRecord> {
+        let txn = self.db.begin().await.map_err(map_db_err)?;
+        let model = user_model(user).insert(&txn).await.map_err(map_db_err)?;
+        sessions::Entity::insert(session_model(session))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(map_db_err)?;
+        txn.commit().await.map_err(map_db_err)?;
+        Ok(model.into())
+    }
+
+    async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        let found = users::Entity::find()
+            .filter(users::Column::Email.eq(email))
+            .one(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(found.map(Into::into))
+    }
+
+    async fn find_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        let found = users::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(found.map(Into::into))
+    }
+
+    async fn set_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Vec<Uuid>>> {
+        let txn = self.db.begin().await.map_err(map_db_err)?;
+        // Existence is checked with a read: MySQL counts only rows an UPDATE changed.
+        let exists = users::Entity::find_by_id(id)
+            .one(&txn)
+            .await
+            .map_err(map_db_err)?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        users::Entity::update_many()
+            .col_expr(users::Column::Active, Expr::value(active))
+            .col_expr(users::Column::UpdatedAt, Expr::value(now))
+            .filter(users::Column::Id.eq(id))
+            .exec(&txn)
+            .await
+            .map_err(map_db_err)?;
+        let mut revoked = Vec::new();
+        if !active {
+            revoked = Self::live_session_ids(&txn, id).await.map_err(map_db_err)?;
+            Self::revoke_ids(&txn, &revoked, RevokeReason::Deactivated, now)
+                .await
+                .map_err(map_db_err)?;
+        }
+        txn.commit().await.map_err(map_db_err)?;
+        Ok(Some(revoked))
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn create(&self, session: NewSession) -> StoreResult<()> {
+        sessions::Entity::insert(session_model(session))
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(())
+    }
+
+    async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
+        let found = sessions::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(found.map(Into::into))
+    }
+
+    async fn find_by_refresh_hash(&self, hash: &str) -> StoreResult<Option<SessionRecord>> {
+        let found = sessions::Entity::find()
+            .filter(sessions::Column::RefreshHash.eq(hash))
+            .one(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(found.map(Into::into))
+    }
+
+    async fn find_spent(&self, hash: &str) -> StoreResult<Option<Uuid>> {
+        let found = spent_refresh_tokens::Entity::find_by_id(hash.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(found.map(|spent| spent.session_id))
+    }
+
+    async fn rotate(&self, rotation: Rotation<'_>) -> StoreResult<bool> {
+        let txn = self.db.begin().await.map_err(map_db_err)?;
+        // The WHERE clause is the compare-and-swap: of several concurrent rotations of the
+        // same token, the database lets exactly one UPDATE match the old hash.
+        let updated = sessions::Entity::update_many()
+            .col_expr(
+                sessions::Column::RefreshHash,
+                Expr::value(rotation.new_hash),
+            )
+            .col_expr(
+                sessions::Column::Generation,
+                Expr::col(sessions::Column::Generation).add(1),
+            )
+            .col_expr(sessions::Column::LastUsedAt, Expr::value(rotation.now))
+            .col_expr(sessions::Column::RotatedAt, Expr::value(rotation.now))
+            .col_expr(
+                sessions::Column::ExpiresAt,
+                Expr::value(rotation.expires_at),
+            )
+            .filter(sessions::Column::Id.eq(rotation.session_id))
+            .filter(sessions::Column::RefreshHash.eq(rotation.old_hash))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .filter(sessions::Column::ExpiresAt.gt(rotation.now))
+            .exec(&txn)
+            .await
+            .map_err(map_db_err)?;
+        if updated.rows_affected != 1 {
+            return Ok(false);
+        }
+        spent_refresh_tokens::Entity::insert(spent_refresh_tokens::ActiveModel {
+            token_hash: Set(rotation.old_hash.to_owned()),
+            session_id: Set(rotation.session_id),
+            spent_at: Set(rotation.now),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(map_db_err)?;
+        // Both writes or neither: a crash here leaves the old token current and the new one
+        // unknown, never both valid.
+        txn.commit().await.map_err(map_db_err)?;
+        Ok(true)
+    }
+
+    async fn revoke(
+        &self,
+        id: Uuid,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let updated = sessions::Entity::update_many()
+            .col_expr(sessions::Column::RevokedAt, Expr::value(now))
+            .col_expr(
+                sessions::Column::RevokedReason,
+                Expr::value(reason.as_str()),
+            )
+            .filter(sessions::Column::Id.eq(id))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(updated.rows_affected == 1)
+    }
+
+    async fn revoke_all_for_user(
+        &self,
+        user_id: Uuid,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Uuid>> {
+        let txn = self.db.begin().await.map_err(map_db_err)?;
+        let ids = Self::live_session_ids(&txn, user_id)
+            .await
+            .map_err(map_db_err)?;
+        Self::revoke_ids(&txn, &ids, reason, now)
+            .await
+            .map_err(map_db_err)?;
+        txn.commit().await.map_err(map_db_err)?;
+        Ok(ids)
+    }
+
+    async fn revoked_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(Uuid, DateTime<Utc>)>> {
+        sessions::Entity::find()
+            .select_only()
+            .column(sessions::Column::Id)
+            .column(sessions::Column::RevokedAt)
+            .filter(sessions::Column::RevokedAt.gte(since))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(map_db_err)
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn live_keys(&self, algorithm: &str) -> StoreResult<Vec<KeyRecord>> {
+        let keys = signing_keys::Entity::find()
+            .filter(signing_keys::Column::Algorithm.eq(algorithm))
+            .filter(signing_keys::Column::RetiredAt.is_null())
+            .order_by_asc(signing_keys::Column::CreatedAt)
+            .order_by_asc(signing_keys::Column::Kid)
+            .all(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(keys.into_iter().map(Into::into).collect())
+    }
+
+    async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
+        signing_keys::Entity::insert(signing_keys::ActiveModel {
+            kid: Set(key.kid.clone()),
+            algorithm: Set(key.algorithm.clone()),
+            private_key: Set(key.private_key.expose_secret().clone()),
+            public_key: Set(key.public_key.clone()),
+            created_at: Set(key.created_at),
+            retired_at: Set(None),
+        })
+        .exec_without_returning(&self.db)
+        .await
+        .map_err(map_db_err)?;
+        Ok(())
+    }
+}
