@@ -42,11 +42,12 @@ pub struct Config {
     pub health_probe_interval: Duration,
 }
 
-/// Where the user and session store lives.
+/// Where the user and session store lives. Global, so `authd migrate up --database-url ..`
+/// reads as naturally as `authd migrate --database-url .. up`.
 #[derive(Clone, Args)]
 pub struct DatabaseConfig {
     /// sqlite://FILE?mode=rwc, postgres://USER@HOST/DB or mysql://USER@HOST/DB.
-    #[arg(long = "database-url", env = "AUTHD_DATABASE_URL", value_name = "AUTHD_DATABASE_URL",
+    #[arg(long = "database-url", global = true, env = "AUTHD_DATABASE_URL", value_name = "AUTHD_DATABASE_URL",
           default_value = "sqlite://authd.db?mode=rwc", hide_env_values = true,
           value_parser = |value: &str| Ok::<_, String>(SecretString::from(value)))]
     pub url: SecretString,
@@ -60,7 +61,7 @@ pub struct DatabaseConfig {
     pub max_connections: Option<NonZeroUsize>,
 
     /// How long a request waits for a database connection before it fails with UNAVAILABLE.
-    #[arg(long = "db-acquire-timeout", env = "AUTHD_DB_ACQUIRE_TIMEOUT",
+    #[arg(long = "db-acquire-timeout", global = true, env = "AUTHD_DB_ACQUIRE_TIMEOUT",
           value_name = "AUTHD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
 }
@@ -187,4 +188,51 @@ impl HashingConfig {
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)
         .map_err(|_| "expected a duration such as \"90s\", \"15m\" or \"7d\"".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Cli::parse_from(["authd"]).config;
+        assert_eq!(config.listen, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(config.tokens.access_ttl, Duration::from_secs(15 * 60));
+        assert_eq!(
+            config.tokens.refresh_ttl,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(config.tokens.clock_leeway, Duration::from_secs(5));
+        assert_eq!(config.tokens.algorithm, JwtAlgorithm::EdDsa);
+        assert_eq!(config.database.backend(), "sqlite");
+    }
+
+    #[test]
+    fn durations_are_read_in_human_form() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("soon").unwrap_err().contains("15m"));
+    }
+
+    #[test]
+    fn the_database_url_never_prints() {
+        let config = Cli::parse_from([
+            "authd",
+            "--database-url",
+            "postgres://authd:hunter2@db.internal/authd",
+        ])
+        .config;
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("postgres"));
+    }
 }

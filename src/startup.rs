@@ -182,6 +182,7 @@ fn spawn_health_probe(
                 Ok(()) => true,
                 Err(err) => {
                     if serving != Some(false) {
+                        let err = anyhow::Error::from(err);
                         tracing::warn!(error = %format!("{err:#}"), "database unreachable");
                     }
                     false

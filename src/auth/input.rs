@@ -189,6 +189,12 @@ mod tests {
     }
 
     #[test]
+    fn password_debug_print_is_redacted() {
+        let password = Password::submitted("hunter2hunter2".into()).unwrap();
+        assert!(!format!("{password:?}").contains("hunter2"));
+    }
+
+    #[test]
     fn submitted_password_over_the_byte_cap_is_rejected_before_hashing() {
         assert!(Password::submitted("x".repeat(PASSWORD_MAX_BYTES + 1)).is_err());
         assert!(Password::submitted("x".repeat(PASSWORD_MAX_BYTES)).is_ok());

@@ -129,14 +129,24 @@ impl Revocations {
     pub async fn run(&self, store: &dyn SessionStore, mut shutdown: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
         loop {
             tokio::select! {
-                _ = ticker.tick() => {
-                    if let Err(err) = self.sync(store, Utc::now()).await {
-                        tracing::warn!(error = %err, "revocation sync failed");
-                    }
-                }
+                _ = ticker.tick() => {}
                 _ = shutdown.changed() => return,
+            }
+            // Logged on change only: an outage is one warning, not one per interval.
+            match self.sync(store, Utc::now()).await {
+                Err(err) if !failing => {
+                    let err = anyhow::Error::from(err);
+                    tracing::warn!(error = %format!("{err:#}"), "revocation sync failing");
+                    failing = true;
+                }
+                Ok(()) if failing => {
+                    tracing::info!("revocation sync recovered");
+                    failing = false;
+                }
+                _ => {}
             }
         }
     }

@@ -1,0 +1,152 @@
+use std::{io::Write as _, process::Stdio};
+
+use crate::helpers::{PASSWORD, TestDb, authd_bin, spawn_app_with};
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_the_variable() {
+    let output = authd_bin()
+        .arg("serve")
+        .env("AUTHD_ACCESS_TTL", "fifteen")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AUTHD_ACCESS_TTL"), "{stderr}");
+    assert!(stderr.contains("duration"), "{stderr}");
+}
+
+#[test]
+fn a_bad_database_url_is_named_without_echoing_its_password() {
+    let output = authd_bin()
+        .args(["migrate", "status"])
+        .env("AUTHD_DATABASE_URL", "redis://admin:hunter2@localhost/0")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AUTHD_DATABASE_URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+fn create_user(db: &TestDb, email: &str, role: &str, password: &str) -> std::process::Output {
+    let mut child = authd_bin()
+        .args([
+            "user",
+            "create",
+            "--email",
+            email,
+            "--name",
+            "Admin",
+            "--role",
+            role,
+            "--database-url",
+            &db.url,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn user_create_reads_the_password_from_stdin_and_sets_the_role() {
+    let db = TestDb::fresh().await;
+
+    let output = create_user(&db, "root@example.com", "admin", PASSWORD);
+
+    assert!(output.status.success(), "{output:?}");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!printed.contains(PASSWORD));
+    let app = spawn_app_with(db, |_| {}).await;
+    let user = app
+        .login("root@example.com", PASSWORD)
+        .await
+        .unwrap()
+        .user
+        .unwrap();
+    assert_eq!(user.role, "admin");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn user_create_refuses_a_weak_password_and_a_taken_email() {
+    let db = TestDb::fresh().await;
+
+    let weak = create_user(&db, "weak@example.com", "user", "short");
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("password must be at least"));
+
+    assert!(
+        create_user(&db, "taken@example.com", "user", PASSWORD)
+            .status
+            .success()
+    );
+    let taken = create_user(&db, "TAKEN@example.com", "user", PASSWORD);
+    assert!(!taken.status.success());
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("already exists"));
+}
+
+#[tokio::test]
+async fn migrate_up_then_status_lists_every_migration_as_applied() {
+    let db = TestDb::fresh().await;
+
+    let up = authd_bin()
+        .args(["migrate", "up", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    let status = authd_bin()
+        .args(["migrate", "status", "--database-url", &db.url])
+        .output()
+        .unwrap();
+
+    assert!(up.status.success(), "{up:?}");
+    let listing = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("Applied")).count(),
+        3,
+        "{listing}"
+    );
+}
+
+#[tokio::test]
+async fn healthcheck_exits_zero_only_when_the_server_is_serving() {
+    let app = spawn_app_with(TestDb::fresh().await, |_| {}).await;
+    let addr = app.addr.to_string();
+
+    let serving = tokio::task::spawn_blocking(move || {
+        authd_bin()
+            .args(["healthcheck", "--listen", &addr])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+
+    assert!(serving.status.success(), "{serving:?}");
+    assert!(String::from_utf8_lossy(&serving.stdout).contains("SERVING"));
+    let addr = app.addr.to_string();
+    app.stop().await;
+    let down = tokio::task::spawn_blocking(move || {
+        authd_bin()
+            .args(["healthcheck", "--listen", &addr, "--timeout", "1s"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!down.status.success());
+}

@@ -1,0 +1,158 @@
+use std::time::{Duration, Instant};
+
+use authd::proto::auth::v1::InactiveReason;
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_reflection::pb::{v1, v1alpha};
+
+use crate::helpers::{DbProxy, PASSWORD, TestDb, assert_code, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_is_serving_for_the_server_and_the_auth_service() {
+    let app = spawn_app().await;
+
+    assert_eq!(app.health_status("").await.unwrap(), ServingStatus::Serving);
+    assert_eq!(
+        app.health_status("auth.v1.AuthService").await.unwrap(),
+        ServingStatus::Serving
+    );
+    assert_code(app.health_status("no.such.Service").await, Code::NotFound);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_turns_not_serving_on_shutdown() {
+    let app = spawn_app().await;
+    let mut watch = app
+        .health()
+        .watch(HealthCheckRequest {
+            service: "auth.v1.AuthService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    let stopping = tokio::spawn(app.stop());
+
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap();
+    assert_eq!(next.unwrap().unwrap().status(), ServingStatus::NotServing);
+    drop(watch);
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_the_services() {
+    let app = spawn_app().await;
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected reflection response");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"auth.v1.AuthService"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_describes_the_auth_service() {
+    let app = spawn_app().await;
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "auth.v1.AuthService".into(),
+            ),
+        ),
+    };
+
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        response.message_response
+    else {
+        panic!("unexpected reflection response");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+    app.stop().await;
+}
+
+/// Needs a network database: the proxy in front of it is cut and restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_turns_health_not_serving_fails_fast_and_recovers() {
+    let db = TestDb::fresh().await;
+    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
+        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+        return;
+    };
+    let proxy = DbProxy::start(target).await;
+    let app = spawn_app_with(db.via(proxy.addr), |config| {
+        config.database.acquire_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (email, tokens) = app.new_user().await;
+
+    proxy.cut();
+
+    app.wait_for_health(ServingStatus::NotServing).await;
+    assert_eq!(
+        app.health_status("auth.v1.AuthService").await.unwrap(),
+        ServingStatus::NotServing
+    );
+    let started = Instant::now();
+    assert_code(app.login(&email, PASSWORD).await, Code::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "login hung for {:?}",
+        started.elapsed()
+    );
+    assert_code(app.refresh(&tokens.refresh_token).await, Code::Unavailable);
+    assert_code(
+        app.get_me(Some(&tokens.access_token)).await,
+        Code::Unavailable,
+    );
+    // Without fresh revocation data, an otherwise valid token is not vouched for...
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_code(app.validate(&tokens.access_token).await, Code::Unavailable);
+    // ...while one that is invalid on its face is still judged.
+    assert_eq!(
+        app.validate("garbage").await.unwrap().reason(),
+        InactiveReason::Invalid
+    );
+
+    proxy.restore();
+
+    app.wait_for_health(ServingStatus::Serving).await;
+    app.login(&email, PASSWORD).await.unwrap();
+    assert!(app.validate(&tokens.access_token).await.unwrap().active);
+    app.stop().await;
+}

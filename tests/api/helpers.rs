@@ -1,0 +1,431 @@
+//! spawn_app and friends: a real authd on 127.0.0.1:0 against a fresh database, and typed
+//! clients for it.
+//!
+//! The database comes from AUTHD_TEST_DATABASE_URL: unset or sqlite, a new SQLite file per
+//! test; a postgres:// or mysql:// server URL, a new database per test on that server
+//! (named authd_test_*; `.ci/run` drops them afterwards).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, Once,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use authd::{
+    config::Config,
+    proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient},
+    startup::App,
+};
+use clap::Parser;
+use sea_orm::ConnectionTrait as _;
+use secrecy::SecretString;
+use tempfile::TempDir;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::{AbortHandle, JoinHandle},
+};
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use uuid::Uuid;
+
+/// A password that passes the policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Parser)]
+struct Defaults {
+    #[command(flatten)]
+    config: Config,
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = std::env::var("TEST_LOG").unwrap_or_default();
+            let filter = if filter.is_empty() {
+                "info".to_owned()
+            } else {
+                filter
+            };
+            authd::telemetry::init(
+                &filter,
+                authd::telemetry::LogFormat::Pretty,
+                false,
+                std::io::stdout,
+            )
+            .expect("test logging");
+        }
+    });
+}
+
+/// A fresh, empty database for one test.
+#[derive(Clone)]
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<Arc<TempDir>>,
+}
+
+impl TestDb {
+    pub async fn fresh() -> Self {
+        let server = std::env::var("AUTHD_TEST_DATABASE_URL").unwrap_or_default();
+        if server.is_empty() || server.starts_with("sqlite:") {
+            let dir = TempDir::new().expect("temp dir");
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("authd.db").display()
+            );
+            return Self {
+                url,
+                _dir: Some(Arc::new(dir)),
+            };
+        }
+        let name = format!("authd_test_{}", Uuid::now_v7().simple());
+        let admin = sea_orm::Database::connect(&server)
+            .await
+            .expect("connect to the test database server");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        admin.close().await.expect("close admin connection");
+        Self {
+            url: with_database_name(&server, &name),
+            _dir: None,
+        }
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+
+    /// host:port of a network database.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        let (scheme, rest) = self.url.split_once("://")?;
+        let authority = rest.split('/').next()?;
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+        let default_port = if scheme == "mysql" { 3306 } else { 5432 };
+        let with_port = if host_port.contains(':') {
+            host_port.to_owned()
+        } else {
+            format!("{host_port}:{default_port}")
+        };
+        with_port.replace("localhost", "127.0.0.1").parse().ok()
+    }
+
+    /// The same database reached through another address (a proxy).
+    pub fn via(&self, addr: SocketAddr) -> TestDb {
+        let (scheme, rest) = self.url.split_once("://").expect("url");
+        let (authority, path) = rest.split_once('/').expect("url path");
+        let user = authority
+            .rsplit_once('@')
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        TestDb {
+            url: format!("{scheme}://{user}{addr}/{path}"),
+            _dir: None,
+        }
+    }
+}
+
+fn with_database_name(server: &str, name: &str) -> String {
+    let (scheme, rest) = server.split_once("://").expect("database URL has a scheme");
+    let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = tail
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+/// The defaults every test starts from: a free port and the given database.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Defaults::parse_from(["authd"]).config;
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.database.url = SecretString::from(db.url.clone());
+    config.database.acquire_timeout = Duration::from_secs(2);
+    config.revocation_sync = Duration::from_millis(200);
+    config.health_probe_interval = Duration::from_millis(200);
+    config
+}
+
+/// A running authd.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    pub client: AuthServiceClient<Channel>,
+    pub channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestDb::fresh().await, |_| {}).await
+}
+
+pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(&db);
+    tweak(&mut config);
+    spawn_config(db, config).await
+}
+
+pub async fn spawn_config(db: TestDb, config: Config) -> TestApp {
+    init_logging();
+    let app = App::build(config).await.expect("build app");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to authd");
+    let app = TestApp {
+        addr,
+        db,
+        client: AuthServiceClient::new(channel.clone()),
+        channel,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    };
+    app.wait_for_health(ServingStatus::Serving).await;
+    app
+}
+
+impl TestApp {
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    pub async fn health_status(&self, service: &str) -> Result<ServingStatus, Status> {
+        let response = self
+            .health()
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?;
+        Ok(response.into_inner().status())
+    }
+
+    /// Waits up to 10 s for the overall health status.
+    pub async fn wait_for_health(&self, wanted: ServingStatus) {
+        for _ in 0..200 {
+            if self.health_status("").await.ok() == Some(wanted) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("health never became {wanted:?}");
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        name: &str,
+    ) -> Result<pb::RegisterResponse, Status> {
+        self.client
+            .clone()
+            .register(pb::RegisterRequest {
+                email: email.to_owned(),
+                password: password.to_owned(),
+                name: name.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Registers a fresh user and returns its email and tokens.
+    pub async fn new_user(&self) -> (String, pb::TokenPair) {
+        let email = format!("user-{}@example.com", Uuid::now_v7().simple());
+        let response = self
+            .register(&email, PASSWORD, "Test User")
+            .await
+            .expect("register");
+        (email, response.tokens.expect("tokens"))
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<pb::LoginResponse, Status> {
+        self.client
+            .clone()
+            .login(pb::LoginRequest {
+                email: email.to_owned(),
+                password: password.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::RefreshResponse, Status> {
+        self.client
+            .clone()
+            .refresh(pb::RefreshRequest {
+                refresh_token: refresh_token.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn logout(
+        &self,
+        refresh_token: &str,
+        all_sessions: bool,
+        bearer: Option<&str>,
+    ) -> Result<(), Status> {
+        let request = with_bearer(
+            pb::LogoutRequest {
+                refresh_token: refresh_token.to_owned(),
+                all_sessions,
+            },
+            bearer,
+        );
+        self.client.clone().logout(request).await.map(|_| ())
+    }
+
+    pub async fn get_me(&self, bearer: Option<&str>) -> Result<pb::User, Status> {
+        let response = self
+            .client
+            .clone()
+            .get_me(with_bearer(pb::GetMeRequest {}, bearer))
+            .await?;
+        Ok(response.into_inner().user.expect("user"))
+    }
+
+    pub async fn validate(&self, token: &str) -> Result<pb::ValidateTokenResponse, Status> {
+        self.client
+            .clone()
+            .validate_token(pb::ValidateTokenRequest {
+                token: token.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Waits up to 5 s for ValidateToken to give `reason` for `token`.
+    pub async fn wait_for_validation(
+        &self,
+        token: &str,
+        reason: pb::InactiveReason,
+    ) -> pb::ValidateTokenResponse {
+        for _ in 0..100 {
+            let response = self.validate(token).await.expect("validate");
+            if !response.active && response.reason() == reason {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("token never became {reason:?}");
+    }
+}
+
+pub fn with_bearer<T>(message: T, bearer: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = bearer {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("metadata"),
+        );
+    }
+    request
+}
+
+/// Asserts a status code and returns the status for further checks.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got OK: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// The `authd` binary, for CLI tests.
+pub fn authd_bin() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authd"));
+    command.env("AUTHD_LOG", "warn");
+    command
+}
+
+/// A TCP forwarder in front of a network database that can be cut and restored, to test
+/// how authd behaves while its database is unreachable.
+pub struct DbProxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl DbProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let up = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let up = Arc::clone(&up);
+            let connections = Arc::clone(&connections);
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection is refused
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().expect("lock").push(task.abort_handle());
+                }
+            }
+        })
+        .abort_handle();
+        Self {
+            addr,
+            up,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().expect("lock").drain(..) {
+            connection.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}

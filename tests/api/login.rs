@@ -1,0 +1,142 @@
+use tonic::Code;
+
+use crate::helpers::{PASSWORD, assert_code, authd_bin, spawn_app};
+
+#[tokio::test]
+async fn login_starts_a_new_session_in_any_letter_case() {
+    let app = spawn_app().await;
+    let (email, registered) = app.new_user().await;
+
+    let response = app.login(&email.to_uppercase(), PASSWORD).await.unwrap();
+
+    let tokens = response.tokens.unwrap();
+    assert_eq!(response.user.unwrap().email, email);
+    assert_ne!(tokens.refresh_token, registered.refresh_token);
+    let first = app.validate(&registered.access_token).await.unwrap();
+    let second = app.validate(&tokens.access_token).await.unwrap();
+    assert!(first.active && second.active);
+    assert_ne!(
+        first.session_id, second.session_id,
+        "each login is its own session"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_look_the_same() {
+    let app = spawn_app().await;
+    let (email, _) = app.new_user().await;
+
+    let wrong_password = assert_code(
+        app.login(&email, "not the password at all").await,
+        Code::Unauthenticated,
+    );
+    let unknown_email = assert_code(
+        app.login("nobody@example.com", PASSWORD).await,
+        Code::Unauthenticated,
+    );
+
+    assert_eq!(wrong_password.message(), unknown_email.message());
+    assert_eq!(wrong_password.details(), unknown_email.details());
+    assert_eq!(wrong_password.message(), "invalid email or password");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn login_with_an_empty_password_or_bad_email_is_invalid_argument() {
+    let app = spawn_app().await;
+    assert_code(app.login("a@example.com", "").await, Code::InvalidArgument);
+    assert_code(
+        app.login("not an email", PASSWORD).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        app.login("a@example.com", &"x".repeat(1025)).await,
+        Code::InvalidArgument,
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deactivated_account_is_permission_denied_only_with_the_right_password() {
+    let app = spawn_app().await;
+    let (email, _) = app.new_user().await;
+    let status = authd_bin()
+        .args([
+            "user",
+            "set-active",
+            &email,
+            "false",
+            "--database-url",
+            &app.db.url,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    assert_code(app.login(&email, PASSWORD).await, Code::PermissionDenied);
+    assert_code(
+        app.login(&email, "not the password at all").await,
+        Code::Unauthenticated,
+    );
+
+    let status = authd_bin()
+        .args([
+            "user",
+            "set-active",
+            &email,
+            "true",
+            "--database-url",
+            &app.db.url,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    app.login(&email, PASSWORD).await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_hash_queue_is_resource_exhausted_at_once_with_retry_info() {
+    use std::num::NonZeroUsize;
+
+    use tokio::task::JoinSet;
+    use tonic_types::StatusExt as _;
+
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::fresh().await, |config| {
+        config.hashing.workers = NonZeroUsize::new(1);
+        config.hashing.queue = 0;
+    })
+    .await;
+    let (email, _) = app.new_user().await;
+    let mut calls = JoinSet::new();
+    for _ in 0..12 {
+        let mut client = app.client.clone();
+        let email = email.clone();
+        calls.spawn(async move {
+            client
+                .login(authd::proto::auth::v1::LoginRequest {
+                    email,
+                    password: PASSWORD.into(),
+                })
+                .await
+        });
+    }
+
+    let results = calls.join_all().await;
+
+    assert!(results.iter().any(Result::is_ok), "some logins get through");
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        !refused.is_empty(),
+        "one worker and no queue cannot take 12 logins at once"
+    );
+    for status in refused {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let retry = status
+            .get_details_retry_info()
+            .expect("google.rpc.RetryInfo");
+        assert!(retry.retry_delay.is_some_and(|d| !d.is_zero()));
+    }
+    app.stop().await;
+}

@@ -1,0 +1,20 @@
+//! authd end to end: the real server over real gRPC on 127.0.0.1:0, against the database
+//! AUTHD_TEST_DATABASE_URL names (SQLite when unset). Logs stay silent unless TEST_LOG is set.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
+
+mod cli;
+mod get_me;
+mod health;
+mod helpers;
+mod lifecycle;
+mod login;
+mod logout;
+mod refresh;
+mod register;
+mod validate;

@@ -1,0 +1,155 @@
+use std::time::Duration;
+
+use authd::proto::auth::v1::{InactiveReason, RefreshRequest};
+use tokio::task::JoinSet;
+use tonic::Code;
+
+use crate::helpers::{TestDb, assert_code, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn refresh_rotates_the_pair_and_the_old_refresh_token_stops_working() {
+    let app = spawn_app().await;
+    let (email, first) = app.new_user().await;
+
+    let response = app.refresh(&first.refresh_token).await.unwrap();
+
+    assert_eq!(response.user.unwrap().email, email);
+    let second = response.tokens.unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_ne!(second.access_token, first.access_token);
+    let old = app.validate(&first.access_token).await.unwrap();
+    let new = app.validate(&second.access_token).await.unwrap();
+    assert!(new.active);
+    assert_eq!(old.session_id, new.session_id, "rotation keeps the session");
+    // The new refresh token works in turn.
+    app.refresh(&second.refresh_token).await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
+    let app = spawn_app().await;
+    let (_, first) = app.new_user().await;
+    let second = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+
+    let status = assert_code(
+        app.refresh(&first.refresh_token).await,
+        Code::Unauthenticated,
+    );
+
+    assert!(status.message().contains("already used"), "{status:?}");
+    assert_code(
+        app.refresh(&second.refresh_token).await,
+        Code::Unauthenticated,
+    );
+    let validation = app.validate(&second.access_token).await.unwrap();
+    assert!(!validation.active);
+    assert_eq!(validation.reason(), InactiveReason::Revoked);
+    assert_code(
+        app.get_me(Some(&second.access_token)).await,
+        Code::Unauthenticated,
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reusing_any_older_token_of_the_chain_is_detected() {
+    let app = spawn_app().await;
+    let (_, first) = app.new_user().await;
+    let second = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    let third = app
+        .refresh(&second.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+
+    assert_code(
+        app.refresh(&first.refresh_token).await,
+        Code::Unauthenticated,
+    );
+
+    assert_code(
+        app.refresh(&third.refresh_token).await,
+        Code::Unauthenticated,
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_of_one_token_have_exactly_one_winner() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+    let mut calls = JoinSet::new();
+    for _ in 0..10 {
+        let mut client = app.client.clone();
+        let token = tokens.refresh_token.clone();
+        calls.spawn(async move {
+            client
+                .refresh(RefreshRequest {
+                    refresh_token: token,
+                })
+                .await
+        });
+    }
+
+    let results = calls.join_all().await;
+
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for status in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_unknown_and_empty_refresh_tokens_are_refused() {
+    let app = spawn_app().await;
+    assert_code(app.refresh("garbage").await, Code::Unauthenticated);
+    assert_code(app.refresh(&"A".repeat(43)).await, Code::Unauthenticated);
+    assert_code(app.refresh("").await, Code::InvalidArgument);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_access_token_is_not_a_refresh_token_and_vice_versa() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+    assert_code(
+        app.refresh(&tokens.access_token).await,
+        Code::Unauthenticated,
+    );
+    let validation = app.validate(&tokens.refresh_token).await.unwrap();
+    assert_eq!(validation.reason(), InactiveReason::Invalid);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_refresh_token_expires_after_the_refresh_ttl() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.tokens.refresh_ttl = Duration::from_secs(2);
+    })
+    .await;
+    let (_, tokens) = app.new_user().await;
+    assert_eq!(tokens.refresh_expires_in, 2);
+
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    let status = assert_code(
+        app.refresh(&tokens.refresh_token).await,
+        Code::Unauthenticated,
+    );
+    assert!(status.message().contains("expired"), "{status:?}");
+    app.stop().await;
+}

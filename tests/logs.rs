@@ -1,0 +1,127 @@
+//! No password or token ever reaches a log line or a status message, even at TRACE level
+//! with every library's logging on. Its own test binary, because it installs a global
+//! subscriber that records everything.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub,
+    dead_code
+)]
+
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use tonic::Status;
+
+use helpers::spawn_app;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_or_token_reaches_a_log_line_or_a_status_message() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    authd::telemetry::init(
+        "trace",
+        authd::telemetry::LogFormat::Json,
+        false,
+        move || writer.clone(),
+    )
+    .unwrap();
+    let app = spawn_app().await;
+    let password = "Sup3r-Secret-Passphrase-42";
+    let wrong_password = "Wr0ng-Secret-Passphrase-42";
+    let mut secrets = vec![password.to_owned(), wrong_password.to_owned()];
+    let mut statuses: Vec<Status> = Vec::new();
+
+    let registered = app
+        .register("secret@example.com", password, "Secret")
+        .await
+        .unwrap();
+    let first = registered.tokens.unwrap();
+    statuses.push(
+        app.register("secret@example.com", password, "Secret")
+            .await
+            .unwrap_err(),
+    );
+    statuses.push(
+        app.register("other@example.com", "tiny-pw", "Other")
+            .await
+            .unwrap_err(),
+    );
+    statuses.push(
+        app.login("secret@example.com", wrong_password)
+            .await
+            .unwrap_err(),
+    );
+    statuses.push(
+        app.login("nobody@example.com", wrong_password)
+            .await
+            .unwrap_err(),
+    );
+    let second = app
+        .login("secret@example.com", password)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    let rotated = app
+        .refresh(&first.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    statuses.push(app.refresh(&first.refresh_token).await.unwrap_err());
+    statuses.push(app.get_me(Some(&first.access_token)).await.unwrap_err());
+    app.get_me(Some(&second.access_token)).await.unwrap();
+    app.validate(&second.access_token).await.unwrap();
+    app.logout(&second.refresh_token, false, None)
+        .await
+        .unwrap();
+    statuses.push(app.get_me(Some(&second.access_token)).await.unwrap_err());
+    statuses.push(app.refresh(&second.refresh_token).await.unwrap_err());
+    for tokens in [&first, &second, &rotated] {
+        secrets.push(tokens.access_token.clone());
+        secrets.push(tokens.refresh_token.clone());
+        // A JWT's signature alone is as good as the token for a replay check.
+        secrets.push(tokens.access_token.rsplit('.').next().unwrap().to_owned());
+    }
+    app.stop().await;
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.lines().count() > 50,
+        "the capture must have recorded the run"
+    );
+    assert!(
+        logs.contains("login succeeded"),
+        "authd's own events must be in the capture"
+    );
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret reached the logs: {secret}"
+        );
+        for status in &statuses {
+            assert!(!status.message().contains(secret.as_str()), "{status:?}");
+        }
+    }
+}
