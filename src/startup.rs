@@ -39,9 +39,14 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to and migrates the database, loads (or creates) the signing keys, reads
-    /// recent revocations and binds the listener.
+    /// Binds the listener, connects to and migrates the database, loads (or creates) the
+    /// signing keys and reads recent revocations.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Bind first: a taken port should fail before anything touches the database.
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("AUTHD_LISTEN: cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
         let db = store::connect(&config.database).await?;
         Migrator::up(&db, None)
             .await
@@ -69,10 +74,6 @@ impl App {
             config.tokens.refresh_ttl,
         ));
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("AUTHD_LISTEN: cannot listen on {}", config.listen))?;
-        let local_addr = listener.local_addr().context("reading the bound address")?;
         Ok(Self {
             listener,
             local_addr,
