@@ -16,9 +16,9 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    auth::{Accounts, AuthError, PasswordHasher},
-    config::{Config, DatabaseConfig, parse_duration},
-    startup::App,
+    auth::{Accounts, AuthError, NewAccount, PasswordHasher},
+    config::{Config, DatabaseConfig, HashingConfig, parse_duration},
+    startup::{App, password_policy},
     store::{self, SqlStore},
     telemetry::LogFormat,
 };
@@ -108,6 +108,8 @@ pub enum UserCommand {
         role: String,
         #[command(flatten)]
         database: DatabaseConfig,
+        #[command(flatten)]
+        hashing: HashingConfig,
     },
     /// Activate or deactivate a user; deactivation also ends all of the user's sessions.
     SetActive {
@@ -165,17 +167,24 @@ async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
     Migrator::up(&db, None)
         .await
         .context("running database migrations")?;
-    let accounts = Accounts::new(
-        Arc::new(SqlStore::new(db.clone())),
-        PasswordHasher::new(1, 0)?,
-    );
+    let accounts = Accounts::new(Arc::new(SqlStore::new(db.clone())));
     let result = match command {
         UserCommand::Create {
-            email, name, role, ..
+            email,
+            name,
+            role,
+            hashing,
+            ..
         } => {
-            let password = read_password()?;
+            let account = NewAccount {
+                email: &email,
+                name: &name,
+                role: &role,
+                password: read_password()?,
+            };
+            let hasher = PasswordHasher::new(&hashing)?;
             accounts
-                .create_user(&email, &name, &role, password)
+                .create_user(account, &hasher, &password_policy(&hashing)?)
                 .await
                 .map(|user| {
                     println!(

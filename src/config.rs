@@ -154,7 +154,7 @@ impl JwtAlgorithm {
     }
 }
 
-/// The bounded pool that runs argon2 off the async workers.
+/// Password rules and the bounded pool that runs argon2 off the async workers.
 #[derive(Debug, Clone, Args)]
 pub struct HashingConfig {
     /// Password hashes computed at once (default: one per CPU core).
@@ -173,6 +173,43 @@ pub struct HashingConfig {
         default_value = "32"
     )]
     pub queue: usize,
+
+    /// argon2id memory cost in KiB (at least 19456). Raising it upgrades each stored hash
+    /// at the user's next successful login.
+    #[arg(
+        long = "argon2-memory-kib",
+        env = "AUTHD_ARGON2_MEMORY_KIB",
+        value_name = "AUTHD_ARGON2_MEMORY_KIB",
+        default_value = "19456"
+    )]
+    pub memory_kib: u32,
+
+    /// argon2id passes (at least 2).
+    #[arg(
+        long = "argon2-iterations",
+        env = "AUTHD_ARGON2_ITERATIONS",
+        value_name = "AUTHD_ARGON2_ITERATIONS",
+        default_value = "2"
+    )]
+    pub iterations: u32,
+
+    /// argon2id lanes (at least 1).
+    #[arg(
+        long = "argon2-parallelism",
+        env = "AUTHD_ARGON2_PARALLELISM",
+        value_name = "AUTHD_ARGON2_PARALLELISM",
+        default_value = "1"
+    )]
+    pub parallelism: u32,
+
+    /// Shortest new password accepted, in characters (at least 8).
+    #[arg(
+        long = "password-min-length",
+        env = "AUTHD_PASSWORD_MIN_LENGTH",
+        value_name = "AUTHD_PASSWORD_MIN_LENGTH",
+        default_value = "12"
+    )]
+    pub password_min_length: usize,
 }
 
 impl HashingConfig {

@@ -17,8 +17,11 @@ use tonic_health::{
 };
 
 use crate::{
-    auth::{Authenticator, Keyring, PasswordHasher, Revocations},
-    config::Config,
+    auth::{
+        Authenticator, AuthenticatorParts, Keyring, PASSWORD_MIN_CHARS_FLOOR, PasswordHasher,
+        PasswordPolicy, Revocations,
+    },
+    config::{Config, HashingConfig},
     grpc::AuthGrpc,
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
     store::{self, SessionStore, SqlStore},
@@ -55,7 +58,8 @@ impl App {
         let store_arc = Arc::new(store.clone());
 
         let keyring = Keyring::load_or_create(store_arc.as_ref(), &config.tokens).await?;
-        let hasher = PasswordHasher::new(config.hashing.worker_count(), config.hashing.queue)?;
+        let hasher = PasswordHasher::new(&config.hashing)?;
+        let policy = password_policy(&config.hashing)?;
         let revocations = Arc::new(Revocations::new(
             config.tokens.access_ttl,
             config.tokens.clock_leeway,
@@ -65,14 +69,15 @@ impl App {
             .sync(store_arc.as_ref(), Utc::now())
             .await
             .context("reading revoked sessions")?;
-        let auth = Arc::new(Authenticator::new(
-            store_arc.clone(),
-            store_arc,
+        let auth = Arc::new(Authenticator::new(AuthenticatorParts {
+            users: store_arc.clone(),
+            sessions: store_arc,
             hasher,
+            policy,
             keyring,
-            Arc::clone(&revocations),
-            config.tokens.refresh_ttl,
-        ));
+            revocations: Arc::clone(&revocations),
+            refresh_ttl: config.tokens.refresh_ttl,
+        }));
 
         Ok(Self {
             listener,
@@ -214,4 +219,14 @@ fn spawn_revocation_sync(
         let store: &dyn SessionStore = &store;
         revocations.run(store, stop).await;
     })
+}
+
+/// The password policy from config, refusing a minimum below the floor.
+pub fn password_policy(config: &HashingConfig) -> anyhow::Result<PasswordPolicy> {
+    let min = config.password_min_length;
+    anyhow::ensure!(
+        min >= PASSWORD_MIN_CHARS_FLOOR,
+        "AUTHD_PASSWORD_MIN_LENGTH: expected at least {PASSWORD_MIN_CHARS_FLOOR}, got {min}"
+    );
+    Ok(PasswordPolicy { min_chars: min })
 }

@@ -18,11 +18,13 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use super::{AuthError, Password, random_bytes};
+use crate::config::HashingConfig;
 
-/// OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane.
-const MEMORY_KIB: u32 = 19_456;
-const ITERATIONS: u32 = 2;
-const PARALLELISM: u32 = 1;
+/// OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane. Configured values below it
+/// stop start-up.
+const MIN_MEMORY_KIB: u32 = 19_456;
+const MIN_ITERATIONS: u32 = 2;
+const MIN_PARALLELISM: u32 = 1;
 
 /// The bounded argon2id pool. Cheap to clone.
 #[derive(Clone)]
@@ -44,20 +46,55 @@ impl std::fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// A pool of `workers` hash threads with room for `queue` waiting requests. Computes
-    /// the dummy hash once, so call it at start-up.
-    pub fn new(workers: usize, queue: usize) -> anyhow::Result<Self> {
-        let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
-            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+    /// A pool of `workers` hash threads with room for `queue` waiting requests, hashing
+    /// with the given argon2id cost. Computes the dummy hash once, so call it at start-up.
+    pub fn new(config: &HashingConfig) -> anyhow::Result<Self> {
+        for (value, floor, variable) in [
+            (config.memory_kib, MIN_MEMORY_KIB, "AUTHD_ARGON2_MEMORY_KIB"),
+            (config.iterations, MIN_ITERATIONS, "AUTHD_ARGON2_ITERATIONS"),
+            (
+                config.parallelism,
+                MIN_PARALLELISM,
+                "AUTHD_ARGON2_PARALLELISM",
+            ),
+        ] {
+            anyhow::ensure!(
+                value >= floor,
+                "{variable}: expected at least {floor}, got {value}"
+            );
+        }
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon2, &random_dummy_password()?)?;
-        let workers = workers.max(1);
+        let workers = config.worker_count();
         Ok(Self {
             argon2,
             running: Arc::new(Semaphore::new(workers)),
-            admitted: Arc::new(Semaphore::new(workers + queue)),
+            admitted: Arc::new(Semaphore::new(workers + config.queue)),
             dummy_hash: Arc::new(dummy_hash),
         })
+    }
+
+    /// Whether a stored hash is weaker than what is configured now (another algorithm or
+    /// a lower cost), so it should be replaced at this successful login.
+    pub fn needs_rehash(&self, stored: &SecretString) -> bool {
+        let Ok(hash) = PasswordHash::new(stored.expose_secret()) else {
+            return true;
+        };
+        let Ok(params) = Params::try_from(&hash) else {
+            return true;
+        };
+        let wanted = self.argon2.params();
+        hash.algorithm != Algorithm::Argon2id.ident()
+            || params.m_cost() < wanted.m_cost()
+            || params.t_cost() < wanted.t_cost()
+            || params.p_cost() < wanted.p_cost()
     }
 
     /// Hashes a new password into a PHC string.
@@ -142,9 +179,41 @@ mod tests {
         Password::submitted(s.to_owned()).unwrap()
     }
 
+    fn config(workers: usize, queue: usize, memory_kib: u32) -> HashingConfig {
+        HashingConfig {
+            workers: std::num::NonZeroUsize::new(workers),
+            queue,
+            memory_kib,
+            iterations: 2,
+            parallelism: 1,
+            password_min_length: 12,
+        }
+    }
+
+    #[test]
+    fn parameters_below_the_owasp_minimum_stop_start_up() {
+        let err = PasswordHasher::new(&config(1, 0, 8_192)).unwrap_err();
+        assert!(err.to_string().contains("AUTHD_ARGON2_MEMORY_KIB"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_hash_weaker_than_configured_needs_a_rehash() {
+        let weak = PasswordHasher::new(&config(1, 0, 19_456)).unwrap();
+        let strong = PasswordHasher::new(&config(1, 0, 32_768)).unwrap();
+        let phc = weak.hash(&password("correct horse")).await.unwrap();
+        assert!(strong.needs_rehash(&phc));
+        assert!(!weak.needs_rehash(&phc));
+        assert!(
+            strong
+                .verify(&password("correct horse"), Some(&phc))
+                .await
+                .unwrap()
+        );
+    }
+
     #[tokio::test]
     async fn hash_is_argon2id_phc_with_owasp_parameters() {
-        let hasher = PasswordHasher::new(1, 1).unwrap();
+        let hasher = PasswordHasher::new(&config(1, 1, 19_456)).unwrap();
         let phc = hasher.hash(&password("correct horse")).await.unwrap();
         assert!(
             phc.expose_secret()
@@ -155,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn verify_accepts_the_right_password_only() {
-        let hasher = PasswordHasher::new(1, 1).unwrap();
+        let hasher = PasswordHasher::new(&config(1, 1, 19_456)).unwrap();
         let phc = hasher.hash(&password("correct horse")).await.unwrap();
         assert!(
             hasher
@@ -173,14 +242,14 @@ mod tests {
 
     #[tokio::test]
     async fn verify_without_a_user_is_false_even_for_the_dummy_password() {
-        let hasher = PasswordHasher::new(1, 1).unwrap();
+        let hasher = PasswordHasher::new(&config(1, 1, 19_456)).unwrap();
         assert!(!hasher.verify(&password("anything"), None).await.unwrap());
     }
 
     #[tokio::test]
     async fn full_queue_is_refused_at_once() {
         // One worker, no queue: while one hash runs, a second is refused, not queued.
-        let hasher = PasswordHasher::new(1, 0).unwrap();
+        let hasher = PasswordHasher::new(&config(1, 0, 19_456)).unwrap();
         let busy = hasher.clone();
         let first = tokio::spawn(async move { busy.hash(&password("first password")).await });
         // Wait until the first job holds the only admission permit.

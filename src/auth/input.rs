@@ -3,16 +3,14 @@
 use email_address::EmailAddress;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::FieldViolation;
+use super::{
+    FieldViolation,
+    policy::{PASSWORD_MAX_BYTES, PasswordPolicy, normalize},
+};
 
 /// RFC 5321's limit on a forward path.
 const EMAIL_MAX_LEN: usize = 254;
 const NAME_MAX_CHARS: usize = 100;
-/// Registration policy until the full one (NFKC, breached lists) replaces it.
-const PASSWORD_MIN_CHARS: usize = 8;
-const PASSWORD_MAX_CHARS: usize = 128;
-/// Checked before any hashing, so a huge password costs nothing.
-pub(crate) const PASSWORD_MAX_BYTES: usize = 1024;
 
 /// A syntactically valid email address, trimmed and lowercased, so the same address in
 /// another letter case is the same account.
@@ -72,27 +70,21 @@ impl DisplayName {
     }
 }
 
-/// A password as submitted. Kept in a secret so it never prints.
+/// A password as submitted, NFKC-normalized (so it hashes the same however it was typed)
+/// and kept in a secret so it never prints.
 #[derive(Debug, Clone)]
 pub struct Password(SecretString);
 
 impl Password {
-    /// A new password, checked against the registration policy.
-    pub fn new_password(raw: String) -> Result<Self, FieldViolation> {
+    /// A new password, checked against the policy; `user_inputs` are the account's email
+    /// and name, which the password must not be built from.
+    pub fn new_password(
+        raw: String,
+        policy: &PasswordPolicy,
+        user_inputs: &[&str],
+    ) -> Result<Self, FieldViolation> {
         let candidate = Self::submitted(raw)?;
-        let chars = candidate.0.expose_secret().chars().count();
-        if chars < PASSWORD_MIN_CHARS {
-            return Err(FieldViolation::new(
-                "password",
-                format!("password must be at least {PASSWORD_MIN_CHARS} characters"),
-            ));
-        }
-        if chars > PASSWORD_MAX_CHARS {
-            return Err(FieldViolation::new(
-                "password",
-                format!("password must be at most {PASSWORD_MAX_CHARS} characters"),
-            ));
-        }
+        policy.check(candidate.0.expose_secret(), user_inputs)?;
         Ok(candidate)
     }
 
@@ -102,13 +94,15 @@ impl Password {
         if raw.is_empty() {
             return Err(FieldViolation::new("password", "password is required"));
         }
+        // Before normalization or hashing: a huge password must cost nothing.
         if raw.len() > PASSWORD_MAX_BYTES {
             return Err(FieldViolation::new(
                 "password",
                 format!("password must be at most {PASSWORD_MAX_BYTES} bytes"),
             ));
         }
-        Ok(Self(SecretString::from(raw)))
+        let normalized = normalize(&raw).into_owned();
+        Ok(Self(SecretString::from(normalized)))
     }
 
     pub(crate) fn secret(&self) -> &SecretString {
@@ -175,17 +169,25 @@ mod tests {
         assert!(DisplayName::parse("a\u{0}b").is_err());
     }
 
+    const POLICY: PasswordPolicy = PasswordPolicy { min_chars: 12 };
+
     #[test]
-    fn password_length_counts_characters_not_bytes() {
-        assert!(Password::new_password("ééééééé".into()).is_err());
-        assert!(Password::new_password("éééééééé".into()).is_ok());
-        assert!(Password::new_password("x".repeat(129)).is_err());
+    fn new_passwords_meet_the_policy() {
+        assert!(Password::new_password("correct horse battery".into(), &POLICY, &[]).is_ok());
+        assert!(Password::new_password("short".into(), &POLICY, &[]).is_err());
     }
 
     #[test]
     fn violation_never_echoes_the_password() {
-        let err = Password::new_password("short1".into()).unwrap_err();
+        let err = Password::new_password("short1".into(), &POLICY, &[]).unwrap_err();
         assert!(!err.description.contains("short1"));
+    }
+
+    #[test]
+    fn submitted_passwords_are_nfkc_normalized() {
+        let composed = Password::submitted("caf\u{e9} au lait".into()).unwrap();
+        let decomposed = Password::submitted("cafe\u{301} au lait".into()).unwrap();
+        assert_eq!(composed.0.expose_secret(), decomposed.0.expose_secret());
     }
 
     #[test]

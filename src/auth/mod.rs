@@ -8,6 +8,7 @@
 mod error;
 mod hasher;
 mod input;
+mod policy;
 mod refresh;
 mod revocation;
 mod service;
@@ -16,10 +17,11 @@ mod tokens;
 pub use error::{AuthError, FieldViolation};
 pub use hasher::PasswordHasher;
 pub use input::{DisplayName, Email, Password};
+pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
 pub use revocation::Revocations;
 pub use service::{
-    Accounts, Authenticated, Authenticator, DEFAULT_ROLE, InactiveReason, Introspection,
-    LogoutTarget, TokenPair,
+    Accounts, Authenticated, Authenticator, AuthenticatorParts, DEFAULT_ROLE, InactiveReason,
+    Introspection, LogoutTarget, NewAccount, TokenPair,
 };
 pub use tokens::{AccessClaims, Keyring, Verdict, VerifiedToken};
 

@@ -7,8 +7,8 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::{
-    AuthError, DisplayName, Email, FieldViolation, Keyring, Password, PasswordHasher, Revocations,
-    Verdict, VerifiedToken,
+    AuthError, DisplayName, Email, FieldViolation, Keyring, Password, PasswordHasher,
+    PasswordPolicy, Revocations, Verdict, VerifiedToken,
     input::Violations,
     refresh::{new_refresh_token, refresh_token_hash},
 };
@@ -67,24 +67,40 @@ pub struct Authenticator {
     users: Arc<dyn UserStore>,
     sessions: Arc<dyn SessionStore>,
     hasher: PasswordHasher,
+    policy: PasswordPolicy,
     keyring: Keyring,
     revocations: Arc<Revocations>,
     refresh_ttl: Duration,
 }
 
+/// What the [`Authenticator`] is built from.
+#[derive(Debug)]
+pub struct AuthenticatorParts {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub hasher: PasswordHasher,
+    pub policy: PasswordPolicy,
+    pub keyring: Keyring,
+    pub revocations: Arc<Revocations>,
+    pub refresh_ttl: Duration,
+}
+
 impl Authenticator {
-    pub fn new(
-        users: Arc<dyn UserStore>,
-        sessions: Arc<dyn SessionStore>,
-        hasher: PasswordHasher,
-        keyring: Keyring,
-        revocations: Arc<Revocations>,
-        refresh_ttl: Duration,
-    ) -> Self {
+    pub fn new(parts: AuthenticatorParts) -> Self {
+        let AuthenticatorParts {
+            users,
+            sessions,
+            hasher,
+            policy,
+            keyring,
+            revocations,
+            refresh_ttl,
+        } = parts;
         Self {
             users,
             sessions,
             hasher,
+            policy,
             keyring,
             revocations,
             refresh_ttl,
@@ -99,9 +115,13 @@ impl Authenticator {
         name: &str,
     ) -> Result<Authenticated, AuthError> {
         let mut violations = Violations::default();
+        let password = violations.check(Password::new_password(
+            password,
+            &self.policy,
+            &[email, name],
+        ));
         let email = violations.check(Email::parse(email));
         let name = violations.check(DisplayName::parse(name));
-        let password = violations.check(Password::new_password(password));
         let ((email, name), password) = violations.finish(email.zip(name).zip(password))?;
         // Cheap pre-check so a taken email costs no hash; the unique index still decides
         // races between concurrent registrations.
@@ -150,6 +170,9 @@ impl Authenticator {
             tracing::info!(user_id = %user.id, "login refused: account deactivated");
             return Err(AuthError::AccountDisabled);
         }
+        if self.hasher.needs_rehash(&user.password_hash) {
+            self.upgrade_hash(user.id, &password).await;
+        }
         let now = Utc::now();
         let (refresh_token, session) = self.new_session(user.id, now)?;
         let session_id = session.id;
@@ -157,6 +180,25 @@ impl Authenticator {
         tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
         let tokens = self.token_pair(&user, session_id, refresh_token, now)?;
         Ok(Authenticated { user, tokens })
+    }
+
+    /// Re-hashes a password stored with weaker parameters than configured. A failure
+    /// costs nothing but the upgrade, so it is logged, not returned.
+    async fn upgrade_hash(&self, user_id: Uuid, password: &Password) {
+        let result = async {
+            let hash = self.hasher.hash(password).await?;
+            self.users
+                .update_password_hash(user_id, hash, Utc::now())
+                .await?;
+            Ok::<_, AuthError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(user_id = %user_id, "password hash upgraded"),
+            Err(err) => {
+                tracing::warn!(user_id = %user_id, error = %err, "password hash upgrade failed")
+            }
+        }
     }
 
     /// Rotates a refresh token: the presented one stops working and a new pair is issued.
@@ -369,27 +411,40 @@ impl Authenticator {
 #[derive(Debug)]
 pub struct Accounts {
     users: Arc<dyn UserStore>,
-    hasher: PasswordHasher,
+}
+
+/// An account an operator creates.
+#[derive(Debug)]
+pub struct NewAccount<'a> {
+    pub email: &'a str,
+    pub name: &'a str,
+    pub role: &'a str,
+    pub password: String,
 }
 
 impl Accounts {
-    pub fn new(users: Arc<dyn UserStore>, hasher: PasswordHasher) -> Self {
-        Self { users, hasher }
+    pub fn new(users: Arc<dyn UserStore>) -> Self {
+        Self { users }
     }
 
-    /// Creates an active user with any role.
+    /// Creates an active user with any role; the password must meet `policy`.
     pub async fn create_user(
         &self,
-        email: &str,
-        name: &str,
-        role: &str,
-        password: String,
+        account: NewAccount<'_>,
+        hasher: &PasswordHasher,
+        policy: &PasswordPolicy,
     ) -> Result<UserRecord, AuthError> {
+        let NewAccount {
+            email,
+            name,
+            role,
+            password,
+        } = account;
         let role = role.trim();
         let mut violations = Violations::default();
+        let password = violations.check(Password::new_password(password, policy, &[email, name]));
         let email = violations.check(Email::parse(email));
         let name = violations.check(DisplayName::parse(name));
-        let password = violations.check(Password::new_password(password));
         violations.require(is_valid_role(role), || {
             FieldViolation::new(
                 "role",
@@ -397,7 +452,7 @@ impl Accounts {
             )
         });
         let ((email, name), password) = violations.finish(email.zip(name).zip(password))?;
-        let password_hash = self.hasher.hash(&password).await?;
+        let password_hash = hasher.hash(&password).await?;
         let user = NewUser {
             id: Uuid::now_v7(),
             email: email.as_str().to_owned(),

@@ -137,6 +137,13 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<UserRecord>;
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     async fn find_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>>;
+    /// Replaces a user's password hash.
+    async fn update_password_hash(
+        &self,
+        id: Uuid,
+        password_hash: SecretString,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// Activates or deactivates a user. Deactivation revokes every live session of the
     /// user in the same transaction; the revoked session ids are returned. `None` if no
     /// such user.

@@ -258,6 +258,25 @@ impl UserStore for SqlStore {
         Ok(found.map(Into::into))
     }
 
+    async fn update_password_hash(
+        &self,
+        id: Uuid,
+        password_hash: SecretString,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        users::Entity::update_many()
+            .col_expr(
+                users::Column::PasswordHash,
+                Expr::value(password_hash.expose_secret().to_owned()),
+            )
+            .col_expr(users::Column::UpdatedAt, Expr::value(now))
+            .filter(users::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(())
+    }
+
     async fn set_active(
         &self,
         id: Uuid,

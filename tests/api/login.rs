@@ -140,3 +140,37 @@ async fn a_full_hash_queue_is_resource_exhausted_at_once_with_retry_info() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_hash_weaker_than_configured_is_upgraded_at_the_next_login() {
+    use sea_orm::{ConnectionTrait as _, Statement};
+
+    let db = crate::helpers::TestDb::fresh().await;
+    let app = crate::helpers::spawn_app_with(db.clone(), |_| {}).await;
+    let (email, _) = app.new_user().await;
+    app.stop().await;
+    let stored_hash = || async {
+        let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+        let sql = format!("SELECT password_hash FROM users WHERE email = '{email}'");
+        let row = conn
+            .query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
+            .await
+            .unwrap()
+            .unwrap();
+        let hash: String = row.try_get("", "password_hash").unwrap();
+        conn.close().await.unwrap();
+        hash
+    };
+    assert!(stored_hash().await.contains("m=19456,t=2,p=1"));
+
+    let app = crate::helpers::spawn_app_with(db.clone(), |config| {
+        config.hashing.memory_kib = 32_768;
+        config.hashing.iterations = 3;
+    })
+    .await;
+    app.login(&email, PASSWORD).await.unwrap();
+
+    assert!(stored_hash().await.contains("m=32768,t=3,p=1"));
+    app.login(&email, PASSWORD).await.unwrap();
+    app.stop().await;
+}

@@ -86,13 +86,19 @@ async fn register_enforces_the_length_limits() {
         ),
         (
             "a@example.com",
-            "x".repeat(129),
+            "Zq8#mV2!pL9".to_owned(),
             "Name".to_owned(),
             "password",
         ),
         (
             "a@example.com",
-            "1234567".to_owned(),
+            "tq7-Vz".repeat(43),
+            "Name".to_owned(),
+            "password",
+        ),
+        (
+            "a@example.com",
+            "x".repeat(1025),
             "Name".to_owned(),
             "password",
         ),
@@ -111,10 +117,58 @@ async fn register_enforces_the_length_limits() {
         let details = status.get_details_bad_request().unwrap();
         assert_eq!(details.field_violations[0].field, field);
     }
-    // The boundaries themselves are accepted.
-    app.register("b@example.com", &"é".repeat(8), &"n".repeat(100))
+    // The boundaries themselves are accepted: 12 and 256 code points, 100-character names.
+    app.register("b@example.com", "Zq8#mV2!pL9w", &"n".repeat(100))
         .await
         .unwrap();
+    app.register("c@example.com", &"tq7-Vz".repeat(43)[..256], "Name")
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn password_length_is_counted_in_code_points_after_nfkc() {
+    let app = spawn_app().await;
+    // Eleven "é" typed as e + combining accent: 22 code points as sent, 11 after NFKC.
+    let status = assert_code(
+        app.register("d@example.com", &"e\u{301}".repeat(11), "Name")
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("at least 12"), "{status:?}");
+    // Spaces and any script are fine.
+    app.register("e@example.com", "日本語の長いパスフレーズです", "Name")
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn common_passwords_and_passwords_built_from_the_account_are_refused() {
+    let app = spawn_app().await;
+    let cases = [
+        ("password1234", "common"),
+        ("qwertyuiop12", "common"),
+        ("zyxwvutsrqponm", "easy to guess"),
+        ("grace.hopper1906", "email address or name"),
+        ("hopper-grace-1906", "email address or name"),
+    ];
+    for (password, reason) in cases {
+        let status = assert_code(
+            app.register("grace.hopper@example.com", password, "Grace Hopper")
+                .await,
+            Code::InvalidArgument,
+        );
+        let violation = &status.get_details_bad_request().unwrap().field_violations[0];
+        assert_eq!(violation.field, "password");
+        assert!(
+            violation.description.contains(reason),
+            "{password}: {}",
+            violation.description
+        );
+        assert!(!violation.description.contains(password));
+    }
     app.stop().await;
 }
 
