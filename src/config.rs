@@ -30,6 +30,9 @@ pub struct Config {
     #[command(flatten)]
     pub hashing: HashingConfig,
 
+    #[command(flatten)]
+    pub login: LoginConfig,
+
     /// How often each replica reads the sessions other replicas revoked; the bound on how
     /// long a token revoked elsewhere can still validate here.
     #[arg(long, env = "AUTHD_REVOCATION_SYNC", value_name = "AUTHD_REVOCATION_SYNC",
@@ -219,6 +222,28 @@ impl HashingConfig {
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get)
     }
+}
+
+/// Per-account throttling of password guessing.
+#[derive(Debug, Clone, Args)]
+pub struct LoginConfig {
+    /// Consecutive failed logins for one email before attempts are refused for a while.
+    #[arg(long = "login-max-failures", env = "AUTHD_LOGIN_MAX_FAILURES",
+          value_name = "AUTHD_LOGIN_MAX_FAILURES", default_value = "10",
+          value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub max_failures: i64,
+
+    /// The first wait after the limit; each further failure adds as much again.
+    #[arg(long = "login-throttle-window", env = "AUTHD_LOGIN_THROTTLE_WINDOW",
+          value_name = "AUTHD_LOGIN_THROTTLE_WINDOW", default_value = "30s",
+          value_parser = parse_duration)]
+    pub window: Duration,
+
+    /// The longest wait (there is never a permanent lock).
+    #[arg(long = "login-throttle-max-window", env = "AUTHD_LOGIN_THROTTLE_MAX_WINDOW",
+          value_name = "AUTHD_LOGIN_THROTTLE_MAX_WINDOW", default_value = "15m",
+          value_parser = parse_duration)]
+    pub max_window: Duration,
 }
 
 /// Parses "90s", "15m", "7d", "1h 30m" and the like.

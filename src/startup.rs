@@ -24,7 +24,7 @@ use crate::{
     config::{Config, HashingConfig},
     grpc::AuthGrpc,
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
-    store::{self, SessionStore, SqlStore},
+    store::{self, SessionStore, SqlStore, ThrottleRule},
 };
 
 /// The gRPC name of the auth service, as the health service reports it.
@@ -69,9 +69,16 @@ impl App {
             .sync(store_arc.as_ref(), Utc::now())
             .await
             .context("reading revoked sessions")?;
+        let throttle_rule = ThrottleRule {
+            max_failures: config.login.max_failures,
+            base_window_ms: millis(config.login.window),
+            max_window_ms: millis(config.login.max_window),
+        };
         let auth = Arc::new(Authenticator::new(AuthenticatorParts {
             users: store_arc.clone(),
-            sessions: store_arc,
+            sessions: store_arc.clone(),
+            throttle: store_arc,
+            throttle_rule,
             hasher,
             policy,
             keyring,
@@ -229,4 +236,8 @@ pub fn password_policy(config: &HashingConfig) -> anyhow::Result<PasswordPolicy>
         "AUTHD_PASSWORD_MIN_LENGTH: expected at least {PASSWORD_MIN_CHARS_FLOOR}, got {min}"
     );
     Ok(PasswordPolicy { min_chars: min })
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -47,6 +47,10 @@ pub enum AuthError {
     RefreshTokenReused,
     #[error("no such user")]
     UserNotFound,
+    /// Too many consecutive failed logins for this email; says nothing about whether the
+    /// password was right or the account exists.
+    #[error("too many failed login attempts, try again later")]
+    LoginThrottled { retry_after: std::time::Duration },
     /// The password-hashing queue is full.
     #[error("too many password checks in progress")]
     HashingBusy,

@@ -13,7 +13,8 @@ use super::{
     refresh::{new_refresh_token, refresh_token_hash},
 };
 use crate::store::{
-    NewSession, NewUser, RevokeReason, Rotation, SessionStore, StoreError, UserRecord, UserStore,
+    Admission, NewSession, NewUser, RevokeReason, Rotation, SessionStore, StoreError, ThrottleRule,
+    ThrottleStore, UserRecord, UserStore,
 };
 
 /// The role of self-registered accounts.
@@ -71,6 +72,8 @@ pub struct Authenticator {
     keyring: Keyring,
     revocations: Arc<Revocations>,
     refresh_ttl: Duration,
+    throttle: Arc<dyn ThrottleStore>,
+    throttle_rule: ThrottleRule,
 }
 
 /// What the [`Authenticator`] is built from.
@@ -83,6 +86,8 @@ pub struct AuthenticatorParts {
     pub keyring: Keyring,
     pub revocations: Arc<Revocations>,
     pub refresh_ttl: Duration,
+    pub throttle: Arc<dyn ThrottleStore>,
+    pub throttle_rule: ThrottleRule,
 }
 
 impl Authenticator {
@@ -95,6 +100,8 @@ impl Authenticator {
             keyring,
             revocations,
             refresh_ttl,
+            throttle,
+            throttle_rule,
         } = parts;
         Self {
             users,
@@ -104,6 +111,8 @@ impl Authenticator {
             keyring,
             revocations,
             refresh_ttl,
+            throttle,
+            throttle_rule,
         }
     }
 
@@ -156,6 +165,23 @@ impl Authenticator {
         let email = violations.check(Email::parse(email));
         let password = violations.check(Password::submitted(password));
         let (email, password) = violations.finish(email.zip(password))?;
+        // Throttling comes first and is keyed on the submitted email whether or not an
+        // account exists, so a throttled answer costs no hash and reveals nothing.
+        let throttle_key = throttle_key(&email);
+        let now_ms = Utc::now().timestamp_millis();
+        let admission = self
+            .throttle
+            .admit_login(&throttle_key, &self.throttle_rule, now_ms)
+            .await?;
+        if let Admission::Throttled { until_ms } = admission {
+            let wait = u64::try_from(until_ms.saturating_sub(now_ms))
+                .unwrap_or(0)
+                .max(1_000);
+            tracing::info!("login throttled");
+            return Err(AuthError::LoginThrottled {
+                retry_after: Duration::from_millis(wait),
+            });
+        }
         let user = self.users.find_by_email(email.as_str()).await?;
         let matches = self
             .hasher
@@ -165,6 +191,7 @@ impl Authenticator {
             tracing::info!("login failed: invalid credentials");
             return Err(AuthError::InvalidCredentials);
         };
+        self.throttle.reset_login_failures(&throttle_key).await?;
         // Only someone who knows the password learns that the account is deactivated.
         if !user.active {
             tracing::info!(user_id = %user.id, "login refused: account deactivated");
@@ -484,6 +511,16 @@ impl Accounts {
         tracing::info!(user_id = %user.id, active, sessions_ended = ended.len(), "user activity changed");
         Ok(ended.len())
     }
+}
+
+/// The stored form of an email's throttle counter: a hash, so that arbitrary submitted
+/// strings are never stored.
+fn throttle_key(email: &Email) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(email.as_str().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn is_valid_role(role: &str) -> bool {

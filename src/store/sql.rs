@@ -6,9 +6,9 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set, SqlErr,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
+    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set,
+    SqlErr, TransactionTrait,
     sea_query::{Expr, ExprTrait as _},
     sqlx,
 };
@@ -16,8 +16,9 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use uuid::Uuid;
 
 use super::{
-    KeyRecord, KeyStore, NewSession, NewUser, RevokeReason, Rotation, SessionRecord, SessionStore,
-    StoreError, StoreResult, UserRecord, UserStore, entities::*,
+    Admission, KeyRecord, KeyStore, NewSession, NewUser, RevokeReason, Rotation, SessionRecord,
+    SessionStore, StoreError, StoreResult, ThrottleRule, ThrottleStore, UserRecord, UserStore,
+    entities::*,
 };
 use crate::config::DatabaseConfig;
 
@@ -466,6 +467,100 @@ impl KeyStore for SqlStore {
         .exec_without_returning(&self.db)
         .await
         .map_err(map_db_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ThrottleStore for SqlStore {
+    async fn admit_login(
+        &self,
+        key: &str,
+        rule: &ThrottleRule,
+        now_ms: i64,
+    ) -> StoreResult<Admission> {
+        use login_throttle::Column;
+        // One conditional UPDATE is the whole check: the WHERE clause admits the attempt
+        // only below the limit or after the wait, and the SET counts it and, from the
+        // limit on, starts the next (longer) wait at once, so concurrent attempts after
+        // the window opens see it closed again. `blocked_until` is assigned before
+        // `failures` because MySQL evaluates SET left to right with the new values.
+        let failures = Expr::col(Column::Failures);
+        let excess = failures.clone().add(2 - rule.max_failures);
+        let window = Expr::case(
+            excess
+                .clone()
+                .mul(rule.base_window_ms)
+                .gt(rule.max_window_ms),
+            rule.max_window_ms,
+        )
+        .finally(excess.mul(rule.base_window_ms));
+        let blocked_until = Expr::case(
+            failures.clone().add(1).gte(rule.max_failures),
+            Expr::val(now_ms).add(Into::<Expr>::into(window)),
+        )
+        .finally(0i64);
+        let admit = || {
+            login_throttle::Entity::update_many()
+                .col_expr(Column::BlockedUntil, blocked_until.clone().into())
+                .col_expr(Column::Failures, failures.clone().add(1))
+                .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(Column::Key.eq(key))
+                .filter(
+                    Condition::any()
+                        .add(Column::Failures.lt(rule.max_failures))
+                        .add(Column::BlockedUntil.lte(now_ms)),
+                )
+        };
+        for _ in 0..2 {
+            if admit()
+                .exec(&self.db)
+                .await
+                .map_err(map_db_err)?
+                .rows_affected
+                == 1
+            {
+                return Ok(Admission::Admitted);
+            }
+            let row = login_throttle::Entity::find_by_id(key.to_owned())
+                .one(&self.db)
+                .await
+                .map_err(map_db_err)?;
+            if let Some(row) = row {
+                return Ok(Admission::Throttled {
+                    until_ms: row.blocked_until,
+                });
+            }
+            // First attempt for this key: create its counter (a concurrent first attempt
+            // may win that race, which is fine) and try again.
+            let inserted = login_throttle::Entity::insert(login_throttle::ActiveModel {
+                key: Set(key.to_owned()),
+                failures: Set(0),
+                blocked_until: Set(0),
+                updated_at: Set(Utc::now()),
+            })
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(map_db_err);
+            match inserted {
+                Ok(_) | Err(StoreError::Conflict) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "login throttle row vanished"
+        )))
+    }
+
+    async fn reset_login_failures(&self, key: &str) -> StoreResult<()> {
+        login_throttle::Entity::update_many()
+            .col_expr(login_throttle::Column::Failures, Expr::value(0i64))
+            .col_expr(login_throttle::Column::BlockedUntil, Expr::value(0i64))
+            .col_expr(login_throttle::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(login_throttle::Column::Key.eq(key))
+            .exec(&self.db)
+            .await
+            .map_err(map_db_err)?;
         Ok(())
     }
 }

@@ -17,4 +17,5 @@ mod login;
 mod logout;
 mod refresh;
 mod register;
+mod throttle;
 mod validate;

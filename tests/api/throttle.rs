@@ -1,0 +1,129 @@
+use std::time::Duration;
+
+use authd::proto::auth::v1::LoginRequest;
+use tokio::task::JoinSet;
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+
+use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, spawn_app_with};
+
+const WRONG: &str = "definitely not the password";
+
+async fn throttled_app() -> TestApp {
+    spawn_app_with(TestDb::fresh().await, |config| {
+        config.login.max_failures = 10;
+        config.login.window = Duration::from_secs(1);
+    })
+    .await
+}
+
+fn retry_delay(status: &Status) -> Duration {
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("google.rpc.RetryInfo with a delay")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_parallel_wrong_passwords_never_get_past_the_limit() {
+    let app = throttled_app().await;
+    let (email, _) = app.new_user().await;
+    let mut calls = JoinSet::new();
+    for _ in 0..200 {
+        let mut client = app.client.clone();
+        let email = email.clone();
+        calls.spawn(async move {
+            client
+                .login(LoginRequest {
+                    email,
+                    password: WRONG.into(),
+                })
+                .await
+        });
+    }
+
+    let results = calls.join_all().await;
+
+    let checked = results
+        .iter()
+        .filter(|r| matches!(r, Err(s) if s.code() == Code::Unauthenticated))
+        .count();
+    let throttled: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .filter(|s| s.code() == Code::ResourceExhausted)
+        .collect();
+    assert_eq!(
+        checked, 10,
+        "exactly the allowed number of passwords were checked"
+    );
+    assert_eq!(throttled.len(), 190);
+    assert!(throttled.iter().all(|s| retry_delay(s) > Duration::ZERO));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_throttled_answer_does_not_tell_whether_the_password_was_right() {
+    let app = throttled_app().await;
+    let (email, _) = app.new_user().await;
+    for _ in 0..10 {
+        assert_code(app.login(&email, WRONG).await, Code::Unauthenticated);
+    }
+
+    let right = assert_code(app.login(&email, PASSWORD).await, Code::ResourceExhausted);
+    let wrong = assert_code(app.login(&email, WRONG).await, Code::ResourceExhausted);
+
+    assert_eq!(right.message(), wrong.message());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_emails_are_throttled_exactly_like_real_ones() {
+    let app = throttled_app().await;
+    let (email, _) = app.new_user().await;
+    for candidate in [email.as_str(), "nobody@example.com"] {
+        for _ in 0..10 {
+            assert_code(app.login(candidate, WRONG).await, Code::Unauthenticated);
+        }
+    }
+
+    let known = assert_code(app.login(&email, WRONG).await, Code::ResourceExhausted);
+    let unknown = assert_code(
+        app.login("NOBODY@example.com", WRONG).await,
+        Code::ResourceExhausted,
+    );
+
+    assert_eq!(known.message(), unknown.message());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_wait_grows_with_further_failures_and_a_success_resets_it() {
+    let app = throttled_app().await;
+    let (email, _) = app.new_user().await;
+    for _ in 0..10 {
+        assert_code(app.login(&email, WRONG).await, Code::Unauthenticated);
+    }
+    let first = retry_delay(&assert_code(
+        app.login(&email, WRONG).await,
+        Code::ResourceExhausted,
+    ));
+    assert!(first <= Duration::from_secs(1), "{first:?}");
+
+    // After the wait one more attempt is checked, and the next wait is longer.
+    tokio::time::sleep(first + Duration::from_millis(100)).await;
+    assert_code(app.login(&email, WRONG).await, Code::Unauthenticated);
+    let second = retry_delay(&assert_code(
+        app.login(&email, WRONG).await,
+        Code::ResourceExhausted,
+    ));
+    assert!(second > first, "{second:?} should exceed {first:?}");
+
+    // The right password after the wait logs in and clears the counter.
+    tokio::time::sleep(second + Duration::from_millis(100)).await;
+    app.login(&email, PASSWORD).await.unwrap();
+    for _ in 0..9 {
+        assert_code(app.login(&email, WRONG).await, Code::Unauthenticated);
+    }
+    app.stop().await;
+}
