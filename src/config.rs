@@ -39,6 +39,19 @@ pub struct Config {
           default_value = "1s", value_parser = parse_duration)]
     pub revocation_sync: Duration,
 
+    /// Serve gRPC server reflection (grpcurl, buf curl); turn off in production if the
+    /// API surface should not be discoverable.
+    #[arg(long, env = "AUTHD_REFLECTION", value_name = "AUTHD_REFLECTION",
+          default_value_t = true, action = clap::ArgAction::Set)]
+    pub reflection: bool,
+
+    /// Comma-separated lowercase hex SHA-256 digests of the API keys ValidateToken callers
+    /// must send as `x-api-key`; empty: no caller authentication.
+    #[arg(long = "validate-api-keys", env = "AUTHD_VALIDATE_API_KEYS",
+          value_name = "AUTHD_VALIDATE_API_KEYS", value_delimiter = ',',
+          value_parser = parse_sha256_hex)]
+    pub validate_api_keys: Vec<String>,
+
     /// How often the database is probed for the health service.
     #[arg(long, env = "AUTHD_HEALTH_PROBE_INTERVAL", value_name = "AUTHD_HEALTH_PROBE_INTERVAL",
           default_value = "2s", value_parser = parse_duration)]
@@ -129,6 +142,18 @@ pub struct TokenConfig {
     #[arg(long, env = "AUTHD_REFRESH_TTL", value_name = "AUTHD_REFRESH_TTL",
           default_value = "7d", value_parser = parse_duration)]
     pub refresh_ttl: Duration,
+
+    /// Absolute session lifetime: refreshing never extends a session past this age.
+    #[arg(long, env = "AUTHD_SESSION_MAX_AGE", value_name = "AUTHD_SESSION_MAX_AGE",
+          default_value = "30d", value_parser = parse_duration)]
+    pub session_max_age: Duration,
+
+    /// HS256 signing secret, at least 32 bytes; without it HS256 uses a random secret
+    /// generated on first start and kept in the database.
+    #[arg(long = "jwt-secret", env = "AUTHD_JWT_SECRET", value_name = "AUTHD_JWT_SECRET",
+          hide_env_values = true,
+          value_parser = |value: &str| Ok::<_, String>(SecretString::from(value)))]
+    pub jwt_secret: Option<SecretString>,
 
     /// Clock skew tolerated when checking `exp` and `iat`.
     #[arg(long, env = "AUTHD_CLOCK_LEEWAY", value_name = "AUTHD_CLOCK_LEEWAY",
@@ -244,6 +269,19 @@ pub struct LoginConfig {
           value_name = "AUTHD_LOGIN_THROTTLE_MAX_WINDOW", default_value = "15m",
           value_parser = parse_duration)]
     pub max_window: Duration,
+}
+
+fn parse_sha256_hex(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(value.to_owned())
+    } else {
+        Err("expected lowercase hex SHA-256 digests (64 characters each), comma-separated".into())
+    }
 }
 
 /// Parses "90s", "15m", "7d", "1h 30m" and the like.

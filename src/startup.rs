@@ -22,7 +22,7 @@ use crate::{
         PasswordPolicy, Revocations,
     },
     config::{Config, HashingConfig},
-    grpc::AuthGrpc,
+    grpc::{ApiKeys, AuthGrpc},
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
     store::{self, SessionStore, SqlStore, ThrottleRule},
 };
@@ -37,7 +37,9 @@ pub struct App {
     local_addr: SocketAddr,
     store: SqlStore,
     auth: Arc<Authenticator>,
+    validate_api_keys: ApiKeys,
     revocations: Arc<Revocations>,
+    reflection: bool,
     health_probe_interval: Duration,
 }
 
@@ -84,14 +86,18 @@ impl App {
             keyring,
             revocations: Arc::clone(&revocations),
             refresh_ttl: config.tokens.refresh_ttl,
+            session_max_age: config.tokens.session_max_age,
         }));
+        let validate_api_keys = ApiKeys::from_hex_digests(&config.validate_api_keys)?;
 
         Ok(Self {
             listener,
             local_addr,
             store,
             auth,
+            validate_api_keys,
             revocations,
+            reflection: config.reflection,
             health_probe_interval: config.health_probe_interval,
         })
     }
@@ -121,16 +127,22 @@ impl App {
             spawn_revocation_sync(Arc::clone(&self.revocations), self.store.clone(), stop_rx),
         ];
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building the reflection service")?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .context("building the reflection service")?;
+        let (reflection_v1, reflection_v1alpha) = if self.reflection {
+            let builder = || {
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            };
+            let v1 = builder()
+                .build_v1()
+                .context("building the reflection service")?;
+            let v1alpha = builder()
+                .build_v1alpha()
+                .context("building the reflection service")?;
+            (Some(v1), Some(v1alpha))
+        } else {
+            (None, None)
+        };
 
         tracing::info!(address = %self.local_addr, "authd listening");
         let health_on_shutdown = health.clone();
@@ -139,9 +151,12 @@ impl App {
             .add_service(HealthServer::new(HealthService::from_health_reporter(
                 health,
             )))
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(AuthServiceServer::new(AuthGrpc::new(self.auth)))
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
+            .add_service(AuthServiceServer::new(AuthGrpc::new(
+                self.auth,
+                self.validate_api_keys,
+            )))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 async move {

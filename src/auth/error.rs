@@ -45,6 +45,9 @@ pub enum AuthError {
     /// A rotated-out refresh token was presented again; its session is now revoked.
     #[error("refresh token was already used; the session has been revoked")]
     RefreshTokenReused,
+    /// A ValidateToken caller without an accepted API key.
+    #[error("ValidateToken requires a valid x-api-key")]
+    CallerUnauthenticated,
     #[error("no such user")]
     UserNotFound,
     /// Too many consecutive failed logins for this email; says nothing about whether the

@@ -23,7 +23,7 @@ pub use service::{
     Accounts, Authenticated, Authenticator, AuthenticatorParts, DEFAULT_ROLE, InactiveReason,
     Introspection, LogoutTarget, NewAccount, TokenPair,
 };
-pub use tokens::{AccessClaims, Keyring, Verdict, VerifiedToken};
+pub use tokens::{AccessClaims, Keyring, PublicJwk, Verdict, VerifiedToken};
 
 /// Bytes from the OS CSPRNG, for salts, keys and refresh tokens.
 pub(crate) fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {

@@ -72,6 +72,7 @@ pub struct Authenticator {
     keyring: Keyring,
     revocations: Arc<Revocations>,
     refresh_ttl: Duration,
+    session_max_age: Duration,
     throttle: Arc<dyn ThrottleStore>,
     throttle_rule: ThrottleRule,
 }
@@ -86,6 +87,8 @@ pub struct AuthenticatorParts {
     pub keyring: Keyring,
     pub revocations: Arc<Revocations>,
     pub refresh_ttl: Duration,
+    /// Absolute session lifetime, however often it is refreshed.
+    pub session_max_age: Duration,
     pub throttle: Arc<dyn ThrottleStore>,
     pub throttle_rule: ThrottleRule,
 }
@@ -100,6 +103,7 @@ impl Authenticator {
             keyring,
             revocations,
             refresh_ttl,
+            session_max_age,
             throttle,
             throttle_rule,
         } = parts;
@@ -111,9 +115,15 @@ impl Authenticator {
             keyring,
             revocations,
             refresh_ttl,
+            session_max_age,
             throttle,
             throttle_rule,
         }
+    }
+
+    /// The public keys for GetJwks.
+    pub fn public_keys(&self) -> &[super::PublicJwk] {
+        self.keyring.public_keys()
     }
 
     /// Creates a user with the default role and starts its first session.
@@ -148,13 +158,14 @@ impl Authenticator {
             created_at: now,
         };
         let (refresh_token, session) = self.new_session(user.id, now)?;
-        let session_id = session.id;
+        let (session_id, refresh_expires_at) = (session.id, session.expires_at);
         let user = match self.users.create_with_session(user, session).await {
             Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
             other => other?,
         };
         tracing::info!(user_id = %user.id, session_id = %session_id, "user registered");
-        let tokens = self.token_pair(&user, session_id, refresh_token, now)?;
+        let tokens =
+            self.token_pair(&user, session_id, (refresh_token, refresh_expires_at), now)?;
         Ok(Authenticated { user, tokens })
     }
 
@@ -202,10 +213,11 @@ impl Authenticator {
         }
         let now = Utc::now();
         let (refresh_token, session) = self.new_session(user.id, now)?;
-        let session_id = session.id;
+        let (session_id, refresh_expires_at) = (session.id, session.expires_at);
         self.sessions.create(session).await?;
         tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
-        let tokens = self.token_pair(&user, session_id, refresh_token, now)?;
+        let tokens =
+            self.token_pair(&user, session_id, (refresh_token, refresh_expires_at), now)?;
         Ok(Authenticated { user, tokens })
     }
 
@@ -245,7 +257,8 @@ impl Authenticator {
         if session.revoked_at.is_some() {
             return Err(AuthError::SessionRevoked);
         }
-        if session.expires_at <= now {
+        let session_end = session.created_at + chrono_duration(self.session_max_age);
+        if session.expires_at <= now || session_end <= now {
             return Err(AuthError::RefreshTokenExpired);
         }
         let user = self
@@ -263,7 +276,7 @@ impl Authenticator {
                 old_hash: &old_hash,
                 new_hash: &new_hash,
                 now,
-                expires_at: now + self.refresh_ttl_chrono(),
+                expires_at: (now + chrono_duration(self.refresh_ttl)).min(session_end),
             })
             .await?;
         if !rotated {
@@ -274,7 +287,8 @@ impl Authenticator {
             return Err(AuthError::RefreshTokenInvalid);
         }
         tracing::info!(user_id = %user.id, session_id = %session.id, "refresh token rotated");
-        let tokens = self.token_pair(&user, session.id, new_token, now)?;
+        let refresh_expires_at = (now + chrono_duration(self.refresh_ttl)).min(session_end);
+        let tokens = self.token_pair(&user, session.id, (new_token, refresh_expires_at), now)?;
         Ok(Authenticated { user, tokens })
     }
 
@@ -401,21 +415,24 @@ impl Authenticator {
         now: DateTime<Utc>,
     ) -> Result<(SecretString, NewSession), AuthError> {
         let (token, hash) = new_refresh_token()?;
+        let expires_at = now + chrono_duration(self.refresh_ttl.min(self.session_max_age));
         let session = NewSession {
             id: Uuid::now_v7(),
             user_id,
             refresh_hash: hash,
             created_at: now,
-            expires_at: now + self.refresh_ttl_chrono(),
+            expires_at,
         };
         Ok((token, session))
     }
 
+    /// The pair handed to the client: a new access token and the session's refresh token
+    /// with the moment it expires.
     fn token_pair(
         &self,
         user: &UserRecord,
         session_id: Uuid,
-        refresh_token: SecretString,
+        (refresh_token, refresh_expires_at): (SecretString, DateTime<Utc>),
         now: DateTime<Utc>,
     ) -> Result<TokenPair, AuthError> {
         let access_token = self
@@ -425,13 +442,13 @@ impl Authenticator {
             access_token,
             refresh_token,
             expires_in: self.keyring.access_ttl_secs(),
-            refresh_expires_in: i64::try_from(self.refresh_ttl.as_secs()).unwrap_or(i64::MAX),
+            refresh_expires_in: (refresh_expires_at - now).num_seconds(),
         })
     }
+}
 
-    fn refresh_ttl_chrono(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::MAX)
-    }
+fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Account administration for operators (the `authd user` commands).

@@ -16,6 +16,7 @@ use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use uuid::Uuid;
 
 use super::random_bytes;
@@ -26,6 +27,8 @@ use crate::{
 
 /// The JOSE `typ` of access tokens (RFC 9068 2.1).
 const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// RFC 7518 3.2: HS256 keys of at least 256 bits.
+const MIN_HMAC_SECRET_BYTES: usize = 32;
 /// Anything longer is not one of ours; refuse before parsing.
 const MAX_TOKEN_LEN: usize = 4096;
 
@@ -43,6 +46,17 @@ pub struct AccessClaims {
     pub exp: i64,
     pub email: String,
     pub role: String,
+}
+
+/// A public key as a JWK (RFC 7517); holds no private parameter by construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicJwk {
+    pub kid: String,
+    pub kty: &'static str,
+    pub alg: &'static str,
+    pub crv: &'static str,
+    /// The public key, base64url without padding.
+    pub x: String,
 }
 
 /// What a token verification concluded.
@@ -73,6 +87,7 @@ pub struct Keyring {
     signing_kid: String,
     signing_key: EncodingKey,
     verifying_keys: HashMap<String, DecodingKey>,
+    public_keys: Vec<PublicJwk>,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -98,6 +113,9 @@ impl Keyring {
     /// on first start. When replicas start together and each stores a key, all of them
     /// sign with the oldest, so they agree.
     pub async fn load_or_create(keys: &dyn KeyStore, config: &TokenConfig) -> anyhow::Result<Self> {
+        if let Some(secret) = &config.jwt_secret {
+            return Self::from_secret(secret, config);
+        }
         let name = config.algorithm.as_str();
         let mut live = keys.live_keys(name).await.context("loading signing keys")?;
         if live.is_empty() {
@@ -111,6 +129,32 @@ impl Keyring {
         Self::from_records(&live, config)
     }
 
+    /// HS256 with an operator-supplied secret, shared by every replica through config.
+    fn from_secret(secret: &SecretString, config: &TokenConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.algorithm == JwtAlgorithm::Hs256,
+            "AUTHD_JWT_SECRET: only used with AUTHD_JWT_ALGORITHM=HS256"
+        );
+        let secret = secret.expose_secret().as_bytes();
+        // RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
+        anyhow::ensure!(
+            secret.len() >= MIN_HMAC_SECRET_BYTES,
+            "AUTHD_JWT_SECRET: expected at least {MIN_HMAC_SECRET_BYTES} bytes, got {}",
+            secret.len()
+        );
+        // The kid names the secret without revealing it: a truncated hash of a 256-bit
+        // secret gives nothing away.
+        let digest = sha2::Sha256::digest(secret);
+        let record = KeyRecord {
+            kid: format!("hs256-{}", URL_SAFE_NO_PAD.encode(&digest[..9])),
+            algorithm: JwtAlgorithm::Hs256.as_str().to_owned(),
+            private_key: SecretBox::new(Box::new(secret.to_vec())),
+            public_key: None,
+            created_at: Utc::now(),
+        };
+        Self::from_records(&[record], config)
+    }
+
     fn from_records(records: &[KeyRecord], config: &TokenConfig) -> anyhow::Result<Self> {
         let algorithm = match config.algorithm {
             JwtAlgorithm::EdDsa => Algorithm::EdDSA,
@@ -122,7 +166,17 @@ impl Keyring {
             JwtAlgorithm::Hs256 => EncodingKey::from_secret(signer.private_key.expose_secret()),
         };
         let mut verifying_keys = HashMap::new();
+        let mut public_keys = Vec::new();
         for record in records {
+            if let Some(public) = &record.public_key {
+                public_keys.push(PublicJwk {
+                    kid: record.kid.clone(),
+                    kty: "OKP",
+                    alg: "EdDSA",
+                    crv: "Ed25519",
+                    x: URL_SAFE_NO_PAD.encode(public),
+                });
+            }
             let key = match config.algorithm {
                 JwtAlgorithm::EdDsa => DecodingKey::from_ed_der(
                     record
@@ -150,12 +204,18 @@ impl Keyring {
             signing_kid: signer.kid.clone(),
             signing_key,
             verifying_keys,
+            public_keys,
             validation,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             access_ttl: config.access_ttl,
             leeway: i64::try_from(config.clock_leeway.as_secs()).unwrap_or(i64::MAX),
         })
+    }
+
+    /// The public keys that verify live tokens, for GetJwks. Empty for HMAC.
+    pub fn public_keys(&self) -> &[PublicJwk] {
+        &self.public_keys
     }
 
     /// The access-token lifetime in seconds.
@@ -274,6 +334,8 @@ mod tests {
             algorithm,
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(3600),
+            session_max_age: Duration::from_secs(86_400),
+            jwt_secret: None,
             clock_leeway: Duration::from_secs(5),
         }
     }
@@ -388,6 +450,28 @@ mod tests {
             ring.verify(&format!("{plain_jwt}.{rest}"), Utc::now()),
             Verdict::Invalid
         );
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_refused_without_echoing_it() {
+        let mut config = config(JwtAlgorithm::Hs256);
+        let err =
+            Keyring::from_secret(&SecretString::from("tooshort-secret"), &config).unwrap_err();
+        assert!(err.to_string().contains("AUTHD_JWT_SECRET"), "{err}");
+        assert!(!err.to_string().contains("tooshort-secret"));
+        config.algorithm = JwtAlgorithm::EdDsa;
+        assert!(Keyring::from_secret(&SecretString::from("x".repeat(32)), &config).is_err());
+    }
+
+    #[test]
+    fn jwks_lists_public_keys_only() {
+        let ring = keyring(JwtAlgorithm::EdDsa);
+        let [jwk] = ring.public_keys() else {
+            panic!("one key expected")
+        };
+        assert_eq!((jwk.kty, jwk.crv, jwk.alg), ("OKP", "Ed25519", "EdDSA"));
+        assert_eq!(URL_SAFE_NO_PAD.decode(&jwk.x).unwrap().len(), 32);
+        assert!(keyring(JwtAlgorithm::Hs256).public_keys().is_empty());
     }
 
     #[test]

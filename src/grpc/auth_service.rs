@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
 use tonic::{Request, Response, Status};
 
-use super::metadata::bearer_token;
+use super::metadata::{ApiKeys, bearer_token};
 use crate::{
     auth::{self, Authenticated, Authenticator, Introspection, LogoutTarget},
     proto::auth::v1::{self as pb, auth_service_server::AuthService},
@@ -17,11 +17,15 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AuthGrpc {
     auth: Arc<Authenticator>,
+    validate_api_keys: ApiKeys,
 }
 
 impl AuthGrpc {
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+    pub fn new(auth: Arc<Authenticator>, validate_api_keys: ApiKeys) -> Self {
+        Self {
+            auth,
+            validate_api_keys,
+        }
     }
 }
 
@@ -90,8 +94,31 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::ValidateTokenRequest>,
     ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+        // The caller is checked before the token is even looked at.
+        self.validate_api_keys.check(&request)?;
         let introspection = self.auth.validate(&request.get_ref().token)?;
         Ok(Response::new(introspection_to_proto(introspection)))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        let keys = self
+            .auth
+            .public_keys()
+            .iter()
+            .map(|key| pb::JsonWebKey {
+                kid: key.kid.clone(),
+                kty: key.kty.to_owned(),
+                alg: key.alg.to_owned(),
+                r#use: "sig".to_owned(),
+                crv: key.crv.to_owned(),
+                x: key.x.clone(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(pb::GetJwksResponse { keys }))
     }
 }
 

@@ -1,8 +1,73 @@
 //! Reading the caller's credentials from request metadata.
 
+use sha2::{Digest as _, Sha256};
 use tonic::Request;
 
 use crate::auth::AuthError;
+
+/// The API keys ValidateToken callers must present, as SHA-256 digests (RFC 7662 2.1:
+/// an introspection endpoint open to anyone invites token scanning). Empty: open.
+#[derive(Clone, Default)]
+pub struct ApiKeys {
+    digests: Vec<[u8; 32]>,
+}
+
+// Digests of secrets: not for printing.
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeys")
+            .field("count", &self.digests.len())
+            .finish()
+    }
+}
+
+impl ApiKeys {
+    /// From lowercase hex SHA-256 digests (validated by config parsing).
+    pub fn from_hex_digests(digests: &[String]) -> anyhow::Result<Self> {
+        let digests = digests
+            .iter()
+            .map(|hex| {
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .map_err(|_| {
+                        anyhow::anyhow!("AUTHD_VALIDATE_API_KEYS: expected hex digests")
+                    })?;
+                <[u8; 32]>::try_from(bytes).map_err(|_| {
+                    anyhow::anyhow!("AUTHD_VALIDATE_API_KEYS: expected SHA-256 digests")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { digests })
+    }
+
+    /// Ok when no keys are configured or the `x-api-key` metadata is one of them.
+    pub(super) fn check<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
+        if self.digests.is_empty() {
+            return Ok(());
+        }
+        let presented = request
+            .metadata()
+            .get("x-api-key")
+            .map(|key| Sha256::digest(key.as_bytes()));
+        let accepted = presented.is_some_and(|digest| {
+            // Compare every byte of every digest, so timing says nothing about near misses.
+            self.digests.iter().fold(false, |found, known| {
+                let diff = known
+                    .iter()
+                    .zip(digest.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+                found | (diff == 0)
+            })
+        });
+        if accepted {
+            Ok(())
+        } else {
+            Err(AuthError::CallerUnauthenticated)
+        }
+    }
+}
 
 /// The access token from `authorization: Bearer <token>`.
 pub(super) fn bearer_token<T>(request: &Request<T>) -> Result<String, AuthError> {

@@ -6,3 +6,4 @@ mod metadata;
 mod status;
 
 pub use auth_service::AuthGrpc;
+pub use metadata::ApiKeys;

@@ -42,7 +42,8 @@ impl From<AuthError> for Status {
             | AuthError::SessionRevoked
             | AuthError::RefreshTokenInvalid
             | AuthError::RefreshTokenExpired
-            | AuthError::RefreshTokenReused => Status::unauthenticated(message),
+            | AuthError::RefreshTokenReused
+            | AuthError::CallerUnauthenticated => Status::unauthenticated(message),
             AuthError::AccountDisabled => Status::permission_denied(message),
             AuthError::UserNotFound => Status::not_found(message),
             AuthError::LoginThrottled { retry_after } => Status::with_error_details(

@@ -12,6 +12,7 @@ mod cli;
 mod get_me;
 mod health;
 mod helpers;
+mod keys;
 mod lifecycle;
 mod login;
 mod logout;

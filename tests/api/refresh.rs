@@ -153,3 +153,36 @@ async fn an_idle_refresh_token_expires_after_the_refresh_ttl() {
     assert!(status.message().contains("expired"), "{status:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn refreshing_never_extends_a_session_past_its_maximum_age() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.tokens.session_max_age = Duration::from_secs(3);
+    })
+    .await;
+    let (_, tokens) = app.new_user().await;
+    assert!(
+        tokens.refresh_expires_in <= 3,
+        "the first refresh token ends with the session"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let rotated = app
+        .refresh(&tokens.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    assert!(
+        rotated.refresh_expires_in <= 2,
+        "{}",
+        rotated.refresh_expires_in
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+
+    assert_code(
+        app.refresh(&rotated.refresh_token).await,
+        Code::Unauthenticated,
+    );
+    app.stop().await;
+}

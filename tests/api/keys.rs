@@ -1,0 +1,148 @@
+use authd::{config::JwtAlgorithm, proto::auth::v1::GetJwksRequest};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use secrecy::SecretString;
+use sha2::{Digest as _, Sha256};
+use tonic::{Code, Request};
+
+use crate::helpers::{TestDb, assert_code, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn get_jwks_publishes_the_public_key_that_verifies_access_tokens() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+
+    let jwks = app
+        .client
+        .clone()
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    let [key] = jwks.keys.as_slice() else {
+        panic!("one key expected: {jwks:?}")
+    };
+    assert_eq!(
+        (
+            key.kty.as_str(),
+            key.crv.as_str(),
+            key.alg.as_str(),
+            key.r#use.as_str()
+        ),
+        ("OKP", "Ed25519", "EdDSA", "sig")
+    );
+    let header = jsonwebtoken::decode_header(&tokens.access_token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
+    // A gateway can verify locally with nothing but the JWKS.
+    let decoding = DecodingKey::from_ed_components(&key.x).unwrap();
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&["authd"]);
+    let claims =
+        jsonwebtoken::decode::<serde_json::Value>(&tokens.access_token, &decoding, &validation)
+            .unwrap();
+    assert_eq!(claims.claims["iss"], "authd");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn get_jwks_is_empty_for_hs256() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.tokens.algorithm = JwtAlgorithm::Hs256
+    })
+    .await;
+    let jwks = app
+        .client
+        .clone()
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(jwks.keys.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replicas_sharing_an_hs256_secret_accept_each_others_tokens() {
+    let secret = SecretString::from("a shared secret of well over thirty-two bytes");
+    let with_secret = |config: &mut authd::config::Config| {
+        config.tokens.algorithm = JwtAlgorithm::Hs256;
+        config.tokens.jwt_secret = Some(secret.clone());
+    };
+    let a = spawn_app_with(TestDb::fresh().await, with_secret).await;
+    let b = spawn_app_with(TestDb::fresh().await, with_secret).await;
+    let (_, tokens) = a.new_user().await;
+
+    assert!(b.validate(&tokens.access_token).await.unwrap().active);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn validate_token_can_require_an_api_key() {
+    let digest: String = Sha256::digest(b"service-key-1")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.validate_api_keys = vec![digest]
+    })
+    .await;
+    let (_, tokens) = app.new_user().await;
+    let call = |key: Option<&'static str>, token: String| {
+        let mut client = app.client.clone();
+        async move {
+            let mut request = Request::new(authd::proto::auth::v1::ValidateTokenRequest { token });
+            if let Some(key) = key {
+                request
+                    .metadata_mut()
+                    .insert("x-api-key", key.parse().unwrap());
+            }
+            client
+                .validate_token(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+
+    // Without a key, or with a wrong one, the caller learns nothing about the token.
+    let missing = assert_code(
+        call(None, tokens.access_token.clone()).await,
+        Code::Unauthenticated,
+    );
+    let garbage = assert_code(call(None, "garbage".into()).await, Code::Unauthenticated);
+    assert_eq!(missing.message(), garbage.message());
+    assert_code(
+        call(Some("service-key-2"), tokens.access_token.clone()).await,
+        Code::Unauthenticated,
+    );
+    assert!(
+        call(Some("service-key-1"), tokens.access_token.clone())
+            .await
+            .unwrap()
+            .active
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_can_be_turned_off() {
+    use tonic_reflection::pb::v1;
+    let app = spawn_app_with(TestDb::fresh().await, |config| config.reflection = false).await;
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+
+    let status = assert_code(
+        client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await,
+        Code::Unimplemented,
+    );
+
+    assert_eq!(status.code(), Code::Unimplemented);
+    app.stop().await;
+}
