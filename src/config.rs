@@ -4,7 +4,12 @@
 //! Each option's value name is its environment variable, so a bad value stops start-up with
 //! a message that names the variable and says what it expects.
 
-use std::{fmt, net::SocketAddr, num::NonZeroUsize, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    num::{NonZeroU32, NonZeroUsize},
+    time::Duration,
+};
 
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
@@ -32,6 +37,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub login: LoginConfig,
+
+    #[command(flatten)]
+    pub limits: LimitsConfig,
 
     /// How often each replica reads the sessions other replicas revoked; the bound on how
     /// long a token revoked elsewhere can still validate here.
@@ -282,6 +290,79 @@ fn parse_sha256_hex(value: &str) -> Result<String, String> {
     } else {
         Err("expected lowercase hex SHA-256 digests (64 characters each), comma-separated".into())
     }
+}
+
+/// Caps that keep one client from starving the others (HTTP/2 and gRPC abuse included).
+#[derive(Debug, Clone, Args)]
+pub struct LimitsConfig {
+    /// Largest request message accepted, in bytes; authd's messages are well under 4 KiB.
+    #[arg(
+        long = "max-message-bytes",
+        env = "AUTHD_MAX_MESSAGE_BYTES",
+        value_name = "AUTHD_MAX_MESSAGE_BYTES",
+        default_value = "16384"
+    )]
+    pub max_message_bytes: usize,
+
+    /// Largest request header list (metadata) accepted, in bytes.
+    #[arg(
+        long = "max-header-list-bytes",
+        env = "AUTHD_MAX_HEADER_LIST_BYTES",
+        value_name = "AUTHD_MAX_HEADER_LIST_BYTES",
+        default_value = "16384"
+    )]
+    pub max_header_list_bytes: u32,
+
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(
+        long = "max-concurrent-streams",
+        env = "AUTHD_MAX_CONCURRENT_STREAMS",
+        value_name = "AUTHD_MAX_CONCURRENT_STREAMS",
+        default_value = "128"
+    )]
+    pub max_concurrent_streams: u32,
+
+    /// Requests in progress across all connections; beyond it, RESOURCE_EXHAUSTED at once.
+    #[arg(
+        long = "max-concurrent-requests",
+        env = "AUTHD_MAX_CONCURRENT_REQUESTS",
+        value_name = "AUTHD_MAX_CONCURRENT_REQUESTS",
+        default_value = "1024"
+    )]
+    pub max_concurrent_requests: usize,
+
+    /// Longest time one call may take before it is cancelled.
+    #[arg(long = "request-timeout", env = "AUTHD_REQUEST_TIMEOUT",
+          value_name = "AUTHD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// HTTP/2 keepalive ping interval; an unanswered ping closes the connection.
+    #[arg(long = "keepalive-interval", env = "AUTHD_KEEPALIVE_INTERVAL",
+          value_name = "AUTHD_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered.
+    #[arg(long = "keepalive-timeout", env = "AUTHD_KEEPALIVE_TIMEOUT",
+          value_name = "AUTHD_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// Login calls per minute from one client address (a token bucket of that size).
+    #[arg(
+        long = "login-rate-per-minute",
+        env = "AUTHD_LOGIN_RATE_PER_MINUTE",
+        value_name = "AUTHD_LOGIN_RATE_PER_MINUTE",
+        default_value = "60"
+    )]
+    pub login_per_minute: NonZeroU32,
+
+    /// Register calls per minute from one client address.
+    #[arg(
+        long = "register-rate-per-minute",
+        env = "AUTHD_REGISTER_RATE_PER_MINUTE",
+        value_name = "AUTHD_REGISTER_RATE_PER_MINUTE",
+        default_value = "20"
+    )]
+    pub register_per_minute: NonZeroU32,
 }
 
 /// Parses "90s", "15m", "7d", "1h 30m" and the like.

@@ -15,14 +15,15 @@ use tonic_health::{
     pb::health_server::HealthServer,
     server::{HealthReporter, HealthService},
 };
+use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 
 use crate::{
     auth::{
         Authenticator, AuthenticatorParts, Keyring, PASSWORD_MIN_CHARS_FLOOR, PasswordHasher,
         PasswordPolicy, Revocations,
     },
-    config::{Config, HashingConfig},
-    grpc::{ApiKeys, AuthGrpc},
+    config::{Config, HashingConfig, LimitsConfig},
+    grpc::{ApiKeys, AuthGrpc, PeerRateLimits, oversize_message_is_resource_exhausted},
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
     store::{self, SessionStore, SqlStore, ThrottleRule},
 };
@@ -38,6 +39,8 @@ pub struct App {
     store: SqlStore,
     auth: Arc<Authenticator>,
     validate_api_keys: ApiKeys,
+    rate_limits: Arc<PeerRateLimits>,
+    limits: LimitsConfig,
     revocations: Arc<Revocations>,
     reflection: bool,
     health_probe_interval: Duration,
@@ -89,6 +92,10 @@ impl App {
             session_max_age: config.tokens.session_max_age,
         }));
         let validate_api_keys = ApiKeys::from_hex_digests(&config.validate_api_keys)?;
+        let rate_limits = Arc::new(PeerRateLimits::per_minute(
+            config.limits.login_per_minute,
+            config.limits.register_per_minute,
+        ));
 
         Ok(Self {
             listener,
@@ -96,6 +103,8 @@ impl App {
             store,
             auth,
             validate_api_keys,
+            rate_limits,
+            limits: config.limits,
             revocations,
             reflection: config.reflection,
             health_probe_interval: config.health_probe_interval,
@@ -124,7 +133,12 @@ impl App {
                 self.health_probe_interval,
                 stop_rx.clone(),
             ),
-            spawn_revocation_sync(Arc::clone(&self.revocations), self.store.clone(), stop_rx),
+            spawn_revocation_sync(
+                Arc::clone(&self.revocations),
+                self.store.clone(),
+                stop_rx.clone(),
+            ),
+            spawn_rate_limit_cleanup(Arc::clone(&self.rate_limits), stop_rx),
         ];
 
         let (reflection_v1, reflection_v1alpha) = if self.reflection {
@@ -146,17 +160,35 @@ impl App {
 
         tracing::info!(address = %self.local_addr, "authd listening");
         let health_on_shutdown = health.clone();
+        let limits = &self.limits;
+        let auth_service = AuthServiceServer::new(AuthGrpc::new(
+            self.auth,
+            self.validate_api_keys,
+            self.rate_limits,
+        ))
+        .max_decoding_message_size(limits.max_message_bytes);
         let result = Server::builder()
+            .timeout(limits.request_timeout)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_bytes)
+            // Beyond the global limit a call is refused at once (RESOURCE_EXHAUSTED)
+            // instead of queueing behind the others.
+            .load_shed(true)
+            .layer(GlobalConcurrencyLimitLayer::new(
+                limits.max_concurrent_requests,
+            ))
+            .layer(MapResponseLayer::new(
+                oversize_message_is_resource_exhausted,
+            ))
             .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
             .add_service(HealthServer::new(HealthService::from_health_reporter(
                 health,
             )))
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
-            .add_service(AuthServiceServer::new(AuthGrpc::new(
-                self.auth,
-                self.validate_api_keys,
-            )))
+            .add_service(auth_service)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 async move {
@@ -240,6 +272,22 @@ fn spawn_revocation_sync(
     tokio::spawn(async move {
         let store: &dyn SessionStore = &store;
         revocations.run(store, stop).await;
+    })
+}
+
+/// Drops rate-limit buckets of addresses that went quiet, once a minute.
+fn spawn_rate_limit_cleanup(
+    limits: Arc<PeerRateLimits>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => limits.forget_idle(),
+                _ = stop.changed() => return,
+            }
+        }
     })
 }
 

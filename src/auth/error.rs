@@ -54,6 +54,9 @@ pub enum AuthError {
     /// password was right or the account exists.
     #[error("too many failed login attempts, try again later")]
     LoginThrottled { retry_after: std::time::Duration },
+    /// This client address made too many calls of this kind.
+    #[error("too many requests from this address, slow down")]
+    RateLimited { retry_after: std::time::Duration },
     /// The password-hashing queue is full.
     #[error("too many password checks in progress")]
     HashingBusy,

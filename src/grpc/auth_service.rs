@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
 use tonic::{Request, Response, Status};
 
-use super::metadata::{ApiKeys, bearer_token};
+use super::{
+    metadata::{ApiKeys, bearer_token},
+    rate_limit::{Bucket, PeerRateLimits},
+};
 use crate::{
     auth::{self, Authenticated, Authenticator, Introspection, LogoutTarget},
     proto::auth::v1::{self as pb, auth_service_server::AuthService},
@@ -18,13 +21,19 @@ use crate::{
 pub struct AuthGrpc {
     auth: Arc<Authenticator>,
     validate_api_keys: ApiKeys,
+    rate_limits: Arc<PeerRateLimits>,
 }
 
 impl AuthGrpc {
-    pub fn new(auth: Arc<Authenticator>, validate_api_keys: ApiKeys) -> Self {
+    pub fn new(
+        auth: Arc<Authenticator>,
+        validate_api_keys: ApiKeys,
+        rate_limits: Arc<PeerRateLimits>,
+    ) -> Self {
         Self {
             auth,
             validate_api_keys,
+            rate_limits,
         }
     }
 }
@@ -35,6 +44,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.rate_limits.check(Bucket::Register, &request)?;
         let req = request.into_inner();
         let out = self
             .auth
@@ -48,6 +58,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        self.rate_limits.check(Bucket::Login, &request)?;
         let req = request.into_inner();
         let out = self.auth.login(&req.email, req.password).await?;
         let (user, tokens) = authenticated_to_proto(out);

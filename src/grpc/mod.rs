@@ -2,8 +2,12 @@
 //! `status`, the one place where domain errors become `tonic::Status`.
 
 mod auth_service;
+mod limits;
 mod metadata;
+mod rate_limit;
 mod status;
 
 pub use auth_service::AuthGrpc;
+pub use limits::oversize_message_is_resource_exhausted;
 pub use metadata::ApiKeys;
+pub use rate_limit::PeerRateLimits;

@@ -46,11 +46,13 @@ impl From<AuthError> for Status {
             | AuthError::CallerUnauthenticated => Status::unauthenticated(message),
             AuthError::AccountDisabled => Status::permission_denied(message),
             AuthError::UserNotFound => Status::not_found(message),
-            AuthError::LoginThrottled { retry_after } => Status::with_error_details(
-                Code::ResourceExhausted,
-                message,
-                ErrorDetails::with_retry_info(Some(retry_after)),
-            ),
+            AuthError::LoginThrottled { retry_after } | AuthError::RateLimited { retry_after } => {
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    message,
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                )
+            }
             AuthError::HashingBusy => Status::with_error_details(
                 Code::ResourceExhausted,
                 "server busy: too many password checks in progress, retry later",

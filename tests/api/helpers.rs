@@ -7,6 +7,7 @@
 
 use std::{
     net::SocketAddr,
+    num::NonZeroU32,
     sync::{
         Arc, Mutex, Once,
         atomic::{AtomicBool, Ordering},
@@ -151,6 +152,9 @@ pub fn test_config(db: &TestDb) -> Config {
     config.database.acquire_timeout = Duration::from_secs(2);
     config.revocation_sync = Duration::from_millis(200);
     config.health_probe_interval = Duration::from_millis(200);
+    // Every test calls from 127.0.0.1; the per-address buckets get their own test.
+    config.limits.login_per_minute = NonZeroU32::new(100_000).expect("non-zero");
+    config.limits.register_per_minute = NonZeroU32::new(100_000).expect("non-zero");
     config
 }
 

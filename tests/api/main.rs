@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod keys;
 mod lifecycle;
+mod limits;
 mod login;
 mod logout;
 mod refresh;

@@ -64,7 +64,7 @@ async fn garbage_is_inactive_invalid_not_an_error() {
         "garbage",
         "a.b.c",
         "eyJhbGciOiJub25lIn0.e30.",
-        &"x".repeat(100_000),
+        &"x".repeat(10_000),
     ] {
         let validation = app.validate(token).await.unwrap();
         assert!(!validation.active);

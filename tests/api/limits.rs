@@ -1,0 +1,136 @@
+use std::{num::NonZeroU32, time::Duration};
+
+use authd::proto::auth::v1::{LoginRequest, ValidateTokenRequest};
+use tokio::task::JoinSet;
+use tonic::{Code, Request};
+use tonic_types::StatusExt as _;
+
+use crate::helpers::{PASSWORD, TestDb, assert_code, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn an_oversize_message_is_resource_exhausted_and_others_are_still_served() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+
+    let status = assert_code(
+        app.register("big@example.com", PASSWORD, &"n".repeat(20_000))
+            .await,
+        Code::ResourceExhausted,
+    );
+    assert_code(
+        app.validate(&"x".repeat(17_000)).await,
+        Code::ResourceExhausted,
+    );
+
+    assert_eq!(status.message(), "request message too large");
+    assert!(app.validate(&tokens.access_token).await.unwrap().active);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_metadata_is_refused_and_others_are_still_served() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+    let mut request = Request::new(ValidateTokenRequest {
+        token: tokens.access_token.clone(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-padding", "p".repeat(32 * 1024).parse().unwrap());
+
+    let result = app.client.clone().validate_token(request).await;
+
+    assert!(result.is_err(), "a 32 KiB header list must be refused");
+    assert!(app.validate(&tokens.access_token).await.unwrap().active);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn register_and_login_are_rate_limited_per_client_address() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.limits.register_per_minute = NonZeroU32::new(3).unwrap();
+        config.limits.login_per_minute = NonZeroU32::new(2).unwrap();
+    })
+    .await;
+    let mut emails = Vec::new();
+    for i in 0..3 {
+        let email = format!("rate-{i}@example.com");
+        app.register(&email, PASSWORD, "Rate").await.unwrap();
+        emails.push(email);
+    }
+
+    let refused = assert_code(
+        app.register("rate-3@example.com", PASSWORD, "Rate").await,
+        Code::ResourceExhausted,
+    );
+
+    assert!(
+        refused
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .is_some_and(|d| !d.is_zero())
+    );
+    // Login draws from its own bucket.
+    app.login(&emails[0], PASSWORD).await.unwrap();
+    app.login(&emails[1], PASSWORD).await.unwrap();
+    assert_code(
+        app.login(&emails[2], PASSWORD).await,
+        Code::ResourceExhausted,
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_global_concurrency_limit_calls_are_shed_at_once() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.limits.max_concurrent_requests = 1
+    })
+    .await;
+    let (email, _) = app.new_user().await;
+    let mut calls = JoinSet::new();
+    for _ in 0..16 {
+        let mut client = app.client.clone();
+        let email = email.clone();
+        calls.spawn(async move {
+            client
+                .login(LoginRequest {
+                    email,
+                    password: PASSWORD.into(),
+                })
+                .await
+        });
+    }
+
+    let results = calls.join_all().await;
+
+    assert!(results.iter().any(Result::is_ok));
+    let shed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        !shed.is_empty(),
+        "16 logins at once cannot all fit in a limit of 1"
+    );
+    assert!(
+        shed.iter().all(|s| s.code() == Code::ResourceExhausted),
+        "{shed:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_past_the_request_timeout_is_cancelled_and_others_are_still_served() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.limits.request_timeout = Duration::from_millis(100);
+        // A deliberately slow hash: one Register takes far longer than the timeout.
+        config.hashing.memory_kib = 262_144;
+        config.hashing.iterations = 4;
+    })
+    .await;
+
+    assert_code(
+        app.register("slow@example.com", PASSWORD, "Slow").await,
+        Code::Cancelled,
+    );
+
+    assert_code(app.validate("").await, Code::InvalidArgument);
+    app.stop().await;
+}
