@@ -16,7 +16,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    auth::{Accounts, AuthError, NewAccount, PasswordHasher},
+    auth::{Accounts, Auditor, AuthError, NewAccount, PasswordHasher},
     config::{Config, DatabaseConfig, HashingConfig, parse_duration},
     startup::{App, password_policy},
     store::{self, SqlStore},
@@ -167,7 +167,8 @@ async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
     Migrator::up(&db, None)
         .await
         .context("running database migrations")?;
-    let accounts = Accounts::new(Arc::new(SqlStore::new(db.clone())));
+    let store = Arc::new(SqlStore::new(db.clone()));
+    let accounts = Accounts::new(store.clone(), Auditor::new(store));
     let result = match command {
         UserCommand::Create {
             email,

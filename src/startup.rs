@@ -19,8 +19,8 @@ use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 
 use crate::{
     auth::{
-        Authenticator, AuthenticatorParts, Keyring, PASSWORD_MIN_CHARS_FLOOR, PasswordHasher,
-        PasswordPolicy, Revocations,
+        Auditor, Authenticator, AuthenticatorParts, Keyring, PASSWORD_MIN_CHARS_FLOOR,
+        PasswordHasher, PasswordPolicy, Revocations,
     },
     config::{Config, HashingConfig, LimitsConfig},
     grpc::{ApiKeys, AuthGrpc, PeerRateLimits, oversize_message_is_resource_exhausted},
@@ -82,8 +82,9 @@ impl App {
         let auth = Arc::new(Authenticator::new(AuthenticatorParts {
             users: store_arc.clone(),
             sessions: store_arc.clone(),
-            throttle: store_arc,
+            throttle: store_arc.clone(),
             throttle_rule,
+            auditor: Auditor::new(store_arc),
             hasher,
             policy,
             keyring,

@@ -10,6 +10,7 @@ mod m20261122_000001_create_users;
 mod m20261122_000002_create_sessions;
 mod m20261122_000003_create_signing_keys;
 mod m20261122_000004_create_login_throttle;
+mod m20261122_000005_create_audit_events;
 
 /// All of authd's migrations, oldest first.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_sessions::Migration),
             Box::new(m20261122_000003_create_signing_keys::Migration),
             Box::new(m20261122_000004_create_login_throttle::Migration),
+            Box::new(m20261122_000005_create_audit_events::Migration),
         ]
     }
 }

@@ -5,6 +5,7 @@
 //! ([`Email`], [`DisplayName`], [`Password`]) can only be built valid; every failure is an
 //! [`AuthError`] variant.
 
+mod audit;
 mod error;
 mod hasher;
 mod input;
@@ -14,6 +15,7 @@ mod revocation;
 mod service;
 mod tokens;
 
+pub use audit::{AuditEvent, AuditKind, Auditor, Caller};
 pub use error::{AuthError, FieldViolation};
 pub use hasher::PasswordHasher;
 pub use input::{DisplayName, Email, Password};

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::{
     AuthError, DisplayName, Email, FieldViolation, Keyring, Password, PasswordHasher,
     PasswordPolicy, Revocations, Verdict, VerifiedToken,
+    audit::{AuditEvent, AuditKind, Auditor, Caller},
     input::Violations,
     refresh::{new_refresh_token, refresh_token_hash},
 };
@@ -75,6 +76,7 @@ pub struct Authenticator {
     session_max_age: Duration,
     throttle: Arc<dyn ThrottleStore>,
     throttle_rule: ThrottleRule,
+    auditor: Auditor,
 }
 
 /// What the [`Authenticator`] is built from.
@@ -91,6 +93,7 @@ pub struct AuthenticatorParts {
     pub session_max_age: Duration,
     pub throttle: Arc<dyn ThrottleStore>,
     pub throttle_rule: ThrottleRule,
+    pub auditor: Auditor,
 }
 
 impl Authenticator {
@@ -106,6 +109,7 @@ impl Authenticator {
             session_max_age,
             throttle,
             throttle_rule,
+            auditor,
         } = parts;
         Self {
             users,
@@ -118,6 +122,7 @@ impl Authenticator {
             session_max_age,
             throttle,
             throttle_rule,
+            auditor,
         }
     }
 
@@ -129,6 +134,7 @@ impl Authenticator {
     /// Creates a user with the default role and starts its first session.
     pub async fn register(
         &self,
+        caller: Caller,
         email: &str,
         password: String,
         name: &str,
@@ -163,7 +169,14 @@ impl Authenticator {
             Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
             other => other?,
         };
-        tracing::info!(user_id = %user.id, session_id = %session_id, "user registered");
+        self.audit(
+            caller,
+            AuditKind::Register,
+            "success",
+            Some(user.id),
+            Some(session_id),
+        )
+        .await;
         let tokens =
             self.token_pair(&user, session_id, (refresh_token, refresh_expires_at), now)?;
         Ok(Authenticated { user, tokens })
@@ -171,7 +184,12 @@ impl Authenticator {
 
     /// Checks the password and starts a new session. Unknown email and wrong password are
     /// the same error and cost the same argon2 run.
-    pub async fn login(&self, email: &str, password: String) -> Result<Authenticated, AuthError> {
+    pub async fn login(
+        &self,
+        caller: Caller,
+        email: &str,
+        password: String,
+    ) -> Result<Authenticated, AuthError> {
         let mut violations = Violations::default();
         let email = violations.check(Email::parse(email));
         let password = violations.check(Password::submitted(password));
@@ -188,7 +206,8 @@ impl Authenticator {
             let wait = u64::try_from(until_ms.saturating_sub(now_ms))
                 .unwrap_or(0)
                 .max(1_000);
-            tracing::info!("login throttled");
+            self.audit(caller, AuditKind::Login, "throttled", None, None)
+                .await;
             return Err(AuthError::LoginThrottled {
                 retry_after: Duration::from_millis(wait),
             });
@@ -198,14 +217,29 @@ impl Authenticator {
             .hasher
             .verify(&password, user.as_ref().map(|u| &u.password_hash))
             .await?;
+        let user_id = user.as_ref().map(|u| u.id);
         let Some(user) = user.filter(|_| matches) else {
-            tracing::info!("login failed: invalid credentials");
+            self.audit(
+                caller,
+                AuditKind::Login,
+                "invalid_credentials",
+                user_id,
+                None,
+            )
+            .await;
             return Err(AuthError::InvalidCredentials);
         };
         self.throttle.reset_login_failures(&throttle_key).await?;
         // Only someone who knows the password learns that the account is deactivated.
         if !user.active {
-            tracing::info!(user_id = %user.id, "login refused: account deactivated");
+            self.audit(
+                caller,
+                AuditKind::Login,
+                "account_disabled",
+                Some(user.id),
+                None,
+            )
+            .await;
             return Err(AuthError::AccountDisabled);
         }
         if self.hasher.needs_rehash(&user.password_hash) {
@@ -216,6 +250,14 @@ impl Authenticator {
         let (session_id, refresh_expires_at) = (session.id, session.expires_at);
         self.sessions.create(session).await?;
         tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
+        self.audit(
+            caller,
+            AuditKind::Login,
+            "success",
+            Some(user.id),
+            Some(session_id),
+        )
+        .await;
         let tokens =
             self.token_pair(&user, session_id, (refresh_token, refresh_expires_at), now)?;
         Ok(Authenticated { user, tokens })
@@ -242,7 +284,11 @@ impl Authenticator {
 
     /// Rotates a refresh token: the presented one stops working and a new pair is issued.
     /// Presenting a token that was already rotated out is reuse: the session is revoked.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<Authenticated, AuthError> {
+    pub async fn refresh(
+        &self,
+        caller: Caller,
+        refresh_token: &str,
+    ) -> Result<Authenticated, AuthError> {
         if refresh_token.is_empty() {
             return Err(AuthError::InvalidInput(vec![FieldViolation::new(
                 "refresh_token",
@@ -252,7 +298,9 @@ impl Authenticator {
         let old_hash = refresh_token_hash(refresh_token).ok_or(AuthError::RefreshTokenInvalid)?;
         let now = Utc::now();
         let Some(session) = self.sessions.find_by_refresh_hash(&old_hash).await? else {
-            return Err(self.on_unknown_refresh_token(&old_hash, now).await?);
+            return Err(self
+                .on_unknown_refresh_token(caller, &old_hash, now)
+                .await?);
         };
         if session.revoked_at.is_some() {
             return Err(AuthError::SessionRevoked);
@@ -286,7 +334,14 @@ impl Authenticator {
             tracing::info!(session_id = %session.id, "refresh lost a concurrent rotation");
             return Err(AuthError::RefreshTokenInvalid);
         }
-        tracing::info!(user_id = %user.id, session_id = %session.id, "refresh token rotated");
+        self.audit(
+            caller,
+            AuditKind::Refresh,
+            "success",
+            Some(user.id),
+            Some(session.id),
+        )
+        .await;
         let refresh_expires_at = (now + chrono_duration(self.refresh_ttl)).min(session_end);
         let tokens = self.token_pair(&user, session.id, (new_token, refresh_expires_at), now)?;
         Ok(Authenticated { user, tokens })
@@ -296,6 +351,7 @@ impl Authenticator {
     /// session; anything else is simply invalid.
     async fn on_unknown_refresh_token(
         &self,
+        caller: Caller,
         hash: &str,
         now: DateTime<Utc>,
     ) -> Result<AuthError, AuthError> {
@@ -307,11 +363,24 @@ impl Authenticator {
             .await?;
         self.revocations.revoke(session_id, now);
         tracing::warn!(session_id = %session_id, "refresh token reuse detected; session revoked");
+        self.audit(
+            caller,
+            AuditKind::RefreshReuse,
+            "session_revoked",
+            None,
+            Some(session_id),
+        )
+        .await;
         Ok(AuthError::RefreshTokenReused)
     }
 
     /// Ends one session, or every session of its user.
-    pub async fn logout(&self, target: LogoutTarget, all_sessions: bool) -> Result<(), AuthError> {
+    pub async fn logout(
+        &self,
+        caller: Caller,
+        target: LogoutTarget,
+        all_sessions: bool,
+    ) -> Result<(), AuthError> {
         let now = Utc::now();
         let (session_id, user_id) = match target {
             LogoutTarget::RefreshToken(token) => {
@@ -352,7 +421,19 @@ impl Authenticator {
         for id in &ended {
             self.revocations.revoke(*id, now);
         }
-        tracing::info!(user_id = %user_id, sessions = ended.len(), "logged out");
+        let outcome = if all_sessions {
+            "all_sessions"
+        } else {
+            "success"
+        };
+        self.audit(
+            caller,
+            AuditKind::Logout,
+            outcome,
+            Some(user_id),
+            Some(session_id),
+        )
+        .await;
         Ok(())
     }
 
@@ -394,6 +475,23 @@ impl Authenticator {
                 }
             }
         })
+    }
+
+    async fn audit(
+        &self,
+        caller: Caller,
+        kind: AuditKind,
+        outcome: &'static str,
+        user_id: Option<Uuid>,
+        session_id: Option<Uuid>,
+    ) {
+        let event = AuditEvent {
+            kind,
+            outcome,
+            user_id,
+            session_id,
+        };
+        self.auditor.record(caller, event).await;
     }
 
     /// A bearer token that must be active, for RPCs that act as its user.
@@ -455,6 +553,7 @@ fn chrono_duration(duration: Duration) -> chrono::Duration {
 #[derive(Debug)]
 pub struct Accounts {
     users: Arc<dyn UserStore>,
+    auditor: Auditor,
 }
 
 /// An account an operator creates.
@@ -467,8 +566,8 @@ pub struct NewAccount<'a> {
 }
 
 impl Accounts {
-    pub fn new(users: Arc<dyn UserStore>) -> Self {
-        Self { users }
+    pub fn new(users: Arc<dyn UserStore>, auditor: Auditor) -> Self {
+        Self { users, auditor }
     }
 
     /// Creates an active user with any role; the password must meet `policy`.
@@ -525,7 +624,13 @@ impl Accounts {
             .set_active(user.id, active, Utc::now())
             .await?
             .ok_or(AuthError::UserNotFound)?;
-        tracing::info!(user_id = %user.id, active, sessions_ended = ended.len(), "user activity changed");
+        let event = AuditEvent {
+            kind: AuditKind::AccountActivity,
+            outcome: if active { "activated" } else { "deactivated" },
+            user_id: Some(user.id),
+            session_id: None,
+        };
+        self.auditor.record(Caller::default(), event).await;
         Ok(ended.len())
     }
 }

@@ -11,7 +11,7 @@ use super::{
     rate_limit::{Bucket, PeerRateLimits},
 };
 use crate::{
-    auth::{self, Authenticated, Authenticator, Introspection, LogoutTarget},
+    auth::{self, Authenticated, Authenticator, Caller, Introspection, LogoutTarget},
     proto::auth::v1::{self as pb, auth_service_server::AuthService},
     store::UserRecord,
 };
@@ -45,10 +45,11 @@ impl AuthService for AuthGrpc {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         self.rate_limits.check(Bucket::Register, &request)?;
+        let caller = caller(&request);
         let req = request.into_inner();
         let out = self
             .auth
-            .register(&req.email, req.password, &req.name)
+            .register(caller, &req.email, req.password, &req.name)
             .await?;
         let (user, tokens) = authenticated_to_proto(out);
         Ok(Response::new(pb::RegisterResponse { user, tokens }))
@@ -59,8 +60,9 @@ impl AuthService for AuthGrpc {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         self.rate_limits.check(Bucket::Login, &request)?;
+        let caller = caller(&request);
         let req = request.into_inner();
-        let out = self.auth.login(&req.email, req.password).await?;
+        let out = self.auth.login(caller, &req.email, req.password).await?;
         let (user, tokens) = authenticated_to_proto(out);
         Ok(Response::new(pb::LoginResponse { user, tokens }))
     }
@@ -69,8 +71,9 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
-        let out = self.auth.refresh(&req.refresh_token).await?;
+        let out = self.auth.refresh(caller, &req.refresh_token).await?;
         let (user, tokens) = authenticated_to_proto(out);
         Ok(Response::new(pb::RefreshResponse { user, tokens }))
     }
@@ -85,7 +88,7 @@ impl AuthService for AuthGrpc {
             LogoutTarget::RefreshToken(request.get_ref().refresh_token.clone())
         };
         self.auth
-            .logout(target, request.get_ref().all_sessions)
+            .logout(caller(&request), target, request.get_ref().all_sessions)
             .await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
@@ -130,6 +133,12 @@ impl AuthService for AuthGrpc {
             })
             .collect();
         Ok(Response::new(pb::GetJwksResponse { keys }))
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Caller {
+    Caller {
+        peer: request.remote_addr(),
     }
 }
 

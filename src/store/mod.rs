@@ -221,6 +221,25 @@ pub trait ThrottleStore: Send + Sync + std::fmt::Debug {
     async fn reset_login_failures(&self, key: &str) -> StoreResult<()>;
 }
 
+/// One security-relevant event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub kind: &'static str,
+    pub outcome: &'static str,
+    pub user_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    /// The client's address, or `None` for the command line.
+    pub peer: Option<String>,
+}
+
+/// The audit trail.
+#[async_trait]
+pub trait AuditStore: Send + Sync + std::fmt::Debug {
+    async fn record(&self, event: &AuditRecord) -> StoreResult<()>;
+}
+
 /// Signing keys.
 #[async_trait]
 pub trait KeyStore: Send + Sync + std::fmt::Debug {

@@ -16,9 +16,9 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use uuid::Uuid;
 
 use super::{
-    Admission, KeyRecord, KeyStore, NewSession, NewUser, RevokeReason, Rotation, SessionRecord,
-    SessionStore, StoreError, StoreResult, ThrottleRule, ThrottleStore, UserRecord, UserStore,
-    entities::*,
+    Admission, AuditRecord, AuditStore, KeyRecord, KeyStore, NewSession, NewUser, RevokeReason,
+    Rotation, SessionRecord, SessionStore, StoreError, StoreResult, ThrottleRule, ThrottleStore,
+    UserRecord, UserStore, entities::*,
 };
 use crate::config::DatabaseConfig;
 
@@ -561,6 +561,25 @@ impl ThrottleStore for SqlStore {
             .exec(&self.db)
             .await
             .map_err(map_db_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn record(&self, event: &AuditRecord) -> StoreResult<()> {
+        audit_events::Entity::insert(audit_events::ActiveModel {
+            id: Set(event.id),
+            occurred_at: Set(event.occurred_at),
+            kind: Set(event.kind.to_owned()),
+            outcome: Set(event.outcome.to_owned()),
+            user_id: Set(event.user_id),
+            session_id: Set(event.session_id),
+            peer: Set(event.peer.clone()),
+        })
+        .exec_without_returning(&self.db)
+        .await
+        .map_err(map_db_err)?;
         Ok(())
     }
 }

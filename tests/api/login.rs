@@ -174,3 +174,45 @@ async fn a_hash_weaker_than_configured_is_upgraded_at_the_next_login() {
     app.login(&email, PASSWORD).await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_take_the_same_median_time() {
+    use std::time::{Duration, Instant};
+
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::fresh().await, |config| {
+        config.login.max_failures = 100;
+    })
+    .await;
+    let (email, _) = app.new_user().await;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    // Interleaved, so drift in machine load hits both sides alike.
+    for i in 0..31 {
+        let started = Instant::now();
+        assert_code(
+            app.login(&email, "not the password at all").await,
+            Code::Unauthenticated,
+        );
+        known.push(started.elapsed());
+        let started = Instant::now();
+        let nobody = format!("nobody-{i}@example.com");
+        assert_code(
+            app.login(&nobody, "not the password at all").await,
+            Code::Unauthenticated,
+        );
+        unknown.push(started.elapsed());
+    }
+
+    let median = |samples: &mut Vec<Duration>| {
+        samples.sort();
+        samples[samples.len() / 2].as_secs_f64()
+    };
+    let (known, unknown) = (median(&mut known), median(&mut unknown));
+    let ratio = known / unknown;
+    // Both paths run one full argon2 verification; without the dummy hash the unknown
+    // email would answer in well under a tenth of the time.
+    assert!(
+        (0.75..1.33).contains(&ratio),
+        "median known {known:.4}s vs unknown {unknown:.4}s"
+    );
+    app.stop().await;
+}

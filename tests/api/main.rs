@@ -8,6 +8,7 @@
     unreachable_pub
 )]
 
+mod audit;
 mod cli;
 mod get_me;
 mod health;

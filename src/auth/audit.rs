@@ -1,0 +1,93 @@
+//! The audit trail: every security-relevant event goes to the `audit_events` table and to
+//! a structured log line (target `authd::audit`), with who, what, when and from where.
+//! Nothing recorded here can hold a secret: the event's fields are ids, fixed names and
+//! an address.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::store::{AuditRecord, AuditStore};
+
+/// Where a call came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The TCP peer; `None` for the command line.
+    pub peer: Option<SocketAddr>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    Register,
+    Login,
+    Refresh,
+    RefreshReuse,
+    Logout,
+    AccountActivity,
+}
+
+impl AuditKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Login => "login",
+            Self::Refresh => "refresh",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::Logout => "logout",
+            Self::AccountActivity => "account_activity",
+        }
+    }
+}
+
+/// One event to record.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditEvent {
+    pub kind: AuditKind,
+    /// A fixed word: "success", "invalid_credentials", "throttled", "session_revoked"...
+    pub outcome: &'static str,
+    pub user_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+}
+
+/// Writes audit events.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    store: Arc<dyn AuditStore>,
+}
+
+impl Auditor {
+    pub fn new(store: Arc<dyn AuditStore>) -> Self {
+        Self { store }
+    }
+
+    /// Logs the event and stores it. A failed write is logged as an error but does not
+    /// fail the call it describes: the store being briefly unwritable must not lock every
+    /// user out.
+    pub async fn record(&self, caller: Caller, event: AuditEvent) {
+        let peer = caller.peer.map(|addr| addr.ip().to_string());
+        tracing::info!(
+            target: "authd::audit",
+            kind = event.kind.as_str(),
+            outcome = event.outcome,
+            user_id = event.user_id.map(tracing::field::display),
+            session_id = event.session_id.map(tracing::field::display),
+            peer = peer.as_deref(),
+            "audit"
+        );
+        let record = AuditRecord {
+            id: Uuid::now_v7(),
+            occurred_at: Utc::now(),
+            kind: event.kind.as_str(),
+            outcome: event.outcome,
+            user_id: event.user_id,
+            session_id: event.session_id,
+            peer,
+        };
+        if let Err(err) = self.store.record(&record).await {
+            let err = anyhow::Error::from(err);
+            tracing::error!(error = %format!("{err:#}"), kind = record.kind, "audit event not stored");
+        }
+    }
+}

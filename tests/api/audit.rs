@@ -1,0 +1,129 @@
+use sea_orm::{ConnectionTrait as _, Statement};
+use tonic::Code;
+
+use crate::helpers::{PASSWORD, TestDb, assert_code, authd_bin, spawn_app_with};
+
+/// (kind, outcome, user_id, session_id, peer) rows, oldest first.
+async fn audit_rows(
+    db: &TestDb,
+) -> Vec<(
+    String,
+    String,
+    Option<uuid::Uuid>,
+    Option<uuid::Uuid>,
+    Option<String>,
+)> {
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let sql = "SELECT kind, outcome, user_id, session_id, peer FROM audit_events ORDER BY id";
+    let rows = conn
+        .query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    rows.iter()
+        .map(|row| {
+            (
+                row.try_get("", "kind").unwrap(),
+                row.try_get("", "outcome").unwrap(),
+                row.try_get("", "user_id").unwrap(),
+                row.try_get("", "session_id").unwrap(),
+                row.try_get("", "peer").unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn security_events_are_recorded_with_who_what_and_where_but_no_secret() {
+    let db = TestDb::fresh().await;
+    let app = spawn_app_with(db.clone(), |config| config.login.max_failures = 2).await;
+    let registered = app
+        .register("audit@example.com", PASSWORD, "Audit")
+        .await
+        .unwrap();
+    let user_id: uuid::Uuid = registered.user.unwrap().id.parse().unwrap();
+    let first = registered.tokens.unwrap();
+    assert_code(
+        app.login("audit@example.com", "wrong password here").await,
+        Code::Unauthenticated,
+    );
+    let second = app
+        .login("audit@example.com", PASSWORD)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    app.refresh(&first.refresh_token).await.unwrap();
+    assert_code(
+        app.refresh(&first.refresh_token).await,
+        Code::Unauthenticated,
+    );
+    app.logout(&second.refresh_token, false, None)
+        .await
+        .unwrap();
+    assert_code(
+        app.login("nobody@example.com", "wrong password here").await,
+        Code::Unauthenticated,
+    );
+    assert_code(
+        app.login("nobody@example.com", "wrong password here").await,
+        Code::Unauthenticated,
+    );
+    assert_code(
+        app.login("nobody@example.com", "wrong password here").await,
+        Code::ResourceExhausted,
+    );
+    let output = authd_bin()
+        .args([
+            "user",
+            "set-active",
+            "audit@example.com",
+            "false",
+            "--database-url",
+            &db.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    app.stop().await;
+
+    let rows = audit_rows(&db).await;
+
+    let summary: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("register", "success"),
+            ("login", "invalid_credentials"),
+            ("login", "success"),
+            ("refresh", "success"),
+            ("refresh_reuse", "session_revoked"),
+            ("logout", "success"),
+            ("login", "invalid_credentials"),
+            ("login", "invalid_credentials"),
+            ("login", "throttled"),
+            ("account_activity", "deactivated"),
+        ]
+    );
+    assert_eq!(rows[0].2, Some(user_id));
+    assert!(rows[0].3.is_some(), "the new session is named");
+    assert_eq!(rows[4].3, rows[3].3, "reuse names the revoked session");
+    assert_eq!(rows[6].2, None, "no user for an unknown email");
+    assert!(
+        rows[..9]
+            .iter()
+            .all(|r| r.4.as_deref() == Some("127.0.0.1")),
+        "{rows:?}"
+    );
+    assert_eq!(rows[9].4, None, "the command line has no peer");
+    let everything = format!("{rows:?}");
+    for secret in [
+        PASSWORD,
+        "wrong password here",
+        &first.refresh_token,
+        &first.access_token,
+        &second.refresh_token,
+    ] {
+        assert!(!everything.contains(secret));
+    }
+}
