@@ -151,6 +151,13 @@ pub struct TokenConfig {
           default_value = "7d", value_parser = parse_duration)]
     pub refresh_ttl: Duration,
 
+    /// How long after a rotation the rotated token, presented again, gets the same
+    /// successor back (a retried request is not an attack); "0s" turns this off.
+    #[arg(long = "refresh-reuse-grace", env = "AUTHD_REFRESH_REUSE_GRACE",
+          value_name = "AUTHD_REFRESH_REUSE_GRACE", default_value = "10s",
+          value_parser = parse_duration)]
+    pub refresh_reuse_grace: Duration,
+
     /// Absolute session lifetime: refreshing never extends a session past this age.
     #[arg(long, env = "AUTHD_SESSION_MAX_AGE", value_name = "AUTHD_SESSION_MAX_AGE",
           default_value = "30d", value_parser = parse_duration)]

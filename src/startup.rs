@@ -20,7 +20,7 @@ use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 use crate::{
     auth::{
         Auditor, Authenticator, AuthenticatorParts, Keyring, PASSWORD_MIN_CHARS_FLOOR,
-        PasswordHasher, PasswordPolicy, Revocations,
+        PasswordHasher, PasswordPolicy, RefreshKey, Revocations,
     },
     config::{Config, HashingConfig, LimitsConfig},
     grpc::{ApiKeys, AuthGrpc, PeerRateLimits, oversize_message_is_resource_exhausted},
@@ -84,7 +84,9 @@ impl App {
             sessions: store_arc.clone(),
             throttle: store_arc.clone(),
             throttle_rule,
-            auditor: Auditor::new(store_arc),
+            auditor: Auditor::new(store_arc.clone()),
+            refresh_key: RefreshKey::load_or_create(store_arc.as_ref()).await?,
+            refresh_reuse_grace: config.tokens.refresh_reuse_grace,
             hasher,
             policy,
             keyring,

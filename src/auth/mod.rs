@@ -20,6 +20,7 @@ pub use error::{AuthError, FieldViolation};
 pub use hasher::PasswordHasher;
 pub use input::{DisplayName, Email, Password};
 pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
+pub use refresh::RefreshKey;
 pub use revocation::Revocations;
 pub use service::{
     Accounts, Authenticated, Authenticator, AuthenticatorParts, DEFAULT_ROLE, InactiveReason,

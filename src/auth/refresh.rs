@@ -1,21 +1,44 @@
-//! Opaque refresh tokens: 256 bits from the OS CSPRNG, url-safe base64. Only a SHA-256 of
-//! the token is stored; a fast hash is right here because the token has full entropy
-//! (nothing to brute-force), unlike a password.
+//! Opaque refresh tokens: 256 bits, url-safe base64. Only a SHA-256 of each token is
+//! stored; a fast hash is right here because the token has full entropy (nothing to
+//! brute-force), unlike a password.
+//!
+//! # Rotation, and the retry grace window with only hashes stored
+//!
+//! A session's first refresh token comes from the OS CSPRNG. Each rotation's successor is
+//! `HMAC-SHA256(refresh key, presented token)`: a keyed PRF of a 256-bit secret, as
+//! unpredictable as a random token to anyone without the key. The refresh key is random,
+//! generated once and kept in the database beside the signing keys, so every replica
+//! derives the same successor.
+//!
+//! Deriving rather than drawing the successor is what lets a retry get the SAME token back
+//! although the database holds hashes only: when the token rotated most recently is
+//! presented again within the grace window, the server recomputes its successor from it,
+//! checks that the session's current hash is that successor's hash (so the chain has not
+//! moved on) and hands it out again. Concurrent calls with one token thus all receive the
+//! one successor (the compare-and-swap in the database lets exactly one write it), and the
+//! chain never forks. Outside the window, or for any older token, the spent list marks it
+//! as reuse and the session is revoked. Holding an old token is no help in deriving the
+//! current one: that needs the refresh key, which never leaves the server.
 
+use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use secrecy::SecretString;
+use chrono::Utc;
+use hmac::{Hmac, Mac as _};
+use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use sha2::{Digest as _, Sha256};
 
 use super::random_bytes;
+use crate::store::{KeyRecord, KeyStore};
 
 const TOKEN_BYTES: usize = 32;
 /// 32 bytes in unpadded base64.
 const TOKEN_LEN: usize = 43;
+/// How the refresh key is filed among the keys in the database.
+const REFRESH_KEY_ALGORITHM: &str = "refresh-hmac";
 
-/// A new refresh token and the hash to store.
+/// A new session's first refresh token and the hash to store.
 pub(super) fn new_refresh_token() -> anyhow::Result<(SecretString, String)> {
-    let bytes: [u8; TOKEN_BYTES] = random_bytes()?;
-    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let token = URL_SAFE_NO_PAD.encode(random_bytes::<TOKEN_BYTES>()?);
     let hash = hash_token(&token);
     Ok((SecretString::from(token), hash))
 }
@@ -31,6 +54,61 @@ fn hash_token(token: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The key successors are derived with.
+pub struct RefreshKey(SecretBox<Vec<u8>>);
+
+impl std::fmt::Debug for RefreshKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshKey([REDACTED])")
+    }
+}
+
+impl RefreshKey {
+    /// Loads the refresh key, generating and storing it on first start; replicas that
+    /// start together all settle on the oldest.
+    pub async fn load_or_create(keys: &dyn KeyStore) -> anyhow::Result<Self> {
+        let mut live = keys
+            .live_keys(REFRESH_KEY_ALGORITHM)
+            .await
+            .context("loading the refresh key")?;
+        if live.is_empty() {
+            let mut kid = String::from("refresh-");
+            kid.push_str(&URL_SAFE_NO_PAD.encode(random_bytes::<12>()?));
+            let record = KeyRecord {
+                kid,
+                algorithm: REFRESH_KEY_ALGORITHM.to_owned(),
+                private_key: SecretBox::new(Box::new(random_bytes::<32>()?.to_vec())),
+                public_key: None,
+                created_at: Utc::now(),
+            };
+            keys.insert_key(&record)
+                .await
+                .context("storing a new refresh key")?;
+            live = keys
+                .live_keys(REFRESH_KEY_ALGORITHM)
+                .await
+                .context("loading the refresh key")?;
+        }
+        let first = live.into_iter().next().context("no refresh key")?;
+        Ok(Self(first.private_key))
+    }
+
+    #[cfg(test)]
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(SecretBox::new(Box::new(bytes)))
+    }
+
+    /// The successor of a presented token, and the hash to store for it.
+    pub(super) fn successor(&self, token: &str) -> anyhow::Result<(SecretString, String)> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret())
+            .map_err(|e| anyhow::anyhow!("refresh key: {e}"))?;
+        mac.update(token.as_bytes());
+        let successor = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let hash = hash_token(&successor);
+        Ok((SecretString::from(successor), hash))
+    }
 }
 
 #[cfg(test)]
@@ -64,5 +142,18 @@ mod tests {
         ] {
             assert_eq!(refresh_token_hash(token), None, "{token:?}");
         }
+    }
+
+    #[test]
+    fn successors_are_stable_per_key_and_look_like_any_token() {
+        let key = RefreshKey::from_bytes(vec![7; 32]);
+        let other = RefreshKey::from_bytes(vec![8; 32]);
+        let (token, _) = new_refresh_token().unwrap();
+        let (a, hash_a) = key.successor(token.expose_secret()).unwrap();
+        let (b, _) = key.successor(token.expose_secret()).unwrap();
+        let (c, _) = other.successor(token.expose_secret()).unwrap();
+        assert_eq!(a.expose_secret(), b.expose_secret());
+        assert_ne!(a.expose_secret(), c.expose_secret());
+        assert_eq!(refresh_token_hash(a.expose_secret()), Some(hash_a));
     }
 }

@@ -11,11 +11,11 @@ use super::{
     PasswordPolicy, Revocations, Verdict, VerifiedToken,
     audit::{AuditEvent, AuditKind, Auditor, Caller},
     input::Violations,
-    refresh::{new_refresh_token, refresh_token_hash},
+    refresh::{RefreshKey, new_refresh_token, refresh_token_hash},
 };
 use crate::store::{
-    Admission, NewSession, NewUser, RevokeReason, Rotation, SessionStore, StoreError, ThrottleRule,
-    ThrottleStore, UserRecord, UserStore,
+    Admission, NewSession, NewUser, RevokeReason, Rotation, SessionRecord, SessionStore,
+    StoreError, ThrottleRule, ThrottleStore, UserRecord, UserStore,
 };
 
 /// The role of self-registered accounts.
@@ -77,6 +77,8 @@ pub struct Authenticator {
     throttle: Arc<dyn ThrottleStore>,
     throttle_rule: ThrottleRule,
     auditor: Auditor,
+    refresh_key: RefreshKey,
+    refresh_reuse_grace: Duration,
 }
 
 /// What the [`Authenticator`] is built from.
@@ -94,6 +96,9 @@ pub struct AuthenticatorParts {
     pub throttle: Arc<dyn ThrottleStore>,
     pub throttle_rule: ThrottleRule,
     pub auditor: Auditor,
+    pub refresh_key: RefreshKey,
+    /// How long a just-rotated refresh token still gets its successor back.
+    pub refresh_reuse_grace: Duration,
 }
 
 impl Authenticator {
@@ -110,6 +115,8 @@ impl Authenticator {
             throttle,
             throttle_rule,
             auditor,
+            refresh_key,
+            refresh_reuse_grace,
         } = parts;
         Self {
             users,
@@ -123,6 +130,8 @@ impl Authenticator {
             throttle,
             throttle_rule,
             auditor,
+            refresh_key,
+            refresh_reuse_grace,
         }
     }
 
@@ -283,7 +292,9 @@ impl Authenticator {
     }
 
     /// Rotates a refresh token: the presented one stops working and a new pair is issued.
-    /// Presenting a token that was already rotated out is reuse: the session is revoked.
+    /// Presenting a token that was already rotated out is reuse: the session is revoked,
+    /// unless it is the token rotated most recently and within the grace window, which
+    /// gets the same successor again (see `refresh` module).
     pub async fn refresh(
         &self,
         caller: Caller,
@@ -296,68 +307,65 @@ impl Authenticator {
             )]));
         }
         let old_hash = refresh_token_hash(refresh_token).ok_or(AuthError::RefreshTokenInvalid)?;
+        let successor = self.refresh_key.successor(refresh_token)?;
         let now = Utc::now();
         let Some(session) = self.sessions.find_by_refresh_hash(&old_hash).await? else {
-            return Err(self
-                .on_unknown_refresh_token(caller, &old_hash, now)
-                .await?);
+            return self
+                .refresh_rotated_token(caller, &old_hash, successor, now)
+                .await;
         };
-        if session.revoked_at.is_some() {
-            return Err(AuthError::SessionRevoked);
-        }
-        let session_end = session.created_at + chrono_duration(self.session_max_age);
-        if session.expires_at <= now || session_end <= now {
-            return Err(AuthError::RefreshTokenExpired);
-        }
-        let user = self
-            .users
-            .find_by_id(session.user_id)
-            .await?
-            .filter(|user| user.active)
-            .ok_or(AuthError::SessionRevoked)?;
-
-        let (new_token, new_hash) = new_refresh_token()?;
+        let user = self.live_session_user(&session, now).await?;
+        let session_end = self.session_end(&session);
         let rotated = self
             .sessions
             .rotate(Rotation {
                 session_id: session.id,
                 old_hash: &old_hash,
-                new_hash: &new_hash,
+                new_hash: &successor.1,
                 now,
                 expires_at: (now + chrono_duration(self.refresh_ttl)).min(session_end),
             })
             .await?;
         if !rotated {
-            // Another call rotated this token a moment ago (or the session just ended).
-            // Only one of concurrent refreshes wins; the losers are not treated as reuse,
-            // but any later replay of this token is (it is now in the spent list).
-            tracing::info!(session_id = %session.id, "refresh lost a concurrent rotation");
-            return Err(AuthError::RefreshTokenInvalid);
+            // A concurrent call rotated this token a moment ago. Within the grace window
+            // it rotated to the very successor computed here, which is handed out again.
+            let retried = self
+                .retry_within_grace(session.id, &successor.1, now)
+                .await?;
+            let Some((session, user)) = retried else {
+                tracing::info!(session_id = %session.id, "refresh lost a concurrent rotation");
+                return Err(AuthError::RefreshTokenInvalid);
+            };
+            return self
+                .refreshed(caller, user, &session, successor.0, now)
+                .await;
         }
-        self.audit(
-            caller,
-            AuditKind::Refresh,
-            "success",
-            Some(user.id),
-            Some(session.id),
-        )
-        .await;
-        let refresh_expires_at = (now + chrono_duration(self.refresh_ttl)).min(session_end);
-        let tokens = self.token_pair(&user, session.id, (new_token, refresh_expires_at), now)?;
-        Ok(Authenticated { user, tokens })
+        let session = self
+            .sessions
+            .find(session.id)
+            .await?
+            .ok_or(AuthError::SessionRevoked)?;
+        self.refreshed(caller, user, &session, successor.0, now)
+            .await
     }
 
-    /// A token that is no session's current one: reuse of a spent token revokes its
-    /// session; anything else is simply invalid.
-    async fn on_unknown_refresh_token(
+    /// A presented token that is no session's current one.
+    async fn refresh_rotated_token(
         &self,
         caller: Caller,
         hash: &str,
+        (successor, successor_hash): (SecretString, String),
         now: DateTime<Utc>,
-    ) -> Result<AuthError, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         let Some(session_id) = self.sessions.find_spent(hash).await? else {
-            return Ok(AuthError::RefreshTokenInvalid);
+            return Err(AuthError::RefreshTokenInvalid);
         };
+        if let Some((session, user)) = self
+            .retry_within_grace(session_id, &successor_hash, now)
+            .await?
+        {
+            return self.refreshed(caller, user, &session, successor, now).await;
+        }
         self.sessions
             .revoke(session_id, RevokeReason::RefreshReuse, now)
             .await?;
@@ -371,7 +379,78 @@ impl Authenticator {
             Some(session_id),
         )
         .await;
-        Ok(AuthError::RefreshTokenReused)
+        Err(AuthError::RefreshTokenReused)
+    }
+
+    /// The session and user if the token that was just rotated into `successor_hash` is
+    /// presented again within the grace window, and the session is still live.
+    async fn retry_within_grace(
+        &self,
+        session_id: Uuid,
+        successor_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(SessionRecord, UserRecord)>, AuthError> {
+        // Zero turns the window off. (It must be checked on its own: a concurrent call
+        // that started a moment before the winning rotation has `now < rotated_at`.)
+        if self.refresh_reuse_grace.is_zero() {
+            return Ok(None);
+        }
+        let Some(session) = self.sessions.find(session_id).await? else {
+            return Ok(None);
+        };
+        let in_window = session
+            .rotated_at
+            .is_some_and(|at| now < at + chrono_duration(self.refresh_reuse_grace));
+        if !in_window || session.refresh_hash != successor_hash {
+            return Ok(None);
+        }
+        let user = self.live_session_user(&session, now).await?;
+        Ok(Some((session, user)))
+    }
+
+    /// The session's user, if the session can still be refreshed.
+    async fn live_session_user(
+        &self,
+        session: &SessionRecord,
+        now: DateTime<Utc>,
+    ) -> Result<UserRecord, AuthError> {
+        if session.revoked_at.is_some() {
+            return Err(AuthError::SessionRevoked);
+        }
+        if session.expires_at <= now || self.session_end(session) <= now {
+            return Err(AuthError::RefreshTokenExpired);
+        }
+        self.users
+            .find_by_id(session.user_id)
+            .await?
+            .filter(|user| user.active)
+            .ok_or(AuthError::SessionRevoked)
+    }
+
+    /// When a session ends however often it is refreshed.
+    fn session_end(&self, session: &SessionRecord) -> DateTime<Utc> {
+        session.created_at + chrono_duration(self.session_max_age)
+    }
+
+    async fn refreshed(
+        &self,
+        caller: Caller,
+        user: UserRecord,
+        session: &SessionRecord,
+        refresh_token: SecretString,
+        now: DateTime<Utc>,
+    ) -> Result<Authenticated, AuthError> {
+        self.audit(
+            caller,
+            AuditKind::Refresh,
+            "success",
+            Some(user.id),
+            Some(session.id),
+        )
+        .await;
+        let tokens =
+            self.token_pair(&user, session.id, (refresh_token, session.expires_at), now)?;
+        Ok(Authenticated { user, tokens })
     }
 
     /// Ends one session, or every session of its user.

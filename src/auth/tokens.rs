@@ -334,6 +334,7 @@ mod tests {
             algorithm,
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(3600),
+            refresh_reuse_grace: Duration::from_secs(10),
             session_max_age: Duration::from_secs(86_400),
             jwt_secret: None,
             clock_leeway: Duration::from_secs(5),

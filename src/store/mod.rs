@@ -64,12 +64,16 @@ pub struct NewUser {
 pub struct SessionRecord {
     pub id: Uuid,
     pub user_id: Uuid,
+    /// SHA-256 (hex) of the current refresh token.
+    pub refresh_hash: String,
     /// How many times the refresh token was rotated.
     pub generation: i64,
     pub created_at: DateTime<Utc>,
     pub last_used_at: DateTime<Utc>,
     /// When the current refresh token stops working unless rotated before.
     pub expires_at: DateTime<Utc>,
+    /// When the refresh token was last rotated.
+    pub rotated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
 

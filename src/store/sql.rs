@@ -196,10 +196,12 @@ impl From<sessions::Model> for SessionRecord {
         Self {
             id: m.id,
             user_id: m.user_id,
+            refresh_hash: m.refresh_hash,
             generation: m.generation,
             created_at: m.created_at,
             last_used_at: m.last_used_at,
             expires_at: m.expires_at,
+            rotated_at: m.rotated_at,
             revoked_at: m.revoked_at,
         }
     }

@@ -36,7 +36,11 @@ async fn audit_rows(
 #[tokio::test]
 async fn security_events_are_recorded_with_who_what_and_where_but_no_secret() {
     let db = TestDb::fresh().await;
-    let app = spawn_app_with(db.clone(), |config| config.login.max_failures = 2).await;
+    let app = spawn_app_with(db.clone(), |config| {
+        config.login.max_failures = 2;
+        config.tokens.refresh_reuse_grace = std::time::Duration::ZERO;
+    })
+    .await;
     let registered = app
         .register("audit@example.com", PASSWORD, "Audit")
         .await

@@ -149,7 +149,7 @@ pub fn test_config(db: &TestDb) -> Config {
     let mut config = Defaults::parse_from(["authd"]).config;
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.database.url = SecretString::from(db.url.clone());
-    config.database.acquire_timeout = Duration::from_secs(2);
+    config.database.acquire_timeout = Duration::from_secs(10);
     config.revocation_sync = Duration::from_millis(200);
     config.health_probe_interval = Duration::from_millis(200);
     // Every test calls from 127.0.0.1; the per-address buckets get their own test.

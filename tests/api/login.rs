@@ -175,7 +175,7 @@ async fn a_hash_weaker_than_configured_is_upgraded_at_the_next_login() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_email_and_wrong_password_take_the_same_median_time() {
     use std::time::{Duration, Instant};
 
@@ -185,21 +185,23 @@ async fn unknown_email_and_wrong_password_take_the_same_median_time() {
     .await;
     let (email, _) = app.new_user().await;
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
-    // Interleaved, so drift in machine load hits both sides alike.
-    for i in 0..31 {
-        let started = Instant::now();
-        assert_code(
-            app.login(&email, "not the password at all").await,
-            Code::Unauthenticated,
-        );
-        known.push(started.elapsed());
-        let started = Instant::now();
-        let nobody = format!("nobody-{i}@example.com");
-        assert_code(
-            app.login(&nobody, "not the password at all").await,
-            Code::Unauthenticated,
-        );
-        unknown.push(started.elapsed());
+    // Both emails go through the same throttle bookkeeping, so only the password check
+    // differs between them. Interleaved, and alternating which goes first, so neither
+    // load drift nor position favours a side.
+    for i in 0..41 {
+        for known_turn in [i % 2 == 0, i % 2 == 1] {
+            let (target, samples) = if known_turn {
+                (email.as_str(), &mut known)
+            } else {
+                ("nobody@example.com", &mut unknown)
+            };
+            let started = Instant::now();
+            assert_code(
+                app.login(target, "not the password at all").await,
+                Code::Unauthenticated,
+            );
+            samples.push(started.elapsed());
+        }
     }
 
     let median = |samples: &mut Vec<Duration>| {
@@ -209,9 +211,10 @@ async fn unknown_email_and_wrong_password_take_the_same_median_time() {
     let (known, unknown) = (median(&mut known), median(&mut unknown));
     let ratio = known / unknown;
     // Both paths run one full argon2 verification; without the dummy hash the unknown
-    // email would answer in well under a tenth of the time.
+    // email would answer in well under a tenth of the time. The bounds leave room for a
+    // shared machine running other tests at once.
     assert!(
-        (0.75..1.33).contains(&ratio),
+        (0.67..1.5).contains(&ratio),
         "median known {known:.4}s vs unknown {unknown:.4}s"
     );
     app.stop().await;

@@ -26,9 +26,13 @@ async fn refresh_rotates_the_pair_and_the_old_refresh_token_stops_working() {
     app.stop().await;
 }
 
+fn no_grace(config: &mut authd::config::Config) {
+    config.tokens.refresh_reuse_grace = Duration::ZERO;
+}
+
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(TestDb::fresh().await, no_grace).await;
     let (_, first) = app.new_user().await;
     let second = app
         .refresh(&first.refresh_token)
@@ -86,30 +90,124 @@ async fn reusing_any_older_token_of_the_chain_is_detected() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_refreshes_of_one_token_have_exactly_one_winner() {
-    let app = spawn_app().await;
-    let (_, tokens) = app.new_user().await;
-    let mut calls = JoinSet::new();
-    for _ in 0..10 {
+async fn refresh_concurrently(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    calls: usize,
+) -> Vec<Result<authd::proto::auth::v1::RefreshResponse, tonic::Status>> {
+    let mut set = JoinSet::new();
+    for _ in 0..calls {
         let mut client = app.client.clone();
-        let token = tokens.refresh_token.clone();
-        calls.spawn(async move {
+        let token = token.to_owned();
+        set.spawn(async move {
             client
                 .refresh(RefreshRequest {
                     refresh_token: token,
                 })
                 .await
+                .map(tonic::Response::into_inner)
         });
     }
+    set.join_all().await
+}
 
-    let results = calls.join_all().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_grace_concurrent_refreshes_of_one_token_have_exactly_one_winner() {
+    let app = spawn_app_with(TestDb::fresh().await, no_grace).await;
+    let (_, tokens) = app.new_user().await;
+
+    let results = refresh_concurrently(&app, &tokens.refresh_token, 10).await;
 
     let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1, "{results:?}");
     for status in results.iter().filter_map(|r| r.as_ref().err()) {
         assert_eq!(status.code(), Code::Unauthenticated);
     }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_grace_concurrent_refreshes_all_get_the_one_successor() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+
+    let results = refresh_concurrently(&app, &tokens.refresh_token, 10).await;
+
+    let successors: std::collections::HashSet<_> = results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .expect("every retry inside the window succeeds")
+                .tokens
+                .as_ref()
+                .unwrap()
+                .refresh_token
+                .clone()
+        })
+        .collect();
+    assert_eq!(successors.len(), 1, "the chain must not fork");
+    let successor = successors.into_iter().next().unwrap();
+    let next = app.refresh(&successor).await.unwrap().tokens.unwrap();
+    assert!(app.validate(&next.access_token).await.unwrap().active);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_within_the_grace_window_gets_the_same_successor() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+    let first = app
+        .refresh(&tokens.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+
+    let retried = app
+        .refresh(&tokens.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+
+    assert_eq!(retried.refresh_token, first.refresh_token);
+    assert!(
+        app.validate(&first.access_token).await.unwrap().active,
+        "no revocation"
+    );
+    assert!(app.validate(&retried.access_token).await.unwrap().active);
+    app.refresh(&first.refresh_token).await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_after_the_grace_window_revokes_the_session() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.tokens.refresh_reuse_grace = Duration::from_secs(1);
+    })
+    .await;
+    let (_, tokens) = app.new_user().await;
+    let first = app
+        .refresh(&tokens.refresh_token)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    assert_code(
+        app.refresh(&tokens.refresh_token).await,
+        Code::Unauthenticated,
+    );
+    assert_code(
+        app.refresh(&first.refresh_token).await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(
+        app.validate(&first.access_token).await.unwrap().reason(),
+        InactiveReason::Revoked
+    );
     app.stop().await;
 }
 
