@@ -3,6 +3,7 @@
 use std::{
     io::{BufRead as _, IsTerminal as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
     process::ExitCode,
     sync::Arc,
     time::Duration,
@@ -11,6 +12,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait as _};
+use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -82,6 +84,16 @@ pub enum Command {
         /// How long to wait for an answer.
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         timeout: Duration,
+        /// CA certificate to verify the server with, when it serves TLS.
+        #[arg(long = "tls-ca", env = "AUTHD_HEALTHCHECK_TLS_CA", value_name = "PEM")]
+        tls_ca: Option<PathBuf>,
+        /// The name the server's certificate was issued for.
+        #[arg(
+            long = "tls-domain",
+            env = "AUTHD_HEALTHCHECK_TLS_DOMAIN",
+            default_value = "localhost"
+        )]
+        tls_domain: String,
     },
 }
 
@@ -132,7 +144,15 @@ impl Cli {
             }
             Command::Migrate { action, database } => migrate(action, &database).await,
             Command::User { command } => user(command).await,
-            Command::Healthcheck { listen, timeout } => healthcheck(listen, timeout).await,
+            Command::Healthcheck {
+                listen,
+                timeout,
+                tls_ca,
+                tls_domain,
+            } => {
+                let tls = tls_ca.map(|ca| (ca, tls_domain));
+                healthcheck(listen, timeout, tls).await
+            }
         }
     }
 }
@@ -237,17 +257,29 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password.to_owned())
 }
 
-async fn healthcheck(listen: SocketAddr, timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn healthcheck(
+    listen: SocketAddr,
+    timeout: Duration,
+    tls: Option<(PathBuf, String)>,
+) -> anyhow::Result<ExitCode> {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    let endpoint = format!("http://{}", SocketAddr::new(ip, listen.port()));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{}", SocketAddr::new(ip, listen.port()));
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
-            .connect()
-            .await?;
+        let mut channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?;
+        if let Some((ca, domain)) = &tls {
+            let ca = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            channel = channel.tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .domain_name(domain.clone()),
+            )?;
+        }
+        let channel = channel.connect().await?;
         let mut client = HealthClient::new(channel);
         let response = client
             .check(HealthCheckRequest {

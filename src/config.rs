@@ -8,6 +8,7 @@ use std::{
     fmt,
     net::SocketAddr,
     num::{NonZeroU32, NonZeroUsize},
+    path::PathBuf,
     time::Duration,
 };
 
@@ -40,6 +41,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: LimitsConfig,
+
+    #[command(flatten)]
+    pub tls: TlsConfig,
 
     /// How often each replica reads the sessions other replicas revoked; the bound on how
     /// long a token revoked elsewhere can still validate here.
@@ -370,6 +374,46 @@ pub struct LimitsConfig {
         default_value = "20"
     )]
     pub register_per_minute: NonZeroU32,
+}
+
+/// TLS for the gRPC port (rustls). Plaintext when no certificate is given, for local
+/// development; production deployments set AUTHD_TLS_CERT and AUTHD_TLS_KEY.
+#[derive(Debug, Clone, Args)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    #[arg(
+        long = "tls-cert",
+        env = "AUTHD_TLS_CERT",
+        value_name = "AUTHD_TLS_CERT",
+        requires = "key"
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of the server.
+    #[arg(
+        long = "tls-key",
+        env = "AUTHD_TLS_KEY",
+        value_name = "AUTHD_TLS_KEY",
+        requires = "cert"
+    )]
+    pub key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that client certificates are verified against (mTLS).
+    /// Clients may still connect without one; see AUTHD_VALIDATE_REQUIRE_CLIENT_CERT.
+    #[arg(
+        long = "tls-client-ca",
+        env = "AUTHD_TLS_CLIENT_CA",
+        value_name = "AUTHD_TLS_CLIENT_CA",
+        requires = "cert"
+    )]
+    pub client_ca: Option<PathBuf>,
+
+    /// Require ValidateToken callers to present a client certificate signed by
+    /// AUTHD_TLS_CLIENT_CA (or an API key from AUTHD_VALIDATE_API_KEYS).
+    #[arg(long = "validate-require-client-cert", env = "AUTHD_VALIDATE_REQUIRE_CLIENT_CERT",
+          value_name = "AUTHD_VALIDATE_REQUIRE_CLIENT_CERT", default_value_t = false,
+          action = clap::ArgAction::Set, requires = "client_ca")]
+    pub validate_require_client_cert: bool,
 }
 
 /// Parses "90s", "15m", "7d", "1h 30m" and the like.

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 use migration::{Migrator, MigratorTrait as _};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{
     ServingStatus,
     pb::health_server::HealthServer,
@@ -22,7 +22,7 @@ use crate::{
         Auditor, Authenticator, AuthenticatorParts, Keyring, PASSWORD_MIN_CHARS_FLOOR,
         PasswordHasher, PasswordPolicy, RefreshKey, Revocations,
     },
-    config::{Config, HashingConfig, LimitsConfig},
+    config::{Config, HashingConfig, LimitsConfig, TlsConfig},
     grpc::{ApiKeys, AuthGrpc, PeerRateLimits, oversize_message_is_resource_exhausted},
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
     store::{self, SessionStore, SqlStore, ThrottleRule},
@@ -41,6 +41,7 @@ pub struct App {
     validate_api_keys: ApiKeys,
     rate_limits: Arc<PeerRateLimits>,
     limits: LimitsConfig,
+    tls: Option<ServerTlsConfig>,
     revocations: Arc<Revocations>,
     reflection: bool,
     health_probe_interval: Duration,
@@ -94,7 +95,11 @@ impl App {
             refresh_ttl: config.tokens.refresh_ttl,
             session_max_age: config.tokens.session_max_age,
         }));
-        let validate_api_keys = ApiKeys::from_hex_digests(&config.validate_api_keys)?;
+        let mut validate_api_keys = ApiKeys::from_hex_digests(&config.validate_api_keys)?;
+        if config.tls.validate_require_client_cert {
+            validate_api_keys = validate_api_keys.accepting_client_certs();
+        }
+        let tls = server_tls(&config.tls)?;
         let rate_limits = Arc::new(PeerRateLimits::per_minute(
             config.limits.login_per_minute,
             config.limits.register_per_minute,
@@ -108,6 +113,7 @@ impl App {
             validate_api_keys,
             rate_limits,
             limits: config.limits,
+            tls,
             revocations,
             reflection: config.reflection,
             health_probe_interval: config.health_probe_interval,
@@ -170,7 +176,11 @@ impl App {
             self.rate_limits,
         ))
         .max_decoding_message_size(limits.max_message_bytes);
-        let result = Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls).context("configuring TLS")?;
+        }
+        let result = server
             .timeout(limits.request_timeout)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -276,6 +286,26 @@ fn spawn_revocation_sync(
         let store: &dyn SessionStore = &store;
         revocations.run(store, stop).await;
     })
+}
+
+/// The rustls configuration from the certificate files, or `None` for plaintext.
+fn server_tls(config: &TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.cert, &config.key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, variable: &str| {
+        std::fs::read(path).with_context(|| format!("{variable}: cannot read {}", path.display()))
+    };
+    let identity = Identity::from_pem(read(cert, "AUTHD_TLS_CERT")?, read(key, "AUTHD_TLS_KEY")?);
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.client_ca {
+        // Client certificates are verified when presented but not demanded of every
+        // connection: end users log in without one; ValidateToken may demand one.
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read(ca, "AUTHD_TLS_CLIENT_CA")?))
+            .client_auth_optional(true);
+    }
+    Ok(Some(tls))
 }
 
 /// Drops rate-limit buckets of addresses that went quiet, once a minute.

@@ -5,11 +5,14 @@ use tonic::Request;
 
 use crate::auth::AuthError;
 
-/// The API keys ValidateToken callers must present, as SHA-256 digests (RFC 7662 2.1:
-/// an introspection endpoint open to anyone invites token scanning). Empty: open.
+/// Who may call ValidateToken (RFC 7662 2.1: an introspection endpoint open to anyone
+/// invites token scanning): holders of an API key (kept as SHA-256 digests) and, when
+/// mTLS is on and required, holders of a client certificate the TLS layer verified
+/// against AUTHD_TLS_CLIENT_CA. With neither configured, anyone.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
     digests: Vec<[u8; 32]>,
+    accept_client_certs: bool,
 }
 
 // Digests of secrets: not for printing.
@@ -39,12 +42,27 @@ impl ApiKeys {
                 })
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Self { digests })
+        Ok(Self {
+            digests,
+            accept_client_certs: false,
+        })
     }
 
-    /// Ok when no keys are configured or the `x-api-key` metadata is one of them.
+    /// Also accepts callers that presented a verified client certificate, and makes
+    /// caller authentication required even without API keys.
+    pub fn accepting_client_certs(mut self) -> Self {
+        self.accept_client_certs = true;
+        self
+    }
+
+    /// Ok when caller authentication is off, the `x-api-key` metadata is an accepted
+    /// key, or the connection carries a verified client certificate that is accepted.
     pub(super) fn check<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
-        if self.digests.is_empty() {
+        if self.digests.is_empty() && !self.accept_client_certs {
+            return Ok(());
+        }
+        // rustls only hands over certificates that chained to AUTHD_TLS_CLIENT_CA.
+        if self.accept_client_certs && request.peer_certs().is_some_and(|certs| !certs.is_empty()) {
             return Ok(());
         }
         let presented = request

@@ -179,6 +179,15 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Test
 }
 
 pub async fn spawn_config(db: TestDb, config: Config) -> TestApp {
+    spawn_config_with_client(db, config, None).await
+}
+
+/// As [`spawn_config`], with the test client speaking TLS when `client_tls` is given.
+pub async fn spawn_config_with_client(
+    db: TestDb,
+    config: Config,
+    client_tls: Option<tonic::transport::ClientTlsConfig>,
+) -> TestApp {
     init_logging();
     let app = App::build(config).await.expect("build app");
     let addr = app.local_addr();
@@ -186,11 +195,16 @@ pub async fn spawn_config(db: TestDb, config: Config) -> TestApp {
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to authd");
+    let scheme = if client_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}")).expect("endpoint");
+    if let Some(tls) = client_tls {
+        endpoint = endpoint.tls_config(tls).expect("client TLS");
+    }
+    let channel = endpoint.connect().await.expect("connect to authd");
     let app = TestApp {
         addr,
         db,

@@ -21,4 +21,5 @@ mod logout;
 mod refresh;
 mod register;
 mod throttle;
+mod tls;
 mod validate;

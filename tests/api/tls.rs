@@ -1,0 +1,175 @@
+use std::path::PathBuf;
+
+use authd::proto::auth::v1::{ValidateTokenRequest, auth_service_client::AuthServiceClient};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tempfile::TempDir;
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+
+use crate::helpers::{TestApp, TestDb, spawn_config_with_client, test_config};
+
+/// A CA, a server certificate for "localhost" and a client certificate, as PEM files.
+struct Pki {
+    dir: TempDir,
+    ca_pem: String,
+    client: Identity,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = TempDir::new().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![name.to_owned()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf("localhost");
+        let (client_cert, client_key) = leaf("billing-service");
+        std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
+        std::fs::write(dir.path().join("server.pem"), server_cert).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key).unwrap();
+        Self {
+            dir,
+            ca_pem,
+            client: Identity::from_pem(client_cert, client_key),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn client_tls(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .domain_name("localhost")
+    }
+}
+
+async fn spawn_tls(pki: &Pki, mtls: bool) -> TestApp {
+    let db = TestDb::fresh().await;
+    let mut config = test_config(&db);
+    config.tls.cert = Some(pki.path("server.pem"));
+    config.tls.key = Some(pki.path("server.key"));
+    if mtls {
+        config.tls.client_ca = Some(pki.path("ca.pem"));
+        config.tls.validate_require_client_cert = true;
+    }
+    spawn_config_with_client(db, config, Some(pki.client_tls())).await
+}
+
+async fn client(
+    app: &TestApp,
+    tls: Option<ClientTlsConfig>,
+) -> Result<AuthServiceClient<Channel>, tonic::transport::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Channel::from_shared(format!("{scheme}://{}", app.addr)).unwrap();
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(AuthServiceClient::new(endpoint.connect().await?))
+}
+
+#[tokio::test]
+async fn the_server_speaks_tls_and_refuses_plaintext() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, false).await;
+
+    let (_, tokens) = app.new_user().await;
+    assert!(app.validate(&tokens.access_token).await.unwrap().active);
+
+    let plaintext = match client(&app, None).await {
+        Err(_) => true,
+        Ok(mut c) => c
+            .validate_token(ValidateTokenRequest {
+                token: tokens.access_token.clone(),
+            })
+            .await
+            .is_err(),
+    };
+    assert!(plaintext, "a plaintext client must not get an answer");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_mtls_validate_token_needs_a_client_certificate_and_login_does_not() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, true).await;
+    // The helper's own client has no certificate: an end user.
+    let (_, tokens) = app.new_user().await;
+    let request = || ValidateTokenRequest {
+        token: tokens.access_token.clone(),
+    };
+
+    let anonymous = app.client.clone().validate_token(request()).await;
+    assert_eq!(anonymous.unwrap_err().code(), Code::Unauthenticated);
+
+    let mut service = client(&app, Some(pki.client_tls().identity(pki.client.clone())))
+        .await
+        .unwrap();
+    assert!(
+        service
+            .validate_token(request())
+            .await
+            .unwrap()
+            .into_inner()
+            .active
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_refused() {
+    let pki = Pki::new();
+    let stranger = Pki::new();
+    let app = spawn_tls(&pki, true).await;
+    let (_, tokens) = app.new_user().await;
+
+    let refused = match client(
+        &app,
+        Some(pki.client_tls().identity(stranger.client.clone())),
+    )
+    .await
+    {
+        Err(_) => true,
+        Ok(mut c) => c
+            .validate_token(ValidateTokenRequest {
+                token: tokens.access_token.clone(),
+            })
+            .await
+            .is_err(),
+    };
+
+    assert!(refused);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn healthcheck_can_speak_tls() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, false).await;
+    let (addr, ca) = (app.addr.to_string(), pki.path("ca.pem"));
+
+    let output = tokio::task::spawn_blocking(move || {
+        crate::helpers::authd_bin()
+            .args(["healthcheck", "--listen", &addr, "--tls-ca"])
+            .arg(ca)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+
+    assert!(output.status.success(), "{output:?}");
+    app.stop().await;
+}
