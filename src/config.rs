@@ -174,6 +174,21 @@ pub struct TokenConfig {
           value_parser = |value: &str| Ok::<_, String>(SecretString::from(value)))]
     pub jwt_secret: Option<SecretString>,
 
+    /// Master key (32 bytes, base64 or hex) that seals private keys stored in the
+    /// database. Without one they are stored unsealed, and start-up warns.
+    #[arg(long = "master-key", env = "AUTHD_MASTER_KEY", value_name = "AUTHD_MASTER_KEY",
+          hide_env_values = true, conflicts_with = "master_key_file",
+          value_parser = |value: &str| Ok::<_, String>(SecretString::from(value)))]
+    pub master_key: Option<SecretString>,
+
+    /// A file holding the master key, e.g. a mounted secret.
+    #[arg(
+        long = "master-key-file",
+        env = "AUTHD_MASTER_KEY_FILE",
+        value_name = "AUTHD_MASTER_KEY_FILE"
+    )]
+    pub master_key_file: Option<PathBuf>,
+
     /// Clock skew tolerated when checking `exp` and `iat`.
     #[arg(long, env = "AUTHD_CLOCK_LEEWAY", value_name = "AUTHD_CLOCK_LEEWAY",
           default_value = "5s", value_parser = parse_duration)]

@@ -19,7 +19,7 @@ use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 
 use crate::{
     auth::{
-        Auditor, Authenticator, AuthenticatorParts, Keyring, PASSWORD_MIN_CHARS_FLOOR,
+        Auditor, Authenticator, AuthenticatorParts, KeySealer, Keyring, PASSWORD_MIN_CHARS_FLOOR,
         PasswordHasher, PasswordPolicy, RefreshKey, Revocations,
     },
     config::{Config, HashingConfig, LimitsConfig, TlsConfig},
@@ -63,7 +63,8 @@ impl App {
         let store = SqlStore::new(db);
         let store_arc = Arc::new(store.clone());
 
-        let keyring = Keyring::load_or_create(store_arc.as_ref(), &config.tokens).await?;
+        let sealer = key_sealer(&config)?;
+        let keyring = Keyring::load_or_create(store_arc.as_ref(), &config.tokens, &sealer).await?;
         let hasher = PasswordHasher::new(&config.hashing)?;
         let policy = password_policy(&config.hashing)?;
         let revocations = Arc::new(Revocations::new(
@@ -86,7 +87,7 @@ impl App {
             throttle: store_arc.clone(),
             throttle_rule,
             auditor: Auditor::new(store_arc.clone()),
-            refresh_key: RefreshKey::load_or_create(store_arc.as_ref()).await?,
+            refresh_key: RefreshKey::load_or_create(store_arc.as_ref(), &sealer).await?,
             refresh_reuse_grace: config.tokens.refresh_reuse_grace,
             hasher,
             policy,
@@ -286,6 +287,32 @@ fn spawn_revocation_sync(
         let store: &dyn SessionStore = &store;
         revocations.run(store, stop).await;
     })
+}
+
+/// The master key that seals private keys at rest, from AUTHD_MASTER_KEY or its file.
+fn key_sealer(config: &Config) -> anyhow::Result<KeySealer> {
+    let from_file = match &config.tokens.master_key_file {
+        Some(path) => Some(secrecy::SecretString::from(
+            std::fs::read_to_string(path).with_context(|| {
+                format!("AUTHD_MASTER_KEY_FILE: cannot read {}", path.display())
+            })?,
+        )),
+        None => None,
+    };
+    let sealer = KeySealer::new(config.tokens.master_key.as_ref().or(from_file.as_ref()))?;
+    if !sealer.is_sealing() {
+        if config.listen.ip().is_loopback() {
+            tracing::info!(
+                "no AUTHD_MASTER_KEY: private keys are stored unsealed (fine for local development)"
+            );
+        } else {
+            tracing::warn!(
+                "NO AUTHD_MASTER_KEY: private signing keys are stored UNENCRYPTED in the database; \
+                 anyone with a copy of it can mint valid tokens. Set AUTHD_MASTER_KEY or AUTHD_MASTER_KEY_FILE."
+            );
+        }
+    }
+    Ok(sealer)
 }
 
 /// The rustls configuration from the certificate files, or `None` for plaintext.

@@ -62,13 +62,20 @@ fn keyring(algorithm: JwtAlgorithm) -> Keyring {
         refresh_reuse_grace: Duration::from_secs(10),
         session_max_age: Duration::from_secs(86_400),
         jwt_secret: None,
+        master_key: None,
+        master_key_file: None,
         clock_leeway: Duration::from_secs(5),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    let sealer = authd::auth::KeySealer::new(None).unwrap();
     runtime
-        .block_on(Keyring::load_or_create(&MemoryKeys::default(), &config))
+        .block_on(Keyring::load_or_create(
+            &MemoryKeys::default(),
+            &config,
+            &sealer,
+        ))
         .unwrap()
 }
 

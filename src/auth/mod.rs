@@ -12,6 +12,7 @@ mod input;
 mod policy;
 mod refresh;
 mod revocation;
+mod sealing;
 mod service;
 mod tokens;
 
@@ -22,6 +23,7 @@ pub use input::{DisplayName, Email, Password};
 pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
 pub use refresh::RefreshKey;
 pub use revocation::Revocations;
+pub use sealing::KeySealer;
 pub use service::{
     Accounts, Authenticated, Authenticator, AuthenticatorParts, DEFAULT_ROLE, InactiveReason,
     Introspection, LogoutTarget, NewAccount, TokenPair,

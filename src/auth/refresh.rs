@@ -27,7 +27,10 @@ use hmac::{Hmac, Mac as _};
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use sha2::{Digest as _, Sha256};
 
-use super::random_bytes;
+use super::{
+    KeySealer, random_bytes,
+    tokens::{opened, sealed},
+};
 use crate::store::{KeyRecord, KeyStore};
 
 const TOKEN_BYTES: usize = 32;
@@ -68,7 +71,7 @@ impl std::fmt::Debug for RefreshKey {
 impl RefreshKey {
     /// Loads the refresh key, generating and storing it on first start; replicas that
     /// start together all settle on the oldest.
-    pub async fn load_or_create(keys: &dyn KeyStore) -> anyhow::Result<Self> {
+    pub async fn load_or_create(keys: &dyn KeyStore, sealer: &KeySealer) -> anyhow::Result<Self> {
         let mut live = keys
             .live_keys(REFRESH_KEY_ALGORITHM)
             .await
@@ -83,7 +86,7 @@ impl RefreshKey {
                 public_key: None,
                 created_at: Utc::now(),
             };
-            keys.insert_key(&record)
+            keys.insert_key(&sealed(&record, sealer)?)
                 .await
                 .context("storing a new refresh key")?;
             live = keys
@@ -91,8 +94,8 @@ impl RefreshKey {
                 .await
                 .context("loading the refresh key")?;
         }
-        let first = live.into_iter().next().context("no refresh key")?;
-        Ok(Self(first.private_key))
+        let first = live.first().context("no refresh key")?;
+        Ok(Self(opened(first, sealer)?.private_key))
     }
 
     #[cfg(test)]

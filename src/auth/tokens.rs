@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use uuid::Uuid;
 
-use super::random_bytes;
+use super::{KeySealer, random_bytes};
 use crate::{
     config::{JwtAlgorithm, TokenConfig},
     store::{KeyRecord, KeyStore},
@@ -112,7 +112,11 @@ impl Keyring {
     /// Loads the keys of the configured algorithm, generating and storing the first one
     /// on first start. When replicas start together and each stores a key, all of them
     /// sign with the oldest, so they agree.
-    pub async fn load_or_create(keys: &dyn KeyStore, config: &TokenConfig) -> anyhow::Result<Self> {
+    pub async fn load_or_create(
+        keys: &dyn KeyStore,
+        config: &TokenConfig,
+        sealer: &KeySealer,
+    ) -> anyhow::Result<Self> {
         if let Some(secret) = &config.jwt_secret {
             return Self::from_secret(secret, config);
         }
@@ -120,13 +124,17 @@ impl Keyring {
         let mut live = keys.live_keys(name).await.context("loading signing keys")?;
         if live.is_empty() {
             let key = generate_key(config.algorithm)?;
-            keys.insert_key(&key)
+            keys.insert_key(&sealed(&key, sealer)?)
                 .await
                 .context("storing a new signing key")?;
-            tracing::info!(kid = %key.kid, algorithm = name, "generated a signing key");
+            tracing::info!(kid = %key.kid, algorithm = name, sealed = sealer.is_sealing(), "generated a signing key");
             live = keys.live_keys(name).await.context("loading signing keys")?;
         }
-        Self::from_records(&live, config)
+        let opened = live
+            .iter()
+            .map(|record| opened(record, sealer))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Self::from_records(&opened, config)
     }
 
     /// HS256 with an operator-supplied secret, shared by every replica through config.
@@ -297,6 +305,29 @@ impl Keyring {
     }
 }
 
+/// The record as stored: its private key sealed (when a master key is configured).
+pub(super) fn sealed(record: &KeyRecord, sealer: &KeySealer) -> anyhow::Result<KeyRecord> {
+    let stored = sealer.seal(&record.kid, record.private_key.expose_secret())?;
+    Ok(KeyRecord {
+        kid: record.kid.clone(),
+        algorithm: record.algorithm.clone(),
+        private_key: SecretBox::new(Box::new(stored)),
+        public_key: record.public_key.clone(),
+        created_at: record.created_at,
+    })
+}
+
+/// The record as used: its private key opened.
+pub(super) fn opened(record: &KeyRecord, sealer: &KeySealer) -> anyhow::Result<KeyRecord> {
+    Ok(KeyRecord {
+        kid: record.kid.clone(),
+        algorithm: record.algorithm.clone(),
+        private_key: sealer.open(&record.kid, record.private_key.expose_secret())?,
+        public_key: record.public_key.clone(),
+        created_at: record.created_at,
+    })
+}
+
 /// A fresh key for `algorithm`, with a random kid.
 fn generate_key(algorithm: JwtAlgorithm) -> anyhow::Result<KeyRecord> {
     let secret: [u8; 32] = random_bytes()?;
@@ -337,6 +368,8 @@ mod tests {
             refresh_reuse_grace: Duration::from_secs(10),
             session_max_age: Duration::from_secs(86_400),
             jwt_secret: None,
+            master_key: None,
+            master_key_file: None,
             clock_leeway: Duration::from_secs(5),
         }
     }

@@ -146,3 +146,45 @@ async fn reflection_can_be_turned_off() {
     assert_eq!(status.code(), Code::Unimplemented);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn private_keys_are_sealed_at_rest_with_the_master_key() {
+    use sea_orm::{ConnectionTrait as _, Statement};
+
+    const MASTER: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let db = TestDb::fresh().await;
+    let with_master = |key: Option<&str>| {
+        let mut config = crate::helpers::test_config(&db);
+        config.tokens.master_key = key.map(SecretString::from);
+        config
+    };
+    let app = crate::helpers::spawn_config(db.clone(), with_master(Some(MASTER))).await;
+    let (_, tokens) = app.new_user().await;
+    app.stop().await;
+
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let rows = conn
+        .query_all_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT private_key FROM signing_keys",
+        ))
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(rows.len(), 2, "the signing key and the refresh key");
+    for row in rows {
+        let stored: Vec<u8> = row.try_get("", "private_key").unwrap();
+        assert!(stored.starts_with(b"authd-sealed-v1"), "stored unsealed");
+    }
+
+    // Without the master key, or with another, the keys cannot be opened: start-up fails.
+    for wrong in [None, Some("ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=")] {
+        let err = authd::startup::App::build(with_master(wrong))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("AUTHD_MASTER_KEY"), "{err:#}");
+    }
+    let app = crate::helpers::spawn_config(db.clone(), with_master(Some(MASTER))).await;
+    assert!(app.validate(&tokens.access_token).await.unwrap().active);
+    app.stop().await;
+}

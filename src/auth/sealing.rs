@@ -1,0 +1,161 @@
+//! Private keys at rest: sealed with XChaCha20-Poly1305 under a master key that lives
+//! outside the database (AUTHD_MASTER_KEY or AUTHD_MASTER_KEY_FILE), so a copy of the
+//! database alone does not let anyone mint tokens. The key id is bound in as associated
+//! data, so a sealed key cannot be moved to another row.
+//!
+//! Sealed values start with [`SEALED_PREFIX`]; anything else is a key stored before a
+//! master key was configured, and is read as it is.
+
+use anyhow::Context as _;
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use chacha20poly1305::{
+    KeyInit as _, XChaCha20Poly1305, XNonce,
+    aead::{Aead as _, Payload},
+};
+use secrecy::{ExposeSecret as _, SecretBox};
+
+use super::random_bytes;
+
+const SEALED_PREFIX: &[u8; 16] = b"authd-sealed-v1\0";
+const NONCE_LEN: usize = 24;
+
+/// Seals and opens private keys; without a master key, stores them as they are.
+pub struct KeySealer {
+    cipher: Option<XChaCha20Poly1305>,
+}
+
+impl std::fmt::Debug for KeySealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySealer")
+            .field("sealing", &self.cipher.is_some())
+            .finish()
+    }
+}
+
+impl KeySealer {
+    /// From a base64 (or 64-character hex) encoding of 32 random bytes; `None` stores keys
+    /// unsealed.
+    pub fn new(master_key: Option<&secrecy::SecretString>) -> anyhow::Result<Self> {
+        let Some(encoded) = master_key else {
+            return Ok(Self { cipher: None });
+        };
+        let encoded = encoded.expose_secret().trim();
+        let bytes = if encoded.len() == 64 && encoded.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..64)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&encoded[i..i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .ok()
+        } else {
+            STANDARD.decode(encoded).ok()
+        };
+        let key = bytes
+            .filter(|b| b.len() == 32)
+            .context("AUTHD_MASTER_KEY: expected 32 bytes, base64 or hex encoded (e.g. `openssl rand -base64 32`)")?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&key)
+            .map_err(|_| anyhow::anyhow!("AUTHD_MASTER_KEY: expected 32 bytes"))?;
+        Ok(Self {
+            cipher: Some(cipher),
+        })
+    }
+
+    pub fn is_sealing(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// The stored form of a private key.
+    pub(crate) fn seal(&self, kid: &str, key: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let Some(cipher) = &self.cipher else {
+            return Ok(key.to_vec());
+        };
+        let nonce: [u8; NONCE_LEN] = random_bytes()?;
+        let sealed = cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: key,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("sealing key {kid} failed"))?;
+        Ok([SEALED_PREFIX.as_slice(), &nonce, &sealed].concat())
+    }
+
+    /// A private key from its stored form.
+    pub(crate) fn open(&self, kid: &str, stored: &[u8]) -> anyhow::Result<SecretBox<Vec<u8>>> {
+        let Some(sealed) = stored.strip_prefix(SEALED_PREFIX.as_slice()) else {
+            return Ok(SecretBox::new(Box::new(stored.to_vec())));
+        };
+        let cipher = self.cipher.as_ref().with_context(|| {
+            format!("signing key {kid} is sealed: set AUTHD_MASTER_KEY (or AUTHD_MASTER_KEY_FILE)")
+        })?;
+        let (nonce, ciphertext) = sealed
+            .split_at_checked(NONCE_LEN)
+            .with_context(|| format!("signing key {kid}: sealed value is truncated"))?;
+        let nonce: [u8; NONCE_LEN] = nonce.try_into()?;
+        let key = cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "AUTHD_MASTER_KEY: cannot open signing key {kid} (wrong master key?)"
+                )
+            })?;
+        Ok(SecretBox::new(Box::new(key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+
+    fn sealer(key: &str) -> KeySealer {
+        KeySealer::new(Some(&SecretString::from(key))).unwrap()
+    }
+
+    const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn sealed_keys_open_only_with_the_same_master_key_and_kid() {
+        let a = sealer(KEY_A);
+        let b = sealer(&"ab".repeat(32));
+        let stored = a.seal("kid-1", b"private key bytes").unwrap();
+        assert!(!stored.windows(17).any(|w| w == b"private key bytes"));
+        assert_eq!(
+            a.open("kid-1", &stored).unwrap().expose_secret(),
+            b"private key bytes"
+        );
+        assert!(b.open("kid-1", &stored).is_err());
+        assert!(a.open("kid-2", &stored).is_err());
+        assert!(
+            KeySealer::new(None)
+                .unwrap()
+                .open("kid-1", &stored)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn unsealed_keys_still_open() {
+        let stored = KeySealer::new(None).unwrap().seal("kid", b"raw").unwrap();
+        assert_eq!(stored, b"raw");
+        assert_eq!(
+            sealer(KEY_A).open("kid", &stored).unwrap().expose_secret(),
+            b"raw"
+        );
+    }
+
+    #[test]
+    fn a_bad_master_key_is_refused_without_echoing_it() {
+        let err = KeySealer::new(Some(&SecretString::from("c2hvcnQ="))).unwrap_err();
+        assert!(err.to_string().contains("AUTHD_MASTER_KEY"));
+        assert!(!err.to_string().contains("c2hvcnQ="));
+    }
+}
