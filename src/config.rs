@@ -174,6 +174,20 @@ pub struct TokenConfig {
           value_parser = |value: &str| Ok::<_, String>(SecretString::from(value)))]
     pub jwt_secret: Option<SecretString>,
 
+    /// How long a signing key signs before the next one takes over. The old key keeps
+    /// verifying until every token it signed has expired, then is retired.
+    #[arg(long = "key-rotation", env = "AUTHD_KEY_ROTATION", value_name = "AUTHD_KEY_ROTATION",
+          default_value = "30d", value_parser = parse_duration)]
+    pub key_rotation: Duration,
+
+    /// How often each replica re-reads the signing keys. A new key is published two of
+    /// these intervals before it signs, so every replica can verify its tokens from the
+    /// first one.
+    #[arg(long = "key-reload-interval", env = "AUTHD_KEY_RELOAD_INTERVAL",
+          value_name = "AUTHD_KEY_RELOAD_INTERVAL", default_value = "60s",
+          value_parser = parse_duration)]
+    pub key_reload_interval: Duration,
+
     /// Master key (32 bytes, base64 or hex) that seals private keys stored in the
     /// database. Without one they are stored unsealed, and start-up warns.
     #[arg(long = "master-key", env = "AUTHD_MASTER_KEY", value_name = "AUTHD_MASTER_KEY",

@@ -22,7 +22,7 @@ use crate::{
         Auditor, Authenticator, AuthenticatorParts, KeySealer, Keyring, PASSWORD_MIN_CHARS_FLOOR,
         PasswordHasher, PasswordPolicy, RefreshKey, Revocations,
     },
-    config::{Config, HashingConfig, LimitsConfig, TlsConfig},
+    config::{Config, HashingConfig, LimitsConfig, TlsConfig, TokenConfig},
     grpc::{ApiKeys, AuthGrpc, PeerRateLimits, oversize_message_is_resource_exhausted},
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
     store::{self, SessionStore, SqlStore, ThrottleRule},
@@ -42,6 +42,7 @@ pub struct App {
     rate_limits: Arc<PeerRateLimits>,
     limits: LimitsConfig,
     tls: Option<ServerTlsConfig>,
+    keys: KeyReload,
     revocations: Arc<Revocations>,
     reflection: bool,
     health_probe_interval: Duration,
@@ -64,7 +65,8 @@ impl App {
         let store_arc = Arc::new(store.clone());
 
         let sealer = key_sealer(&config)?;
-        let keyring = Keyring::load_or_create(store_arc.as_ref(), &config.tokens, &sealer).await?;
+        let keyring =
+            Keyring::load(store_arc.as_ref(), &config.tokens, &sealer, Utc::now()).await?;
         let hasher = PasswordHasher::new(&config.hashing)?;
         let policy = password_policy(&config.hashing)?;
         let revocations = Arc::new(Revocations::new(
@@ -115,6 +117,10 @@ impl App {
             rate_limits,
             limits: config.limits,
             tls,
+            keys: KeyReload {
+                sealer,
+                tokens: config.tokens.clone(),
+            },
             revocations,
             reflection: config.reflection,
             health_probe_interval: config.health_probe_interval,
@@ -148,7 +154,13 @@ impl App {
                 self.store.clone(),
                 stop_rx.clone(),
             ),
-            spawn_rate_limit_cleanup(Arc::clone(&self.rate_limits), stop_rx),
+            spawn_rate_limit_cleanup(Arc::clone(&self.rate_limits), stop_rx.clone()),
+            spawn_key_reload(
+                self.keys,
+                Arc::clone(&self.auth),
+                self.store.clone(),
+                stop_rx,
+            ),
         ];
 
         let (reflection_v1, reflection_v1alpha) = if self.reflection {
@@ -333,6 +345,40 @@ fn server_tls(config: &TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
             .client_auth_optional(true);
     }
     Ok(Some(tls))
+}
+
+/// What the key reload task needs.
+#[derive(Debug)]
+struct KeyReload {
+    sealer: KeySealer,
+    tokens: TokenConfig,
+}
+
+/// Re-reads the signing keys every reload interval, applying the rotation schedule, so
+/// every replica publishes, uses and retires keys on time.
+fn spawn_key_reload(
+    keys: KeyReload,
+    auth: Arc<Authenticator>,
+    store: SqlStore,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(keys.tokens.key_reload_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
+            match Keyring::load(&store, &keys.tokens, &keys.sealer, Utc::now()).await {
+                Ok(keyring) => auth.replace_keyring(keyring),
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "reloading signing keys failed")
+                }
+            }
+        }
+    })
 }
 
 /// Drops rate-limit buckets of addresses that went quiet, once a minute.

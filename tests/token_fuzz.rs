@@ -40,6 +40,11 @@ impl KeyStore for MemoryKeys {
             .collect())
     }
 
+    async fn retire_key(&self, kid: &str, _now: chrono::DateTime<Utc>) -> StoreResult<()> {
+        self.0.lock().unwrap().retain(|k| k.kid != kid);
+        Ok(())
+    }
+
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
         self.0.lock().unwrap().push(KeyRecord {
             kid: key.kid.clone(),
@@ -62,6 +67,8 @@ fn keyring(algorithm: JwtAlgorithm) -> Keyring {
         refresh_reuse_grace: Duration::from_secs(10),
         session_max_age: Duration::from_secs(86_400),
         jwt_secret: None,
+        key_rotation: Duration::from_secs(30 * 86_400),
+        key_reload_interval: Duration::from_secs(60),
         master_key: None,
         master_key_file: None,
         clock_leeway: Duration::from_secs(5),
@@ -71,10 +78,11 @@ fn keyring(algorithm: JwtAlgorithm) -> Keyring {
         .unwrap();
     let sealer = authd::auth::KeySealer::new(None).unwrap();
     runtime
-        .block_on(Keyring::load_or_create(
+        .block_on(Keyring::load(
             &MemoryKeys::default(),
             &config,
             &sealer,
+            Utc::now(),
         ))
         .unwrap()
 }

@@ -1,6 +1,9 @@
 //! The AuthService use cases, independent of gRPC and of the database engine.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -70,7 +73,8 @@ pub struct Authenticator {
     sessions: Arc<dyn SessionStore>,
     hasher: PasswordHasher,
     policy: PasswordPolicy,
-    keyring: Keyring,
+    /// Swapped whole when the key set changes (rotation); read on every validation.
+    keyring: RwLock<Arc<Keyring>>,
     revocations: Arc<Revocations>,
     refresh_ttl: Duration,
     session_max_age: Duration,
@@ -123,7 +127,7 @@ impl Authenticator {
             sessions,
             hasher,
             policy,
-            keyring,
+            keyring: RwLock::new(Arc::new(keyring)),
             revocations,
             refresh_ttl,
             session_max_age,
@@ -136,8 +140,17 @@ impl Authenticator {
     }
 
     /// The public keys for GetJwks.
-    pub fn public_keys(&self) -> &[super::PublicJwk] {
-        self.keyring.public_keys()
+    pub fn public_keys(&self) -> Vec<super::PublicJwk> {
+        self.keyring().public_keys().to_vec()
+    }
+
+    /// Installs a reloaded key set (after a rotation or retirement).
+    pub fn replace_keyring(&self, keyring: Keyring) {
+        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keyring);
+    }
+
+    fn keyring(&self) -> Arc<Keyring> {
+        Arc::clone(&self.keyring.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Creates a user with the default role and starts its first session.
@@ -541,7 +554,7 @@ impl Authenticator {
             )]));
         }
         let now = Utc::now();
-        Ok(match self.keyring.verify(token, now) {
+        Ok(match self.keyring().verify(token, now) {
             Verdict::Invalid => Introspection::Inactive(InactiveReason::Invalid),
             Verdict::Expired => Introspection::Inactive(InactiveReason::Expired),
             Verdict::Valid(verified) => {
@@ -612,13 +625,12 @@ impl Authenticator {
         (refresh_token, refresh_expires_at): (SecretString, DateTime<Utc>),
         now: DateTime<Utc>,
     ) -> Result<TokenPair, AuthError> {
-        let access_token = self
-            .keyring
-            .issue(user.id, session_id, &user.email, &user.role, now)?;
+        let keyring = self.keyring();
+        let access_token = keyring.issue(user.id, session_id, &user.email, &user.role, now)?;
         Ok(TokenPair {
             access_token,
             refresh_token,
-            expires_in: self.keyring.access_ttl_secs(),
+            expires_in: keyring.access_ttl_secs(),
             refresh_expires_in: (refresh_expires_at - now).num_seconds(),
         })
     }

@@ -109,32 +109,64 @@ impl std::fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// Loads the keys of the configured algorithm, generating and storing the first one
-    /// on first start. When replicas start together and each stores a key, all of them
-    /// sign with the oldest, so they agree.
-    pub async fn load_or_create(
+    /// Loads the keys of the configured algorithm and applies the rotation schedule:
+    /// generates the first key on first start, publishes the next key `lead` before it is
+    /// due to sign, and retires keys whose last token has expired. Every replica runs this
+    /// at start-up and then every reload interval; all of them pick the same signer (the
+    /// key activated last), so they agree without talking to each other.
+    pub async fn load(
         keys: &dyn KeyStore,
         config: &TokenConfig,
         sealer: &KeySealer,
+        now: DateTime<Utc>,
     ) -> anyhow::Result<Self> {
         if let Some(secret) = &config.jwt_secret {
             return Self::from_secret(secret, config);
         }
         let name = config.algorithm.as_str();
+        let lead = chrono_duration(config.key_reload_interval * 2);
+        let rotation = chrono_duration(config.key_rotation);
+        // A superseded key verifies until the tokens it signed last have expired.
+        let overlap = chrono_duration(config.access_ttl + config.clock_leeway);
+        let activation = |key: &KeyRecord| key.created_at + lead;
+
         let mut live = keys.live_keys(name).await.context("loading signing keys")?;
-        if live.is_empty() {
+        let signer = live.iter().rposition(|k| activation(k) <= now).unwrap_or(0);
+        let pending = live.iter().any(|k| activation(k) > now);
+        let due = live
+            .get(signer)
+            .is_none_or(|k| activation(k) + rotation - lead <= now);
+        if !pending && due {
             let key = generate_key(config.algorithm)?;
             keys.insert_key(&sealed(&key, sealer)?)
                 .await
                 .context("storing a new signing key")?;
-            tracing::info!(kid = %key.kid, algorithm = name, sealed = sealer.is_sealing(), "generated a signing key");
+            tracing::info!(kid = %key.kid, algorithm = name, sealed = sealer.is_sealing(), "published a new signing key");
             live = keys.live_keys(name).await.context("loading signing keys")?;
         }
+        let signer = live.iter().rposition(|k| activation(k) <= now).unwrap_or(0);
+        let mut retired = Vec::new();
+        for (older, newer) in live.iter().zip(live.iter().skip(1)).take(signer) {
+            if activation(newer) + overlap <= now {
+                keys.retire_key(&older.kid, now)
+                    .await
+                    .context("retiring a signing key")?;
+                tracing::info!(kid = %older.kid, "retired a signing key");
+                retired.push(older.kid.clone());
+            }
+        }
+        live.retain(|k| !retired.contains(&k.kid));
+        let signer_kid = live
+            .iter()
+            .rfind(|k| activation(k) <= now)
+            .or(live.first())
+            .map(|k| k.kid.clone())
+            .context("no signing key")?;
         let opened = live
             .iter()
             .map(|record| opened(record, sealer))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Self::from_records(&opened, config)
+        Self::from_records(&opened, &signer_kid, config)
     }
 
     /// HS256 with an operator-supplied secret, shared by every replica through config.
@@ -160,15 +192,23 @@ impl Keyring {
             public_key: None,
             created_at: Utc::now(),
         };
-        Self::from_records(&[record], config)
+        let kid = record.kid.clone();
+        Self::from_records(&[record], &kid, config)
     }
 
-    fn from_records(records: &[KeyRecord], config: &TokenConfig) -> anyhow::Result<Self> {
+    fn from_records(
+        records: &[KeyRecord],
+        signer_kid: &str,
+        config: &TokenConfig,
+    ) -> anyhow::Result<Self> {
         let algorithm = match config.algorithm {
             JwtAlgorithm::EdDsa => Algorithm::EdDSA,
             JwtAlgorithm::Hs256 => Algorithm::HS256,
         };
-        let signer = records.first().context("no signing key")?;
+        let signer = records
+            .iter()
+            .find(|r| r.kid == signer_kid)
+            .context("no signing key")?;
         let signing_key = match config.algorithm {
             JwtAlgorithm::EdDsa => EncodingKey::from_ed_der(signer.private_key.expose_secret()),
             JwtAlgorithm::Hs256 => EncodingKey::from_secret(signer.private_key.expose_secret()),
@@ -305,6 +345,10 @@ impl Keyring {
     }
 }
 
+fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
 /// The record as stored: its private key sealed (when a master key is configured).
 pub(super) fn sealed(record: &KeyRecord, sealer: &KeySealer) -> anyhow::Result<KeyRecord> {
     let stored = sealer.seal(&record.kid, record.private_key.expose_secret())?;
@@ -368,6 +412,8 @@ mod tests {
             refresh_reuse_grace: Duration::from_secs(10),
             session_max_age: Duration::from_secs(86_400),
             jwt_secret: None,
+            key_rotation: Duration::from_secs(30 * 86_400),
+            key_reload_interval: Duration::from_secs(60),
             master_key: None,
             master_key_file: None,
             clock_leeway: Duration::from_secs(5),
@@ -376,7 +422,8 @@ mod tests {
 
     fn keyring(algorithm: JwtAlgorithm) -> Keyring {
         let key = generate_key(algorithm).unwrap();
-        Keyring::from_records(&[key], &config(algorithm)).unwrap()
+        let kid = key.kid.clone();
+        Keyring::from_records(&[key], &kid, &config(algorithm)).unwrap()
     }
 
     fn issue(ring: &Keyring, now: DateTime<Utc>) -> String {
@@ -450,12 +497,16 @@ mod tests {
     #[test]
     fn wrong_issuer_or_audience_is_invalid() {
         let key = generate_key(JwtAlgorithm::EdDsa).unwrap();
-        let issuer =
-            Keyring::from_records(std::slice::from_ref(&key), &config(JwtAlgorithm::EdDsa))
-                .unwrap();
+        let issuer = Keyring::from_records(
+            std::slice::from_ref(&key),
+            &key.kid,
+            &config(JwtAlgorithm::EdDsa),
+        )
+        .unwrap();
         let mut other = config(JwtAlgorithm::EdDsa);
         other.audience = "someone-else".into();
-        let verifier = Keyring::from_records(&[key], &other).unwrap();
+        let kid = key.kid.clone();
+        let verifier = Keyring::from_records(&[key], &kid, &other).unwrap();
         assert_eq!(
             verifier.verify(&issue(&issuer, Utc::now()), Utc::now()),
             Verdict::Invalid

@@ -121,14 +121,14 @@ impl AuthService for AuthGrpc {
         let keys = self
             .auth
             .public_keys()
-            .iter()
+            .into_iter()
             .map(|key| pb::JsonWebKey {
-                kid: key.kid.clone(),
+                kid: key.kid,
                 kty: key.kty.to_owned(),
                 alg: key.alg.to_owned(),
                 r#use: "sig".to_owned(),
                 crv: key.crv.to_owned(),
-                x: key.x.clone(),
+                x: key.x,
                 ..Default::default()
             })
             .collect();

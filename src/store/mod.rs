@@ -250,4 +250,6 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// Keys of this algorithm that are not retired, oldest first.
     async fn live_keys(&self, algorithm: &str) -> StoreResult<Vec<KeyRecord>>;
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    /// Stops a key from verifying anything.
+    async fn retire_key(&self, kid: &str, now: DateTime<Utc>) -> StoreResult<()>;
 }

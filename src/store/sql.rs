@@ -471,6 +471,17 @@ impl KeyStore for SqlStore {
         .map_err(map_db_err)?;
         Ok(())
     }
+
+    async fn retire_key(&self, kid: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        signing_keys::Entity::update_many()
+            .col_expr(signing_keys::Column::RetiredAt, Expr::value(now))
+            .filter(signing_keys::Column::Kid.eq(kid))
+            .filter(signing_keys::Column::RetiredAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(map_db_err)?;
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -188,3 +188,73 @@ async fn private_keys_are_sealed_at_rest_with_the_master_key() {
     assert!(app.validate(&tokens.access_token).await.unwrap().active);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_rotate_with_overlap_and_retire_after_their_tokens_expire() {
+    use std::time::{Duration, Instant};
+
+    use authd::proto::auth::v1::InactiveReason;
+
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.tokens.key_rotation = Duration::from_secs(1);
+        config.tokens.key_reload_interval = Duration::from_millis(200);
+        config.tokens.access_ttl = Duration::from_secs(3);
+        config.tokens.clock_leeway = Duration::ZERO;
+    })
+    .await;
+    let (email, first) = app.new_user().await;
+    let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let jwks_kids = || async {
+        let jwks = app
+            .client
+            .clone()
+            .get_jwks(GetJwksRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        jwks.keys.into_iter().map(|k| k.kid).collect::<Vec<_>>()
+    };
+    let old_kid = kid(&first.access_token);
+
+    // A new key takes over signing...
+    let started = Instant::now();
+    let second = loop {
+        let tokens = app
+            .login(&email, crate::helpers::PASSWORD)
+            .await
+            .unwrap()
+            .tokens
+            .unwrap();
+        if kid(&tokens.access_token) != old_kid {
+            break tokens;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the signing key never rotated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // ...while the old one still verifies what it signed, and both are published.
+    assert!(app.validate(&first.access_token).await.unwrap().active);
+    assert!(app.validate(&second.access_token).await.unwrap().active);
+    let published = jwks_kids().await;
+    assert!(
+        published.contains(&old_kid) && published.contains(&kid(&second.access_token)),
+        "{published:?}"
+    );
+
+    // Once every token of the old key has expired, it is retired and no longer published.
+    let started = Instant::now();
+    while jwks_kids().await.contains(&old_kid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the old key was never retired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.validate(&first.access_token).await.unwrap().reason(),
+        InactiveReason::Invalid
+    );
+    app.stop().await;
+}
