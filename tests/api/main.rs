@@ -10,6 +10,7 @@
 
 mod audit;
 mod cli;
+mod crash;
 mod get_me;
 mod health;
 mod helpers;
