@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod login;
 mod logout;
+mod outage;
 mod refresh;
 mod register;
 mod throttle;
