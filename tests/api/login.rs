@@ -219,3 +219,24 @@ async fn unknown_email_and_wrong_password_take_the_same_median_time() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_whole_password_is_verified_however_long() {
+    let app = spawn_app().await;
+    // Far past bcrypt's 72-byte limit: a difference in the last character must count.
+    let long = format!("{} tail", "correct horse battery staple ".repeat(8));
+    let mut almost = long.clone();
+    almost.pop();
+    almost.push('X');
+    app.register("long@example.com", &long, "Long")
+        .await
+        .unwrap();
+
+    assert_code(
+        app.login("long@example.com", &almost).await,
+        Code::Unauthenticated,
+    );
+
+    app.login("long@example.com", &long).await.unwrap();
+    app.stop().await;
+}
