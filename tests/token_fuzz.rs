@@ -28,15 +28,7 @@ impl KeyStore for MemoryKeys {
         Ok(keys
             .iter()
             .filter(|k| k.algorithm == algorithm)
-            .map(|k| KeyRecord {
-                kid: k.kid.clone(),
-                algorithm: k.algorithm.clone(),
-                private_key: secrecy::SecretBox::new(Box::new(
-                    k.private_key.expose_secret().clone(),
-                )),
-                public_key: k.public_key.clone(),
-                created_at: k.created_at,
-            })
+            .map(|k| k.with_private_key(k.private_key.expose_secret().clone()))
             .collect())
     }
 
@@ -46,13 +38,10 @@ impl KeyStore for MemoryKeys {
     }
 
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
-        self.0.lock().unwrap().push(KeyRecord {
-            kid: key.kid.clone(),
-            algorithm: key.algorithm.clone(),
-            private_key: secrecy::SecretBox::new(Box::new(key.private_key.expose_secret().clone())),
-            public_key: key.public_key.clone(),
-            created_at: key.created_at,
-        });
+        self.0
+            .lock()
+            .unwrap()
+            .push(key.with_private_key(key.private_key.expose_secret().clone()));
         Ok(())
     }
 }

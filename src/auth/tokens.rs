@@ -352,24 +352,13 @@ fn chrono_duration(duration: Duration) -> chrono::Duration {
 /// The record as stored: its private key sealed (when a master key is configured).
 pub(super) fn sealed(record: &KeyRecord, sealer: &KeySealer) -> anyhow::Result<KeyRecord> {
     let stored = sealer.seal(&record.kid, record.private_key.expose_secret())?;
-    Ok(KeyRecord {
-        kid: record.kid.clone(),
-        algorithm: record.algorithm.clone(),
-        private_key: SecretBox::new(Box::new(stored)),
-        public_key: record.public_key.clone(),
-        created_at: record.created_at,
-    })
+    Ok(record.with_private_key(stored))
 }
 
 /// The record as used: its private key opened.
 pub(super) fn opened(record: &KeyRecord, sealer: &KeySealer) -> anyhow::Result<KeyRecord> {
-    Ok(KeyRecord {
-        kid: record.kid.clone(),
-        algorithm: record.algorithm.clone(),
-        private_key: sealer.open(&record.kid, record.private_key.expose_secret())?,
-        public_key: record.public_key.clone(),
-        created_at: record.created_at,
-    })
+    let key = sealer.open(&record.kid, record.private_key.expose_secret())?;
+    Ok(record.with_private_key(key.expose_secret().clone()))
 }
 
 /// A fresh key for `algorithm`, with a random kid.

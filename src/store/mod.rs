@@ -128,6 +128,19 @@ pub struct KeyRecord {
     pub created_at: DateTime<Utc>,
 }
 
+impl KeyRecord {
+    /// The same key with its private part in another form (sealed or opened).
+    pub fn with_private_key(&self, private_key: Vec<u8>) -> Self {
+        Self {
+            kid: self.kid.clone(),
+            algorithm: self.algorithm.clone(),
+            private_key: SecretBox::new(Box::new(private_key)),
+            public_key: self.public_key.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// Users.
 #[async_trait]
 pub trait UserStore: Send + Sync + std::fmt::Debug {
