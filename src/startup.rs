@@ -9,7 +9,10 @@ use anyhow::Context as _;
 use chrono::Utc;
 use migration::{Migrator, MigratorTrait as _};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+};
 use tonic_health::{
     ServingStatus,
     pb::health_server::HealthServer,
@@ -23,7 +26,9 @@ use crate::{
         PasswordHasher, PasswordPolicy, RefreshKey, Revocations,
     },
     config::{Config, HashingConfig, LimitsConfig, TlsConfig, TokenConfig},
-    grpc::{ApiKeys, AuthGrpc, PeerRateLimits, oversize_message_is_resource_exhausted},
+    grpc::{
+        ApiKeys, AuthGrpc, PeerRateLimits, metadata_limit, oversize_message_is_resource_exhausted,
+    },
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
     store::{self, SessionStore, SqlStore, ThrottleRule},
 };
@@ -183,12 +188,15 @@ impl App {
         tracing::info!(address = %self.local_addr, "authd listening");
         let health_on_shutdown = health.clone();
         let limits = &self.limits;
-        let auth_service = AuthServiceServer::new(AuthGrpc::new(
-            self.auth,
-            self.validate_api_keys,
-            self.rate_limits,
-        ))
-        .max_decoding_message_size(limits.max_message_bytes);
+        let auth_service = InterceptedService::new(
+            AuthServiceServer::new(AuthGrpc::new(
+                self.auth,
+                self.validate_api_keys,
+                self.rate_limits,
+            ))
+            .max_decoding_message_size(limits.max_message_bytes),
+            metadata_limit(limits.max_header_list_bytes as usize),
+        );
         let mut server = Server::builder();
         if let Some(tls) = self.tls {
             server = server.tls_config(tls).context("configuring TLS")?;
@@ -198,7 +206,8 @@ impl App {
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_max_header_list_size(limits.max_header_list_bytes)
+            // A backstop well above the metadata limit the interceptor enforces.
+            .http2_max_header_list_size(limits.max_header_list_bytes.saturating_mul(4))
             // Beyond the global limit a call is refused at once (RESOURCE_EXHAUSTED)
             // instead of queueing behind the others.
             .load_shed(true)

@@ -1,5 +1,7 @@
 //! Status codes for requests that break the transport limits.
 
+use tonic::{Request, Status};
+
 use http_body::Frame;
 use http_body_util::BodyExt as _;
 use tonic::{
@@ -46,5 +48,26 @@ fn rewrite(headers: &mut HeaderMap) {
             "grpc-message",
             HeaderValue::from_static("request%20message%20too%20large"),
         );
+    }
+}
+
+/// Refuses a call whose metadata exceeds `max_bytes` with RESOURCE_EXHAUSTED. HTTP/2's
+/// own header-list limit sits above this as a backstop, but hyper answers it with HTTP
+/// 431, which gRPC clients can only report as UNKNOWN; checking here first gives them the
+/// status the contract promises.
+pub fn metadata_limit(
+    max_bytes: usize,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        let size: usize = request
+            .metadata()
+            .as_ref()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if size > max_bytes {
+            return Err(Status::resource_exhausted("request metadata too large"));
+        }
+        Ok(request)
     }
 }

@@ -8,6 +8,6 @@ mod rate_limit;
 mod status;
 
 pub use auth_service::AuthGrpc;
-pub use limits::oversize_message_is_resource_exhausted;
+pub use limits::{metadata_limit, oversize_message_is_resource_exhausted};
 pub use metadata::ApiKeys;
 pub use rate_limit::PeerRateLimits;
