@@ -135,3 +135,97 @@ async fn a_call_past_the_request_timeout_is_cancelled_and_others_are_still_serve
     assert_code(app.validate("").await, Code::InvalidArgument);
     app.stop().await;
 }
+
+/// A raw HTTP/2 connection to the server, for what a gRPC client never does on its own.
+async fn raw_h2(
+    app: &crate::helpers::TestApp,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    h2::client::Connection<tokio::net::TcpStream>,
+) {
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    h2::client::handshake(tcp).await.unwrap()
+}
+
+fn grpc_request_to(addr: std::net::SocketAddr) -> http::Request<()> {
+    http::Request::post(format!("http://{addr}/auth.v1.AuthService/ValidateToken"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn streams_beyond_the_per_connection_limit_wait_while_other_clients_are_served() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.limits.max_concurrent_streams = 2
+    })
+    .await;
+    let (client, connection) = raw_h2(&app).await;
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    // Two streams opened and left hanging (no message sent) take up the connection's limit.
+    let mut hanging = Vec::new();
+    for _ in 0..2 {
+        let (_response, body) = client
+            .send_request(grpc_request_to(app.addr), false)
+            .unwrap();
+        hanging.push(body);
+    }
+    // A third, complete request (an empty ValidateTokenRequest) would be answered at once.
+    let (third, mut body) = client
+        .send_request(grpc_request_to(app.addr), false)
+        .unwrap();
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    tokio::pin!(third);
+
+    let while_full = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
+
+    // Over the limit the stream is refused (REFUSED_STREAM: safe to retry) or, when the
+    // client already knows the limit, held back; it is never served.
+    match while_full {
+        Err(_elapsed) => {}
+        Ok(Err(err)) => assert_eq!(err.reason(), Some(h2::Reason::REFUSED_STREAM), "{err:?}"),
+        Ok(Ok(response)) => panic!("a stream over the limit was served: {response:?}"),
+    }
+    assert_code(app.validate("").await, Code::InvalidArgument);
+    // Once the hanging streams go away, the connection serves again.
+    for mut stream in hanging {
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+    let mut client = client.ready().await.unwrap();
+    let (response, mut body) = client
+        .send_request(grpc_request_to(app.addr), false)
+        .unwrap();
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answered.status(), http::StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.limits.keepalive_interval = Duration::from_millis(200);
+        config.limits.keepalive_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let (_client, connection) = raw_h2(&app).await;
+
+    // Not polling the connection means never answering the server's pings.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // The server has given up on it: the connection is already over.
+    let ended = tokio::time::timeout(Duration::from_millis(500), connection).await;
+    assert!(
+        ended.is_ok(),
+        "the silent connection must have been closed by the server"
+    );
+    assert_code(app.validate("").await, Code::InvalidArgument);
+    app.stop().await;
+}
