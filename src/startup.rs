@@ -27,7 +27,8 @@ use crate::{
     },
     config::{Config, HashingConfig, LimitsConfig, TlsConfig, TokenConfig},
     grpc::{
-        ApiKeys, AuthGrpc, PeerRateLimits, metadata_limit, oversize_message_is_resource_exhausted,
+        AuthGrpc, PeerRateLimits, ValidateCallers, metadata_limit,
+        oversize_message_is_resource_exhausted,
     },
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
     store::{self, SessionStore, SqlStore, ThrottleRule},
@@ -43,7 +44,7 @@ pub struct App {
     local_addr: SocketAddr,
     store: SqlStore,
     auth: Arc<Authenticator>,
-    validate_api_keys: ApiKeys,
+    validate_callers: ValidateCallers,
     rate_limits: Arc<PeerRateLimits>,
     limits: LimitsConfig,
     tls: Option<ServerTlsConfig>,
@@ -62,6 +63,17 @@ impl App {
             .await
             .with_context(|| format!("AUTHD_LISTEN: cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
+        // Then everything that needs only the configuration, so a mistake there stops
+        // start-up before the database is touched.
+        let sealer = key_sealer(&config)?;
+        let policy = password_policy(&config.hashing)?;
+        let hasher = PasswordHasher::new(&config.hashing)?;
+        let tls = server_tls(&config.tls)?;
+        let mut validate_callers = ValidateCallers::from_hex_digests(&config.validate_api_keys)?;
+        if config.tls.validate_require_client_cert {
+            validate_callers = validate_callers.accepting_client_certs();
+        }
+
         let db = store::connect(&config.database).await?;
         Migrator::up(&db, None)
             .await
@@ -69,11 +81,8 @@ impl App {
         let store = SqlStore::new(db);
         let store_arc = Arc::new(store.clone());
 
-        let sealer = key_sealer(&config)?;
         let keyring =
             Keyring::load(store_arc.as_ref(), &config.tokens, &sealer, Utc::now()).await?;
-        let hasher = PasswordHasher::new(&config.hashing)?;
-        let policy = password_policy(&config.hashing)?;
         let revocations = Arc::new(Revocations::new(
             config.tokens.access_ttl,
             config.tokens.clock_leeway,
@@ -103,11 +112,6 @@ impl App {
             refresh_ttl: config.tokens.refresh_ttl,
             session_max_age: config.tokens.session_max_age,
         }));
-        let mut validate_api_keys = ApiKeys::from_hex_digests(&config.validate_api_keys)?;
-        if config.tls.validate_require_client_cert {
-            validate_api_keys = validate_api_keys.accepting_client_certs();
-        }
-        let tls = server_tls(&config.tls)?;
         let rate_limits = Arc::new(PeerRateLimits::per_minute(
             config.limits.login_per_minute,
             config.limits.register_per_minute,
@@ -118,7 +122,7 @@ impl App {
             local_addr,
             store,
             auth,
-            validate_api_keys,
+            validate_callers,
             rate_limits,
             limits: config.limits,
             tls,
@@ -191,7 +195,7 @@ impl App {
         let auth_service = InterceptedService::new(
             AuthServiceServer::new(AuthGrpc::new(
                 self.auth,
-                self.validate_api_keys,
+                self.validate_callers,
                 self.rate_limits,
             ))
             .max_decoding_message_size(limits.max_message_bytes),

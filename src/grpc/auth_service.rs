@@ -7,7 +7,7 @@ use secrecy::ExposeSecret as _;
 use tonic::{Request, Response, Status};
 
 use super::{
-    metadata::{ApiKeys, bearer_token},
+    metadata::{ValidateCallers, bearer_token},
     rate_limit::{Bucket, PeerRateLimits},
 };
 use crate::{
@@ -20,19 +20,19 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AuthGrpc {
     auth: Arc<Authenticator>,
-    validate_api_keys: ApiKeys,
+    validate_callers: ValidateCallers,
     rate_limits: Arc<PeerRateLimits>,
 }
 
 impl AuthGrpc {
     pub fn new(
         auth: Arc<Authenticator>,
-        validate_api_keys: ApiKeys,
+        validate_callers: ValidateCallers,
         rate_limits: Arc<PeerRateLimits>,
     ) -> Self {
         Self {
             auth,
-            validate_api_keys,
+            validate_callers,
             rate_limits,
         }
     }
@@ -109,7 +109,7 @@ impl AuthService for AuthGrpc {
         request: Request<pb::ValidateTokenRequest>,
     ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
         // The caller is checked before the token is even looked at.
-        self.validate_api_keys.check(&request)?;
+        self.validate_callers.check(&request)?;
         let introspection = self.auth.validate(&request.get_ref().token)?;
         Ok(Response::new(introspection_to_proto(introspection)))
     }

@@ -10,21 +10,21 @@ use crate::auth::AuthError;
 /// mTLS is on and required, holders of a client certificate the TLS layer verified
 /// against AUTHD_TLS_CLIENT_CA. With neither configured, anyone.
 #[derive(Clone, Default)]
-pub struct ApiKeys {
+pub struct ValidateCallers {
     digests: Vec<[u8; 32]>,
     accept_client_certs: bool,
 }
 
 // Digests of secrets: not for printing.
-impl std::fmt::Debug for ApiKeys {
+impl std::fmt::Debug for ValidateCallers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeys")
+        f.debug_struct("ValidateCallers")
             .field("count", &self.digests.len())
             .finish()
     }
 }
 
-impl ApiKeys {
+impl ValidateCallers {
     /// From lowercase hex SHA-256 digests (validated by config parsing).
     pub fn from_hex_digests(digests: &[String]) -> anyhow::Result<Self> {
         let digests = digests

@@ -9,5 +9,5 @@ mod status;
 
 pub use auth_service::AuthGrpc;
 pub use limits::{metadata_limit, oversize_message_is_resource_exhausted};
-pub use metadata::ApiKeys;
+pub use metadata::ValidateCallers;
 pub use rate_limit::PeerRateLimits;
