@@ -52,12 +52,7 @@ async fn get_me_with_an_expired_access_token_is_unauthenticated() {
     );
     assert!(status.message().contains("expired"), "{status:?}");
     // The refresh token still gets a fresh access token.
-    let fresh = app
-        .refresh(&tokens.refresh_token)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
+    let fresh = app.rotate(&tokens.refresh_token).await;
     app.get_me(Some(&fresh.access_token)).await.unwrap();
     app.stop().await;
 }

@@ -304,6 +304,12 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// Refreshes a token that must be refreshable, returning the new pair.
+    pub async fn rotate(&self, refresh_token: &str) -> pb::TokenPair {
+        let response = self.refresh(refresh_token).await.expect("refresh");
+        response.tokens.expect("tokens")
+    }
+
     pub async fn logout(
         &self,
         refresh_token: &str,

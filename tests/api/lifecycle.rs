@@ -19,12 +19,7 @@ async fn keys_and_sessions_survive_a_restart_on_the_same_database() {
         app.get_me(Some(&tokens.access_token)).await.unwrap().email,
         email
     );
-    let rotated = app
-        .refresh(&tokens.refresh_token)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
+    let rotated = app.rotate(&tokens.refresh_token).await;
     assert!(app.validate(&rotated.access_token).await.unwrap().active);
     app.login(&email, PASSWORD).await.unwrap();
     app.stop().await;

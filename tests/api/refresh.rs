@@ -34,12 +34,7 @@ fn no_grace(config: &mut authd::config::Config) {
 async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
     let app = spawn_app_with(TestDb::fresh().await, no_grace).await;
     let (_, first) = app.new_user().await;
-    let second = app
-        .refresh(&first.refresh_token)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
+    let second = app.rotate(&first.refresh_token).await;
 
     let status = assert_code(
         app.refresh(&first.refresh_token).await,
@@ -65,18 +60,8 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
 async fn reusing_any_older_token_of_the_chain_is_detected() {
     let app = spawn_app().await;
     let (_, first) = app.new_user().await;
-    let second = app
-        .refresh(&first.refresh_token)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
-    let third = app
-        .refresh(&second.refresh_token)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
+    let second = app.rotate(&first.refresh_token).await;
+    let third = app.rotate(&second.refresh_token).await;
 
     assert_code(
         app.refresh(&first.refresh_token).await,
@@ -147,7 +132,7 @@ async fn within_grace_concurrent_refreshes_all_get_the_one_successor() {
         .collect();
     assert_eq!(successors.len(), 1, "the chain must not fork");
     let successor = successors.into_iter().next().unwrap();
-    let next = app.refresh(&successor).await.unwrap().tokens.unwrap();
+    let next = app.rotate(&successor).await;
     assert!(app.validate(&next.access_token).await.unwrap().active);
     app.stop().await;
 }
@@ -156,19 +141,9 @@ async fn within_grace_concurrent_refreshes_all_get_the_one_successor() {
 async fn a_retry_within_the_grace_window_gets_the_same_successor() {
     let app = spawn_app().await;
     let (_, tokens) = app.new_user().await;
-    let first = app
-        .refresh(&tokens.refresh_token)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
+    let first = app.rotate(&tokens.refresh_token).await;
 
-    let retried = app
-        .refresh(&tokens.refresh_token)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
+    let retried = app.rotate(&tokens.refresh_token).await;
 
     assert_eq!(retried.refresh_token, first.refresh_token);
     assert!(
@@ -187,12 +162,7 @@ async fn a_replay_after_the_grace_window_revokes_the_session() {
     })
     .await;
     let (_, tokens) = app.new_user().await;
-    let first = app
-        .refresh(&tokens.refresh_token)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
+    let first = app.rotate(&tokens.refresh_token).await;
 
     tokio::time::sleep(Duration::from_millis(1_200)).await;
 
@@ -265,12 +235,7 @@ async fn refreshing_never_extends_a_session_past_its_maximum_age() {
     );
 
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let rotated = app
-        .refresh(&tokens.refresh_token)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
+    let rotated = app.rotate(&tokens.refresh_token).await;
     assert!(
         rotated.refresh_expires_in <= 2,
         "{}",
