@@ -224,24 +224,26 @@ async fn an_idle_refresh_token_expires_after_the_refresh_ttl() {
 
 #[tokio::test]
 async fn refreshing_never_extends_a_session_past_its_maximum_age() {
+    // The idle TTL (an hour) would let it live on; only the 5 s maximum age ends it.
     let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.session_max_age = Duration::from_secs(3);
+        config.tokens.refresh_ttl = Duration::from_secs(3600);
+        config.tokens.session_max_age = Duration::from_secs(5);
     })
     .await;
     let (_, tokens) = app.new_user().await;
     assert!(
-        tokens.refresh_expires_in <= 3,
+        tokens.refresh_expires_in <= 5,
         "the first refresh token ends with the session"
     );
 
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let rotated = app.rotate(&tokens.refresh_token).await;
     assert!(
-        rotated.refresh_expires_in <= 2,
+        rotated.refresh_expires_in <= 4,
         "{}",
         rotated.refresh_expires_in
     );
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
 
     assert_code(
         app.refresh(&rotated.refresh_token).await,
