@@ -37,3 +37,17 @@ pub(crate) fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
         .map_err(|e| anyhow::anyhow!("reading the OS random source: {e}"))?;
     Ok(bytes)
 }
+
+/// A std duration as chrono's, saturating (config durations can exceed chrono's range).
+pub(crate) fn chrono_duration(duration: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Lowercase hex SHA-256, the stored form of refresh tokens and throttle keys.
+pub(crate) fn sha256_hex(input: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(input.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -25,10 +25,10 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::Utc;
 use hmac::{Hmac, Mac as _};
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 
 use super::{
-    KeySealer, random_bytes,
+    KeySealer, random_bytes, sha256_hex,
     tokens::{opened, sealed},
 };
 use crate::store::{KeyRecord, KeyStore};
@@ -53,10 +53,7 @@ pub(super) fn refresh_token_hash(token: &str) -> Option<String> {
 }
 
 fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha256_hex(token)
 }
 
 /// The key successors are derived with.

@@ -36,6 +36,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::chrono_duration;
 use crate::store::{SessionStore, StoreResult};
 
 /// How far apart replicas' clocks may be.
@@ -70,7 +71,7 @@ impl Revocations {
                 revoked: HashMap::new(),
                 synced_at: None,
             }),
-            retention: chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX),
+            retention: chrono_duration(retention),
             interval,
         }
     }

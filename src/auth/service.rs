@@ -13,8 +13,10 @@ use super::{
     AuthError, DisplayName, Email, FieldViolation, Keyring, Password, PasswordHasher,
     PasswordPolicy, Revocations, Verdict, VerifiedToken,
     audit::{AuditEvent, AuditKind, Auditor, Caller},
+    chrono_duration,
     input::Violations,
     refresh::{RefreshKey, new_refresh_token, refresh_token_hash},
+    sha256_hex,
 };
 use crate::store::{
     Admission, NewSession, NewUser, RevokeReason, Rotation, SessionRecord, SessionStore,
@@ -636,10 +638,6 @@ impl Authenticator {
     }
 }
 
-fn chrono_duration(duration: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
-}
-
 /// Account administration for operators (the `authd user` commands).
 #[derive(Debug)]
 pub struct Accounts {
@@ -729,11 +727,7 @@ impl Accounts {
 /// The stored form of an email's throttle counter: a hash, so that arbitrary submitted
 /// strings are never stored.
 fn throttle_key(email: &Email) -> String {
-    use sha2::{Digest as _, Sha256};
-    Sha256::digest(email.as_str().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha256_hex(email.as_str())
 }
 
 fn is_valid_role(role: &str) -> bool {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use uuid::Uuid;
 
-use super::{KeySealer, random_bytes};
+use super::{KeySealer, chrono_duration, random_bytes};
 use crate::{
     config::{JwtAlgorithm, TokenConfig},
     store::{KeyRecord, KeyStore},
@@ -343,10 +343,6 @@ impl Keyring {
             expires_at: claims.exp,
         })
     }
-}
-
-fn chrono_duration(duration: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
 /// The record as stored: its private key sealed (when a master key is configured).
