@@ -207,6 +207,15 @@ pub struct TokenConfig {
     #[arg(long, env = "AUTHD_CLOCK_LEEWAY", value_name = "AUTHD_CLOCK_LEEWAY",
           default_value = "5s", value_parser = parse_duration)]
     pub clock_leeway: Duration,
+    /// Access tokens whose signature ValidateToken remembers having verified (0 turns the
+    /// cache off). Each entry holds one token and its claims, about 1 KiB.
+    #[arg(
+        long,
+        env = "AUTHD_VALIDATE_CACHE_ENTRIES",
+        value_name = "AUTHD_VALIDATE_CACHE_ENTRIES",
+        default_value_t = 10_000
+    )]
+    pub validate_cache_entries: usize,
 }
 
 /// The JWS algorithms authd signs with.

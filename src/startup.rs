@@ -55,6 +55,11 @@ pub struct App {
 }
 
 impl App {
+    /// Counts the SQL statements this server runs, for tests and diagnostics.
+    pub fn query_counter(&self) -> crate::store::QueryCounter {
+        self.store.query_counter()
+    }
+
     /// Binds the listener, connects to and migrates the database, loads (or creates) the
     /// signing keys and reads recent revocations.
     pub async fn build(config: Config) -> anyhow::Result<Self> {

@@ -61,6 +61,7 @@ fn keyring(algorithm: JwtAlgorithm) -> Keyring {
         master_key: None,
         master_key_file: None,
         clock_leeway: Duration::from_secs(5),
+        validate_cache_entries: 100,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

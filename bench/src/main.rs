@@ -1,53 +1,62 @@
 //! authd-bench: drives authd with a tonic client and reports, per scenario, throughput,
-//! latency percentiles (hdrhistogram) and errors by gRPC status, plus each scenario's
-//! throughput as a ratio to Health/Check measured in the same run (performance.md: on a
-//! shared machine only ratios within one run mean anything).
+//! latency percentiles (hdrhistogram) and errors by gRPC status, then every target of
+//! performance.md as a ratio measured in this run (on a shared machine only ratios within
+//! one run mean anything).
 //!
 //! Against a running server: `--addr http://HOST:PORT` (its rate limits must allow the
-//! load). Without `--addr` it starts its own authd on a temporary SQLite database.
+//! load). Without `--addr` it starts its own authd in this process, on a temporary SQLite
+//! database or on `--database-url`.
 //!
-//! The load is closed-loop: `--concurrency` callers spread over `--connections` HTTP/2
-//! connections, each sending its next call as soon as the previous one is answered.
+//! Load is closed-loop (`--concurrency` callers over `--connections` HTTP/2 connections,
+//! each sending its next call when the previous one is answered) or, with `--rate`,
+//! open-loop: calls are scheduled at a fixed rate and a call's latency runs from its
+//! scheduled time whenever the server's slowness delayed it (no coordinated omission).
 
 #![allow(clippy::print_stdout)]
 
+mod load;
+mod report;
+
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use authd::{
-    config::Config,
+    auth::{Password, PasswordHasher},
+    config::{Config, HashingConfig},
     proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient},
     startup::App,
 };
 use clap::{Parser, ValueEnum};
-use hdrhistogram::Histogram;
-use tonic::{Code, transport::Channel};
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use prost::Message as _;
+use tonic::transport::Channel;
+
+use crate::{
+    load::{Call, Fixture, Load, Outcome},
+    report::{Memory, Row, Summary},
+};
 
 const PASSWORD: &str = "correct horse battery staple";
-/// Numbers the users Register creates, across warm-up and measured runs.
-static NEW_USERS: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Debug, Parser)]
 #[command(name = "authd-bench", about = "Load generator for authd")]
 struct Args {
-    /// A running authd (http://HOST:PORT); without it, one is started on temporary SQLite.
+    /// A running authd (http://HOST:PORT); without it, one is started in this process.
     #[arg(long)]
     addr: Option<String>,
+    /// The database of the authd started here (default: a temporary SQLite file).
+    #[arg(long, conflicts_with = "addr")]
+    database_url: Option<String>,
     /// Scenarios to run, in order (health always runs first, as the baseline).
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "validate-warm,validate-cold,refresh,register,login"
+        default_value = "validate-warm,validate-cold,latency,mixed,refresh,register,login,overload"
     )]
     scenarios: Vec<Scenario>,
     /// Callers in flight at once.
@@ -62,12 +71,31 @@ struct Args {
     /// How long each scenario runs unmeasured first.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// Open loop: calls per second for the throughput scenarios (default: closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Distinct users (and so distinct access tokens) for validate-cold and login.
     #[arg(long, default_value_t = 1000)]
     users: usize,
+    /// The hash workers of the server (`AUTHD_HASH_WORKERS`; default: one per core).
+    #[arg(long)]
+    hash_workers: Option<usize>,
+    /// The hash queue of the server (`AUTHD_HASH_QUEUE`).
+    #[arg(long, default_value_t = 32)]
+    hash_queue: usize,
+    /// The verified-token cache of the authd started here (`AUTHD_VALIDATE_CACHE_ENTRIES`).
+    #[arg(long, conflicts_with = "addr")]
+    validate_cache_entries: Option<usize>,
+    /// With `--addr`: the server's pid, to report its memory under overload.
+    #[arg(long, requires = "addr")]
+    server_pid: Option<u32>,
+    /// With `--addr`: write request bodies for h2load (health.bin, validate.bin) into this
+    /// directory, print the h2load commands, and exit.
+    #[arg(long, requires = "addr")]
+    h2load_bodies: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// grpc.health.v1.Health/Check: the no-op baseline.
     Health,
@@ -75,42 +103,31 @@ enum Scenario {
     ValidateWarm,
     /// ValidateToken round robin over many users' tokens.
     ValidateCold,
-    /// Login round robin over the users.
-    Login,
-    /// Register of new users.
-    Register,
+    /// Health/Check and ValidateToken (cold), open loop at half of ValidateToken's
+    /// closed-loop throughput: the latency comparison.
+    Latency,
+    /// ValidateToken (cold) at that same rate while logins saturate the hash pool.
+    Mixed,
     /// Refresh, each caller following its own rotation chain.
     Refresh,
-}
-
-/// What a scenario measured.
-struct Outcome {
-    ok: u64,
-    errors: BTreeMap<String, u64>,
-    latency: Histogram<u64>,
-    elapsed: Duration,
-}
-
-impl Outcome {
-    fn throughput(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-/// The data callers draw on.
-struct Fixture {
-    tokens: Vec<String>,
-    emails: Vec<String>,
+    /// Register of new users.
+    Register,
+    /// Login round robin over the users, as many callers as the hash pool admits.
+    Login,
+    /// Login with four times more callers than the hash pool admits: the excess must be
+    /// refused at once and memory must stay bounded.
+    Overload,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (addr, _server, _dir) = match &args.addr {
-        Some(addr) => (addr.clone(), None, None),
+    let hashing = hashing_config(&args)?;
+    let (addr, server) = match &args.addr {
+        Some(addr) => (addr.clone(), None),
         None => {
-            let (addr, server, dir) = start_server().await?;
-            (format!("http://{addr}"), Some(server), Some(dir))
+            let server = OwnServer::start(&args, &hashing).await?;
+            (format!("http://{}", server.addr), Some(server))
         }
     };
     let mut channels = Vec::new();
@@ -121,281 +138,341 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("connecting to {addr}"))?;
         channels.push(channel);
     }
+    if let Some(dir) = &args.h2load_bodies {
+        return write_h2load_bodies(&channels[0], &addr, dir).await;
+    }
+    let workers = hashing.worker_count();
+    let pool = workers + hashing.queue;
     println!(
-        "authd-bench: {addr}, {} callers over {} connections, {:?} per scenario after {:?} warm-up",
+        "authd-bench: {addr}, {} callers over {} connections, {:?} per scenario after {:?} \
+         warm-up, {}; server hash pool: {workers} workers + {} queued",
         args.concurrency,
         channels.len(),
         args.duration,
-        args.warmup
+        args.warmup,
+        args.rate.map_or_else(
+            || "closed loop".to_owned(),
+            |r| format!("open loop at {r}/s")
+        ),
+        hashing.queue,
     );
-    let fixture = Arc::new(prepare(&channels[0], args.users).await?);
+    let fixture = Arc::new(Fixture::prepare(&channels[0], args.users, PASSWORD).await?);
+    // Measured while the server is idle, before any load.
+    let hash_time = if args.scenarios.contains(&Scenario::Login) {
+        Some(one_hash_time(&hashing).await?)
+    } else {
+        None
+    };
+    let bench = Bench {
+        channels,
+        fixture,
+        args: &args,
+    };
 
+    let mut summary = Summary::new(workers);
     let mut scenarios = vec![Scenario::Health];
     scenarios.extend(args.scenarios.iter().filter(|s| **s != Scenario::Health));
-    let mut results = Vec::new();
     for scenario in scenarios {
-        run(scenario, &channels, &fixture, args.concurrency, args.warmup).await?;
-        let outcome = run(
-            scenario,
-            &channels,
-            &fixture,
-            args.concurrency,
-            args.duration,
-        )
-        .await?;
-        results.push((scenario, outcome));
+        match scenario {
+            Scenario::Health => summary.health = Some(bench.throughput(Call::Health).await?),
+            Scenario::ValidateWarm => {
+                summary.validate_warm = Some(bench.throughput(Call::ValidateWarm).await?);
+            }
+            Scenario::ValidateCold => {
+                summary.validate_cold = Some(bench.throughput(Call::ValidateCold).await?);
+            }
+            Scenario::Latency => {
+                let rate = bench.half_validate_rate(&mut summary).await?;
+                summary.health_at_rate = Some(bench.open_loop(Call::Health, rate).await?);
+                summary.validate_at_rate = Some(bench.open_loop(Call::ValidateCold, rate).await?);
+            }
+            Scenario::Mixed => {
+                let rate = bench.half_validate_rate(&mut summary).await?;
+                summary.mixed = Some(bench.mixed(rate, pool).await?);
+            }
+            Scenario::Refresh => summary.refresh = Some(bench.throughput(Call::Refresh).await?),
+            // As many callers as the hash pool admits: more would only be refused.
+            Scenario::Register => {
+                let callers = args.concurrency.min(pool);
+                summary.register = Some(bench.closed_loop(Call::Register, callers).await?);
+            }
+            Scenario::Login => {
+                summary.hash_time = hash_time;
+                let callers = args.concurrency.min(pool);
+                summary.login = Some(bench.closed_loop(Call::Login, callers).await?);
+            }
+            Scenario::Overload => {
+                let pid = match (&server, args.server_pid) {
+                    (Some(_), _) => Some(std::process::id()),
+                    (None, pid) => pid,
+                };
+                summary.overload = Some(bench.overload(pool * 4, pid, &hashing).await?);
+            }
+        }
     }
-    report(&results);
+    summary.print();
+    if let Some(server) = server {
+        server.stop().await?;
+    }
     Ok(())
 }
 
-/// Registers the users whose tokens and emails the scenarios use.
-async fn prepare(channel: &Channel, users: usize) -> anyhow::Result<Fixture> {
-    let started = Instant::now();
-    let mut tokens = Vec::with_capacity(users);
-    let mut emails = Vec::with_capacity(users);
-    let run = std::process::id();
-    for i in 0..users.max(1) {
-        let email = format!("bench-{run}-{i}@example.com");
-        let response = AuthServiceClient::new(channel.clone())
-            .register(pb::RegisterRequest {
-                email: email.clone(),
-                password: PASSWORD.into(),
-                name: "Bench".into(),
-            })
-            .await
-            .with_context(|| format!("registering user {i}"))?
-            .into_inner();
-        tokens.push(response.tokens.context("no tokens")?.access_token);
-        emails.push(email);
-    }
-    println!(
-        "prepared {} users in {:.1?}",
-        emails.len(),
-        started.elapsed()
-    );
-    Ok(Fixture { tokens, emails })
+/// What every scenario shares.
+struct Bench<'a> {
+    channels: Vec<Channel>,
+    fixture: Arc<Fixture>,
+    args: &'a Args,
 }
 
-/// Runs one scenario for `duration` with `concurrency` callers.
-async fn run(
-    scenario: Scenario,
-    channels: &[Channel],
-    fixture: &Arc<Fixture>,
-    concurrency: usize,
-    duration: Duration,
-) -> anyhow::Result<Outcome> {
-    let deadline = Instant::now() + duration;
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut callers = Vec::new();
-    for caller in 0..concurrency.max(1) {
-        let channel = channels[caller % channels.len()].clone();
-        let fixture = Arc::clone(fixture);
-        let next = Arc::clone(&next);
-        callers.push(tokio::spawn(async move {
-            let mut auth = AuthServiceClient::new(channel.clone());
-            let mut health = HealthClient::new(channel);
-            let mut latency = new_histogram()?;
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut ok = 0u64;
-            // Refresh callers each follow a chain of their own.
-            let mut refresh_token = String::new();
-            while Instant::now() < deadline {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let sent = Instant::now();
-                let result: Result<(), tonic::Status> = match scenario {
-                    Scenario::Health => health
-                        .check(HealthCheckRequest {
-                            service: String::new(),
-                        })
-                        .await
-                        .map(drop),
-                    Scenario::ValidateWarm => validate(&mut auth, &fixture.tokens[0]).await,
-                    Scenario::ValidateCold => {
-                        validate(&mut auth, &fixture.tokens[i % fixture.tokens.len()]).await
-                    }
-                    Scenario::Login => auth
-                        .login(pb::LoginRequest {
-                            email: fixture.emails[i % fixture.emails.len()].clone(),
-                            password: PASSWORD.into(),
-                        })
-                        .await
-                        .map(drop),
-                    Scenario::Register => auth
-                        .register(pb::RegisterRequest {
-                            email: format!(
-                                "bench-{}-new-{}@example.com",
-                                std::process::id(),
-                                NEW_USERS.fetch_add(1, Ordering::Relaxed)
-                            ),
-                            password: PASSWORD.into(),
-                            name: "Bench".into(),
-                        })
-                        .await
-                        .map(drop),
-                    Scenario::Refresh => {
-                        if refresh_token.is_empty() {
-                            refresh_token =
-                                login_refresh_token(&mut auth, &fixture, caller).await?;
-                        }
-                        match auth
-                            .refresh(pb::RefreshRequest {
-                                refresh_token: refresh_token.clone(),
-                            })
-                            .await
-                        {
-                            Ok(response) => {
-                                refresh_token = response
-                                    .into_inner()
-                                    .tokens
-                                    .map(|t| t.refresh_token)
-                                    .unwrap_or_default();
-                                Ok(())
-                            }
-                            Err(status) => Err(status),
-                        }
-                    }
-                };
-                match result {
-                    Ok(()) => {
-                        ok += 1;
-                        latency.saturating_record(sent.elapsed().as_micros() as u64);
-                    }
-                    Err(status) => *errors.entry(code_name(status.code())).or_default() += 1,
-                }
-            }
-            anyhow::Ok((ok, errors, latency))
-        }));
-    }
-    let mut outcome = Outcome {
-        ok: 0,
-        errors: BTreeMap::new(),
-        latency: new_histogram()?,
-        elapsed: Duration::ZERO,
-    };
-    for caller in callers {
-        let (ok, errors, latency) = caller.await??;
-        outcome.ok += ok;
-        for (code, count) in errors {
-            *outcome.errors.entry(code).or_default() += count;
+impl Bench<'_> {
+    fn load(&self, call: Call, callers: usize, rate: Option<f64>, duration: Duration) -> Load {
+        Load {
+            call,
+            callers,
+            rate,
+            duration,
+            channels: self.channels.clone(),
+            fixture: Arc::clone(&self.fixture),
         }
-        outcome.latency.add(latency)?;
     }
-    outcome.elapsed = started.elapsed();
-    Ok(outcome)
-}
 
-async fn validate(auth: &mut AuthServiceClient<Channel>, token: &str) -> Result<(), tonic::Status> {
-    let response = auth
-        .validate_token(pb::ValidateTokenRequest {
-            token: token.to_owned(),
-        })
-        .await?
-        .into_inner();
-    if response.active {
-        Ok(())
-    } else {
-        Err(tonic::Status::failed_precondition("token not active"))
+    /// A throughput scenario: closed loop, or open loop at `--rate`.
+    async fn throughput(&self, call: Call) -> anyhow::Result<Row> {
+        let (callers, rate) = (self.args.concurrency, self.args.rate);
+        self.measured(call.name(), call, callers, rate).await
     }
-}
 
-async fn login_refresh_token(
-    auth: &mut AuthServiceClient<Channel>,
-    fixture: &Fixture,
-    caller: usize,
-) -> anyhow::Result<String> {
-    let response = auth
-        .login(pb::LoginRequest {
-            email: fixture.emails[caller % fixture.emails.len()].clone(),
-            password: PASSWORD.into(),
-        })
-        .await?
-        .into_inner();
-    Ok(response.tokens.context("no tokens")?.refresh_token)
-}
-
-fn code_name(code: Code) -> String {
-    format!("{code:?}")
-}
-
-fn report(results: &[(Scenario, Outcome)]) {
-    let errors: u64 = results.iter().flat_map(|(_, o)| o.errors.values()).sum();
-    if errors > 0 {
-        println!("\nTHIS RUN HAD {errors} ERRORS (see the errors column)");
+    async fn closed_loop(&self, call: Call, callers: usize) -> anyhow::Result<Row> {
+        self.measured(call.name(), call, callers, None).await
     }
-    println!(
-        "\n{:<15} {:>10} {:>10} {:>10} {:>10} {:>10}  errors",
-        "scenario", "calls/s", "p50 us", "p99 us", "p999 us", "vs health"
-    );
-    let baseline = results
-        .iter()
-        .find(|(s, _)| *s == Scenario::Health)
-        .map_or(f64::NAN, |(_, o)| o.throughput());
-    for (scenario, outcome) in results {
-        let errors = if outcome.errors.is_empty() {
-            "-".to_owned()
-        } else {
-            outcome
-                .errors
-                .iter()
-                .map(|(code, n)| format!("{code}={n}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        println!(
-            "{:<15} {:>10.0} {:>10} {:>10} {:>10} {:>10.2}  {}",
-            scenario
-                .to_possible_value()
-                .map_or_else(String::new, |v| v.get_name().to_owned()),
-            outcome.throughput(),
-            outcome.latency.value_at_quantile(0.5),
-            outcome.latency.value_at_quantile(0.99),
-            outcome.latency.value_at_quantile(0.999),
-            outcome.throughput() / baseline,
-            errors
+
+    async fn open_loop(&self, call: Call, rate: f64) -> anyhow::Result<Row> {
+        let label = format!("{} @{rate:.0}/s", call.name());
+        self.measured(label, call, self.args.concurrency, Some(rate))
+            .await
+    }
+
+    /// Warm-up, then the measured run.
+    async fn measured(
+        &self,
+        label: impl Into<String>,
+        call: Call,
+        callers: usize,
+        rate: Option<f64>,
+    ) -> anyhow::Result<Row> {
+        if !self.args.warmup.is_zero() {
+            self.load(call, callers, rate, self.args.warmup)
+                .run()
+                .await?;
+        }
+        let outcome = self
+            .load(call, callers, rate, self.args.duration)
+            .run()
+            .await?;
+        Ok(Row::new(label, outcome))
+    }
+
+    /// Half of validate-cold's closed-loop throughput in this run (measured now if the
+    /// run did not include validate-cold), or `--rate` when given.
+    async fn half_validate_rate(&self, summary: &mut Summary) -> anyhow::Result<f64> {
+        if let Some(rate) = self.args.rate {
+            return Ok(rate);
+        }
+        if summary.validate_cold.is_none() {
+            summary.validate_cold = Some(
+                self.closed_loop(Call::ValidateCold, self.args.concurrency)
+                    .await?,
+            );
+        }
+        let max = summary
+            .validate_cold
+            .as_ref()
+            .map_or(0.0, |row| row.outcome.throughput());
+        anyhow::ensure!(max > 0.0, "validate-cold completed no call");
+        Ok((max / 2.0).round())
+    }
+
+    /// ValidateToken at `rate` while `login_callers` keep the hash pool full.
+    async fn mixed(&self, rate: f64, login_callers: usize) -> anyhow::Result<(Row, Row)> {
+        let logins = self.load(
+            Call::Login,
+            login_callers,
+            None,
+            self.args.warmup + self.args.duration,
         );
+        let logins = tokio::spawn(logins.run());
+        // Validation is measured once the logins have filled the pool.
+        tokio::time::sleep(self.args.warmup).await;
+        let validate = self
+            .load(
+                Call::ValidateCold,
+                self.args.concurrency,
+                Some(rate),
+                self.args.duration,
+            )
+            .run()
+            .await?;
+        let logins = logins.await??;
+        Ok((
+            Row::new(format!("validate-cold @{rate:.0}/s + logins"), validate),
+            Row::new("  logins meanwhile", logins),
+        ))
+    }
+
+    /// Logins far beyond what the pool admits, with the server's memory watched.
+    async fn overload(
+        &self,
+        callers: usize,
+        pid: Option<u32>,
+        hashing: &HashingConfig,
+    ) -> anyhow::Result<(Row, Option<Memory>)> {
+        let base = pid.and_then(|pid| Memory::reset_peak(pid).ok());
+        let outcome: Outcome = self
+            .load(Call::Login, callers, None, self.args.duration)
+            .run()
+            .await?;
+        let memory = match (pid, base) {
+            (Some(pid), Some(base)) => Some(Memory::read(pid, base, hashing)?),
+            _ => None,
+        };
+        Ok((
+            Row::new(format!("login x{callers} callers"), outcome),
+            memory,
+        ))
     }
 }
 
-/// An authd of our own on a temporary SQLite database, with rate limits out of the way.
-async fn start_server() -> anyhow::Result<(
-    SocketAddr,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-    tempfile::TempDir,
-)> {
+/// The hashing configuration of the server under test: the defaults (what a running
+/// server is assumed to use) with the workers and queue given here.
+fn hashing_config(args: &Args) -> anyhow::Result<HashingConfig> {
+    let mut hashing = parse_config(&[])?.hashing;
+    hashing.workers = args.hash_workers.and_then(std::num::NonZeroUsize::new);
+    hashing.queue = args.hash_queue;
+    Ok(hashing)
+}
+
+fn parse_config(flags: &[&str]) -> anyhow::Result<Config> {
     #[derive(Parser)]
     struct Defaults {
         #[command(flatten)]
         config: Config,
     }
-    let dir = tempfile::tempdir()?;
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("bench.db").display()
-    );
-    let mut config = Defaults::try_parse_from([
-        "authd",
-        "--database-url",
-        &url,
-        "--listen",
-        "127.0.0.1:0",
-        "--login-rate-per-minute",
-        "4000000000",
-        "--register-rate-per-minute",
-        "4000000000",
-        "--login-max-failures",
-        "100",
-    ])?
-    .config;
-    config.hashing.queue = 1024;
-    let app = App::build(config).await?;
-    let addr = app.local_addr();
-    let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
-    Ok((addr, server, dir))
+    let argv = std::iter::once("authd").chain(flags.iter().copied());
+    Ok(Defaults::try_parse_from(argv)?.config)
 }
 
-/// Latencies from 1 us to 60 s, to three significant figures.
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+/// The median time of one argon2 hash at the server's cost, on an otherwise idle pool,
+/// measured in this process just before the login scenario.
+async fn one_hash_time(hashing: &HashingConfig) -> anyhow::Result<Duration> {
+    let mut single = hashing.clone();
+    single.workers = std::num::NonZeroUsize::new(1);
+    let hasher = PasswordHasher::new(&single)?;
+    let password = Password::submitted(PASSWORD.to_owned())
+        .map_err(|_| anyhow::anyhow!("the bench password is refused"))?;
+    let mut times = Vec::new();
+    for _ in 0..9 {
+        let started = Instant::now();
+        hasher.hash(&password).await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// An authd in this process, with rate limits out of the way of the load.
+struct OwnServer {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnServer {
+    async fn start(args: &Args, hashing: &HashingConfig) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let url = args.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("bench.db").display()
+            )
+        });
+        let mut config = parse_config(&[
+            "--database-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--login-rate-per-minute",
+            "4000000000",
+            "--register-rate-per-minute",
+            "4000000000",
+            "--login-max-failures",
+            "100",
+        ])?;
+        config.hashing = hashing.clone();
+        if let Some(entries) = args.validate_cache_entries {
+            config.tokens.validate_cache_entries = entries;
+        }
+        let app = App::build(config).await?;
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            stop,
+            task,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
+/// Registers one user and writes gRPC-framed request bodies for h2load.
+async fn write_h2load_bodies(channel: &Channel, addr: &str, dir: &Path) -> anyhow::Result<()> {
+    let email = format!("h2load-{}@example.com", std::process::id());
+    let token = AuthServiceClient::new(channel.clone())
+        .register(pb::RegisterRequest {
+            email,
+            password: PASSWORD.into(),
+            name: "h2load".into(),
+        })
+        .await?
+        .into_inner()
+        .tokens
+        .context("no tokens")?
+        .access_token;
+    std::fs::create_dir_all(dir)?;
+    let health = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    std::fs::write(dir.join("health.bin"), grpc_frame(&health.encode_to_vec())?)?;
+    let validate = pb::ValidateTokenRequest { token };
+    std::fs::write(
+        dir.join("validate.bin"),
+        grpc_frame(&validate.encode_to_vec())?,
+    )?;
+    let dir = dir.display();
+    for (file, path) in [
+        ("health.bin", "/grpc.health.v1.Health/Check"),
+        ("validate.bin", "/auth.v1.AuthService/ValidateToken"),
+    ] {
+        println!(
+            "h2load -n 200000 -c 8 -m 16 -d {dir}/{file} -H 'content-type: application/grpc' \
+             -H 'te: trailers' {addr}{path}"
+        );
+    }
+    Ok(())
+}
+
+/// A gRPC length-prefixed message: no compression, 4-byte big-endian length, the bytes.
+fn grpc_frame(message: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
+    frame.extend_from_slice(message);
+    Ok(frame)
 }

@@ -1,21 +1,27 @@
 //! Password hashing with argon2id, off the async workers, on a bounded pool.
 //!
 //! A hash costs tens of milliseconds of CPU and 19 MiB of memory, so it must neither block a
-//! tokio worker nor pile up without bound. `running` caps the hashes computed at once (one
-//! per core by default); `admitted` caps those running plus those waiting for a worker.
-//! When the queue is full the caller gets [`AuthError::HashingBusy`] at once, so overload
-//! costs a quick RESOURCE_EXHAUSTED instead of memory and ever-growing latency.
+//! tokio worker nor pile up without bound. A fixed set of hash threads (one per core by
+//! default) caps the hashes computed at once; `admitted` caps those running plus those
+//! waiting for a thread. When the queue is full the caller gets [`AuthError::HashingBusy`]
+//! at once, so overload costs a quick RESOURCE_EXHAUSTED instead of memory and
+//! ever-growing latency.
+//!
+//! The hash threads run in the background scheduling class (SCHED_IDLE on Linux): when
+//! logins saturate the pool, the async workers still get the CPU the moment they need it,
+//! so ValidateToken and every other RPC keep their latency, and logins take what is left.
+//! Under a load that leaves no CPU idle, logins slow down and the queue bound refuses the
+//! excess; the cheap RPCs do not.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use anyhow::Context as _;
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
-    password_hash::SaltString,
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{Output, ParamsString, SaltString},
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
-use tracing::Instrument as _;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::{AuthError, Password, random_bytes};
 use crate::config::HashingConfig;
@@ -26,11 +32,15 @@ const MIN_MEMORY_KIB: u32 = 19_456;
 const MIN_ITERATIONS: u32 = 2;
 const MIN_PARALLELISM: u32 = 1;
 
+type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
+
 /// The bounded argon2id pool. Cheap to clone.
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
-    running: Arc<Semaphore>,
+    /// Feeds the hash threads; they exit when the last clone of this is dropped.
+    jobs: mpsc::Sender<Job>,
+    workers: usize,
     admitted: Arc<Semaphore>,
     /// Verified against when the email is unknown, so Login takes the same time either way.
     dummy_hash: Arc<SecretString>,
@@ -39,7 +49,7 @@ pub struct PasswordHasher {
 impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PasswordHasher")
-            .field("running_permits", &self.running.available_permits())
+            .field("workers", &self.workers)
             .field("admitted_permits", &self.admitted.available_permits())
             .finish_non_exhaustive()
     }
@@ -70,12 +80,14 @@ impl PasswordHasher {
             None,
         )
         .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let dummy_hash = hash_with(&argon2, &random_dummy_password()?)?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let mut scratch = Scratch::for_params(&params);
+        let dummy_hash = hash_with(&argon2, &random_dummy_password()?, &mut scratch)?;
         let workers = config.worker_count();
         Ok(Self {
             argon2,
-            running: Arc::new(Semaphore::new(workers)),
+            jobs: spawn_hash_threads(workers, &params)?,
+            workers,
             admitted: Arc::new(Semaphore::new(workers + config.queue)),
             dummy_hash: Arc::new(dummy_hash),
         })
@@ -101,7 +113,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Password) -> Result<SecretString, AuthError> {
         let argon2 = self.argon2.clone();
         let password = password.secret().clone();
-        self.run(move || hash_with(&argon2, &password))
+        self.run(move |scratch| hash_with(&argon2, &password, scratch))
             .await?
             .map_err(AuthError::Unexpected)
     }
@@ -115,53 +127,188 @@ impl PasswordHasher {
     ) -> Result<bool, AuthError> {
         let known = stored.is_some();
         let phc = stored.unwrap_or(&self.dummy_hash).clone();
-        let argon2 = self.argon2.clone();
         let password = password.secret().clone();
         let matches = self
-            .run(move || {
-                let parsed = PasswordHash::new(phc.expose_secret()).map_err(|e| {
-                    anyhow::anyhow!("stored password hash is not a PHC string: {e}")
-                })?;
-                Ok::<_, anyhow::Error>(
-                    argon2
-                        .verify_password(password.expose_secret().as_bytes(), &parsed)
-                        .is_ok(),
-                )
-            })
+            .run(move |scratch| verify_with(&password, &phc, scratch))
             .await?
             .map_err(AuthError::Unexpected)?;
         Ok(known && matches)
     }
 
-    /// Runs `job` on the blocking pool once a worker is free, carrying the caller's span.
+    /// Runs `job` on a hash thread once one is free, carrying the caller's span. A job
+    /// whose caller went away before a thread picked it up is skipped.
     async fn run<T, F>(&self, job: F) -> Result<T, AuthError>
     where
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut Scratch) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let _admitted = Arc::clone(&self.admitted)
+        // Held until the job is done or skipped, even if the caller stops waiting.
+        let admitted = Arc::clone(&self.admitted)
             .try_acquire_owned()
             .map_err(|_| AuthError::HashingBusy)?;
-        let _running = Arc::clone(&self.running)
-            .acquire_owned()
+        let (reply, answer) = oneshot::channel();
+        let span = tracing::debug_span!("argon2");
+        self.jobs
+            .send(Box::new(move |scratch: &mut Scratch| {
+                if reply.is_closed() {
+                    return;
+                }
+                let result = span.in_scope(|| job(scratch));
+                // Free the place before answering, so that the caller's next request
+                // finds it free.
+                drop(admitted);
+                // The caller may have gone since; nothing is lost if so.
+                let _ = reply.send(result);
+            }))
+            .map_err(|_| AuthError::Unexpected(anyhow::anyhow!("hash threads stopped")))?;
+        answer
             .await
-            .context("hash pool closed")?;
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(job))
-            .instrument(tracing::debug_span!("argon2"))
-            .await
-            .context("hash task failed")
-            .map_err(AuthError::Unexpected)
+            .map_err(|_| AuthError::Unexpected(anyhow::anyhow!("hash job dropped")))
     }
 }
 
-fn hash_with(argon2: &Argon2<'_>, password: &SecretString) -> anyhow::Result<SecretString> {
-    let salt: [u8; 16] = random_bytes()?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-    let hash = argon2
-        .hash_password(password.expose_secret().as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
-    Ok(SecretString::from(hash.to_string()))
+/// Starts `count` hash threads at lowered priority, each with its own argon2 memory,
+/// fed by the returned sender.
+fn spawn_hash_threads(count: usize, params: &Params) -> anyhow::Result<mpsc::Sender<Job>> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..count {
+        let queue = Arc::clone(&queue);
+        let params = params.clone();
+        std::thread::Builder::new()
+            .name(format!("authd-argon2-{i}"))
+            .spawn(move || {
+                lower_this_thread_priority();
+                let mut scratch = Scratch::for_params(&params);
+                loop {
+                    // Only the wait for a job is under the lock, never the hash.
+                    let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    match next {
+                        Ok(job) => job(&mut scratch),
+                        Err(mpsc::RecvError) => return,
+                    }
+                }
+            })
+            .context("starting a hash thread")?;
+    }
+    Ok(jobs)
+}
+
+/// Puts the calling thread in Linux's SCHED_IDLE class: whenever an ordinary thread (an
+/// async worker) becomes runnable, the kernel preempts a hash at once for it. Elsewhere,
+/// the lowest priority the platform offers.
+fn lower_this_thread_priority() {
+    #[cfg(target_os = "linux")]
+    let result = {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+    };
+    #[cfg(not(target_os = "linux"))]
+    let result = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+    if let Err(err) = result {
+        tracing::warn!(?err, "could not lower the priority of a hash thread");
+    }
+}
+
+/// argon2's working memory (19 MiB at the default cost), allocated once per hash thread
+/// and reused by every hash it computes: no allocation, page faults or unmapping per
+/// login, and a resident size fixed from start-up (workers x memory cost).
+pub(super) struct Scratch(Vec<Block>);
+
+impl Scratch {
+    fn for_params(params: &Params) -> Self {
+        Self(vec![Block::default(); params.block_count()])
+    }
+
+    /// Runs argon2 into `out`. A stored hash costlier than configured (the cost was lowered
+    /// since) gets memory of its own for this one call, so the reused memory stays bounded.
+    fn compute(
+        &mut self,
+        argon2: &Argon2<'_>,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> argon2::Result<()> {
+        let needed = argon2.params().block_count();
+        match self.0.get_mut(..needed) {
+            Some(blocks) => argon2.hash_password_into_with_memory(password, salt, out, blocks),
+            None => argon2.hash_password_into(password, salt, out),
+        }
+    }
+}
+
+/// A new PHC string for `password` with the configured (argon2id) cost and a fresh salt.
+fn hash_with(
+    argon2: &Argon2<'_>,
+    password: &SecretString,
+    scratch: &mut Scratch,
+) -> anyhow::Result<SecretString> {
+    let salt_bytes: [u8; 16] = random_bytes()?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let output_len = argon2
+        .params()
+        .output_len()
+        .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = Output::init_with(output_len, |out| {
+        Ok(scratch.compute(
+            argon2,
+            password.expose_secret().as_bytes(),
+            &salt_bytes,
+            out,
+        )?)
+    })
+    .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params())
+            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(SecretString::from(phc.to_string()))
+}
+
+/// Whether `password` matches a stored PHC string, computed with the stored algorithm,
+/// version and cost (which may be older than the configured ones).
+fn verify_with(
+    password: &SecretString,
+    stored: &SecretString,
+    scratch: &mut Scratch,
+) -> anyhow::Result<bool> {
+    let invalid = |e: argon2::password_hash::Error| {
+        anyhow::anyhow!("stored password hash is not a valid argon2 PHC string: {e}")
+    };
+    let parsed = PasswordHash::new(stored.expose_secret()).map_err(invalid)?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(anyhow::anyhow!(
+            "stored password hash has no salt or no hash"
+        ));
+    };
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(invalid)?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| invalid(e.into()))?
+        .unwrap_or_default();
+    let params = Params::try_from(&parsed).map_err(invalid)?;
+    let argon2 = Argon2::new(algorithm, version, params);
+    let mut salt_buffer = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buffer).map_err(invalid)?;
+    let computed = Output::init_with(expected.len(), |out| {
+        Ok(scratch.compute(&argon2, password.expose_secret().as_bytes(), salt, out)?)
+    })
+    .map_err(invalid)?;
+    // Output compares in constant time.
+    Ok(computed == expected)
 }
 
 fn random_dummy_password() -> anyhow::Result<SecretString> {
@@ -234,6 +381,52 @@ mod tests {
         );
         assert!(
             !hasher
+                .verify(&password("wrong horse"), Some(&phc))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn phc_strings_interoperate_with_the_argon2_crate() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let params = Params::new(19_456, 2, 1, None).unwrap();
+        let reference = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let mut scratch = Scratch::for_params(&params);
+        let password = SecretString::from("correct horse".to_owned());
+
+        // Ours verifies with the crate's own verifier...
+        let ours = hash_with(&reference, &password, &mut scratch).unwrap();
+        let parsed = PasswordHash::new(ours.expose_secret()).unwrap();
+        assert!(reference.verify_password(b"correct horse", &parsed).is_ok());
+        assert!(reference.verify_password(b"wrong horse", &parsed).is_err());
+
+        // ...and a hash the crate made (as stored by earlier versions) verifies with ours,
+        // twice on the same reused memory.
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let theirs = reference
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        let theirs = SecretString::from(theirs);
+        assert!(verify_with(&password, &theirs, &mut scratch).unwrap());
+        let wrong = SecretString::from("wrong horse".to_owned());
+        assert!(!verify_with(&wrong, &theirs, &mut scratch).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_hash_costlier_than_configured_still_verifies() {
+        let weak = PasswordHasher::new(&config(1, 0, 19_456)).unwrap();
+        let strong = PasswordHasher::new(&config(1, 0, 32_768)).unwrap();
+        let phc = strong.hash(&password("correct horse")).await.unwrap();
+        // More memory than the weak pool's threads hold: computed in memory of its own.
+        assert!(
+            weak.verify(&password("correct horse"), Some(&phc))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !weak
                 .verify(&password("wrong horse"), Some(&phc))
                 .await
                 .unwrap()

@@ -15,6 +15,7 @@ mod revocation;
 mod sealing;
 mod service;
 mod tokens;
+mod verified_cache;
 
 pub use audit::{AuditEvent, AuditKind, Auditor, Caller};
 pub use error::{AuthError, FieldViolation};
@@ -22,7 +23,7 @@ pub use hasher::PasswordHasher;
 pub use input::{DisplayName, Email, Password};
 pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
 pub use refresh::RefreshKey;
-pub use revocation::Revocations;
+pub use revocation::{Revocations, Standing};
 pub use sealing::KeySealer;
 pub use service::{
     Accounts, Authenticated, Authenticator, AuthenticatorParts, DEFAULT_ROLE, InactiveReason,

@@ -52,6 +52,23 @@ struct State {
     synced_at: Option<DateTime<Utc>>,
 }
 
+impl State {
+    fn is_fresh(&self, now: DateTime<Utc>, stale_after: Duration) -> bool {
+        self.synced_at
+            .is_some_and(|at| (now - at).to_std().is_ok_and(|age| age <= stale_after) || at > now)
+    }
+}
+
+/// What this replica knows of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Revoked,
+    /// Not revoked as of a recent enough poll.
+    NotRevoked,
+    /// Not revoked here, but the view is too old to vouch for it (fail closed).
+    Unknown,
+}
+
 /// The revoked sessions this replica knows of.
 #[derive(Debug)]
 pub struct Revocations {
@@ -83,23 +100,25 @@ impl Revocations {
     }
 
     pub fn is_revoked(&self, session_id: Uuid) -> bool {
-        self.state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .revoked
-            .contains_key(&session_id)
+        self.read().revoked.contains_key(&session_id)
     }
 
     /// Whether a poll succeeded recently enough to vouch that a token is not revoked.
     pub fn is_fresh(&self, now: DateTime<Utc>) -> bool {
-        let stale_after = self.interval * STALE_AFTER_INTERVALS;
-        let synced_at = self
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .synced_at;
-        synced_at
-            .is_some_and(|at| (now - at).to_std().is_ok_and(|age| age <= stale_after) || at > now)
+        self.read()
+            .is_fresh(now, self.interval * STALE_AFTER_INTERVALS)
+    }
+
+    /// What is known of a session, under one read lock (ValidateToken's hot path).
+    pub fn standing(&self, session_id: Uuid, now: DateTime<Utc>) -> Standing {
+        let state = self.read();
+        if state.revoked.contains_key(&session_id) {
+            Standing::Revoked
+        } else if state.is_fresh(now, self.interval * STALE_AFTER_INTERVALS) {
+            Standing::NotRevoked
+        } else {
+            Standing::Unknown
+        }
     }
 
     /// One poll of the database for sessions revoked since the previous one.
@@ -150,6 +169,10 @@ impl Revocations {
                 _ => {}
             }
         }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     AuthError, DisplayName, Email, FieldViolation, Keyring, Password, PasswordHasher,
-    PasswordPolicy, Revocations, Verdict, VerifiedToken,
+    PasswordPolicy, Revocations, Standing, Verdict, VerifiedToken,
     audit::{AuditEvent, AuditKind, Auditor, Caller},
     chrono_duration,
     input::Violations,
@@ -55,7 +55,7 @@ pub enum InactiveReason {
 /// ValidateToken's answer (RFC 7662): claims only for an active token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Introspection {
-    Active(VerifiedToken),
+    Active(Arc<VerifiedToken>),
     Inactive(InactiveReason),
 }
 
@@ -147,8 +147,10 @@ impl Authenticator {
     }
 
     /// Installs a reloaded key set (after a rotation or retirement).
-    pub fn replace_keyring(&self, keyring: Keyring) {
-        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keyring);
+    pub fn replace_keyring(&self, mut keyring: Keyring) {
+        let mut current = self.keyring.write().unwrap_or_else(PoisonError::into_inner);
+        keyring.keep_verified_of(&current);
+        *current = Arc::new(keyring);
     }
 
     fn keyring(&self) -> Arc<Keyring> {
@@ -559,15 +561,11 @@ impl Authenticator {
         Ok(match self.keyring().verify(token, now) {
             Verdict::Invalid => Introspection::Inactive(InactiveReason::Invalid),
             Verdict::Expired => Introspection::Inactive(InactiveReason::Expired),
-            Verdict::Valid(verified) => {
-                if self.revocations.is_revoked(verified.session_id) {
-                    Introspection::Inactive(InactiveReason::Revoked)
-                } else if !self.revocations.is_fresh(now) {
-                    return Err(AuthError::RevocationStale);
-                } else {
-                    Introspection::Active(verified)
-                }
-            }
+            Verdict::Valid(verified) => match self.revocations.standing(verified.session_id, now) {
+                Standing::NotRevoked => Introspection::Active(verified),
+                Standing::Revoked => Introspection::Inactive(InactiveReason::Revoked),
+                Standing::Unknown => return Err(AuthError::RevocationStale),
+            },
         })
     }
 
@@ -589,7 +587,7 @@ impl Authenticator {
     }
 
     /// A bearer token that must be active, for RPCs that act as its user.
-    fn authenticate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+    fn authenticate(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
         if token.is_empty() {
             return Err(AuthError::AccessTokenMissing);
         }

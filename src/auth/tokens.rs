@@ -7,7 +7,7 @@
 //! only `exp` with 60 s of leeway by default; here every check is set explicitly and the
 //! leeway comes from config.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use uuid::Uuid;
 
-use super::{KeySealer, chrono_duration, random_bytes};
+use super::{KeySealer, chrono_duration, random_bytes, verified_cache::VerifiedCache};
 use crate::{
     config::{JwtAlgorithm, TokenConfig},
     store::{KeyRecord, KeyStore},
@@ -63,7 +63,7 @@ pub struct PublicJwk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Signed by us, every claim right, not expired. Revocation is checked by the caller.
-    Valid(VerifiedToken),
+    Valid(Arc<VerifiedToken>),
     /// Signed by us and otherwise right, but past `exp`.
     Expired,
     /// Anything else.
@@ -93,6 +93,8 @@ pub struct Keyring {
     audience: String,
     access_ttl: Duration,
     leeway: i64,
+    /// Tokens already verified; carried over from keyring to keyring on reload.
+    verified: Arc<VerifiedCache>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -258,6 +260,7 @@ impl Keyring {
             audience: config.audience.clone(),
             access_ttl: config.access_ttl,
             leeway: i64::try_from(config.clock_leeway.as_secs()).unwrap_or(i64::MAX),
+            verified: Arc::new(VerifiedCache::new(config.validate_cache_entries)),
         })
     }
 
@@ -300,48 +303,70 @@ impl Keyring {
         Ok(SecretString::from(token))
     }
 
-    /// Verifies an access token entirely in memory.
+    /// Takes over the tokens `previous` verified, so that a key reload does not make every
+    /// live token pay for a signature check again. Entries of keys that are gone are
+    /// refused at their next hit.
+    pub fn keep_verified_of(&mut self, previous: &Keyring) {
+        self.verified = Arc::clone(&previous.verified);
+    }
+
+    /// Verifies an access token entirely in memory: a token verified before is only
+    /// checked for what can change since (its key still ours, expiry).
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Verdict {
-        if token.len() > MAX_TOKEN_LEN {
-            return Verdict::Invalid;
-        }
-        let Ok(header) = jsonwebtoken::decode_header(token) else {
-            return Verdict::Invalid;
-        };
-        if header.alg != self.algorithm || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-            return Verdict::Invalid;
-        }
-        let Some(key) = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.verifying_keys.get(kid))
-        else {
-            return Verdict::Invalid;
-        };
-        let Ok(data) = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation) else {
-            return Verdict::Invalid;
-        };
-        let claims = data.claims;
-        let (Ok(user_id), Ok(session_id)) =
-            (Uuid::parse_str(&claims.sub), Uuid::parse_str(&claims.sid))
-        else {
-            return Verdict::Invalid;
-        };
         let now = now.timestamp();
-        if claims.iat > now.saturating_add(self.leeway) || claims.exp <= claims.iat {
+        if let Some(hit) = self.verified.get(token)
+            && self.verifying_keys.contains_key(&*hit.kid)
+        {
+            return self.unexpired(Arc::clone(&hit.token), now);
+        }
+        let Some((kid, verified)) = self.verify_signature_and_claims(token, now) else {
             return Verdict::Invalid;
+        };
+        self.verified.insert(token, &kid, &verified);
+        self.unexpired(verified, now)
+    }
+
+    fn unexpired(&self, token: Arc<VerifiedToken>, now: i64) -> Verdict {
+        if now >= token.expires_at.saturating_add(self.leeway) {
+            Verdict::Expired
+        } else {
+            Verdict::Valid(token)
         }
-        if now >= claims.exp.saturating_add(self.leeway) {
-            return Verdict::Expired;
+    }
+
+    /// The full check of everything but expiry; the signing kid and the claims when it
+    /// passes.
+    fn verify_signature_and_claims(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Option<(String, Arc<VerifiedToken>)> {
+        if token.len() > MAX_TOKEN_LEN {
+            return None;
         }
-        Verdict::Valid(VerifiedToken {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != self.algorithm || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return None;
+        }
+        let kid = header.kid?;
+        let key = self.verifying_keys.get(&kid)?;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
+            .ok()?
+            .claims;
+        let user_id = Uuid::parse_str(&claims.sub).ok()?;
+        let session_id = Uuid::parse_str(&claims.sid).ok()?;
+        if claims.iat > now.saturating_add(self.leeway) || claims.exp <= claims.iat {
+            return None;
+        }
+        let verified = VerifiedToken {
             user_id,
             session_id,
             email: claims.email,
             role: claims.role,
             issued_at: claims.iat,
             expires_at: claims.exp,
-        })
+        };
+        Some((kid, Arc::new(verified)))
     }
 }
 
@@ -402,6 +427,7 @@ mod tests {
             master_key: None,
             master_key_file: None,
             clock_leeway: Duration::from_secs(5),
+            validate_cache_entries: 100,
         }
     }
 
@@ -460,6 +486,49 @@ mod tests {
             Verdict::Valid(_)
         ));
         assert_eq!(ring.verify(&token, past), Verdict::Expired);
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_served_from_memory() {
+        let ring = keyring(JwtAlgorithm::EdDsa);
+        let now = Utc::now();
+        let token = issue(&ring, now);
+        let Verdict::Valid(first) = ring.verify(&token, now) else {
+            panic!("token did not verify");
+        };
+        let Verdict::Valid(again) = ring.verify(&token, now) else {
+            panic!("remembered token did not verify");
+        };
+        // The same claims object: the second call did not parse or verify again.
+        assert!(Arc::ptr_eq(&first, &again));
+    }
+
+    #[test]
+    fn a_remembered_token_whose_key_is_gone_is_invalid() {
+        let old = keyring(JwtAlgorithm::EdDsa);
+        let now = Utc::now();
+        let token = issue(&old, now);
+        assert!(matches!(old.verify(&token, now), Verdict::Valid(_)));
+        // A reload whose key set no longer holds the token's key keeps the memory but
+        // must not honour it.
+        let mut reloaded = keyring(JwtAlgorithm::EdDsa);
+        reloaded.keep_verified_of(&old);
+        assert_eq!(reloaded.verify(&token, now), Verdict::Invalid);
+    }
+
+    #[test]
+    fn only_verified_tokens_are_remembered() {
+        let ring = keyring(JwtAlgorithm::EdDsa);
+        let other = keyring(JwtAlgorithm::EdDsa);
+        let now = Utc::now();
+        assert_eq!(ring.verify(&issue(&other, now), now), Verdict::Invalid);
+        assert_eq!(ring.verify("not.a.token", now), Verdict::Invalid);
+        assert_eq!(ring.verified.len(), 0);
+        assert!(matches!(
+            ring.verify(&issue(&ring, now), now),
+            Verdict::Valid(_)
+        ));
+        assert_eq!(ring.verified.len(), 1);
     }
 
     #[test]

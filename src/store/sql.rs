@@ -1,6 +1,12 @@
 //! The sea-orm implementation of the store traits.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -92,11 +98,33 @@ fn map_db_err(err: DbErr) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     db: DatabaseConnection,
+    queries: QueryCounter,
+}
+
+/// How many SQL statements the store has run: proof of which RPCs touch the database
+/// (ValidateToken must not).
+#[derive(Debug, Clone, Default)]
+pub struct QueryCounter(Arc<AtomicU64>);
+
+impl QueryCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl SqlStore {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(mut db: DatabaseConnection) -> Self {
+        let queries = QueryCounter::default();
+        let counter = Arc::clone(&queries.0);
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        Self { db, queries }
+    }
+
+    /// Counts every statement run from now on, transactions included.
+    pub fn query_counter(&self) -> QueryCounter {
+        self.queries.clone()
     }
 
     /// The underlying pool, for migrations and shutdown.

@@ -1,54 +1,12 @@
-use std::{
-    net::TcpListener,
-    process::{Child, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use authd::proto::auth::v1::{RefreshRequest, auth_service_client::AuthServiceClient};
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 
-use crate::helpers::{PASSWORD, TestDb, authd_bin};
+use crate::helpers::{PASSWORD, TestDb, connect_authd, free_port, start_authd};
 
-/// `authd serve` as a real process on its own port.
-fn start_authd(db: &TestDb, port: u16) -> Child {
-    authd_bin()
-        .arg("serve")
-        .env("AUTHD_DATABASE_URL", &db.url)
-        .env("AUTHD_LISTEN", format!("127.0.0.1:{port}"))
-        // No retry grace: any second use of a rotated token must fail.
-        .env("AUTHD_REFRESH_REUSE_GRACE", "0s")
-        .env("AUTHD_LOGIN_RATE_PER_MINUTE", "100000")
-        .env("AUTHD_REGISTER_RATE_PER_MINUTE", "100000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn connect(port: u16) -> Channel {
-    for _ in 0..200 {
-        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            let serving = HealthClient::new(channel.clone())
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving);
-            if serving {
-                return channel;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("authd did not come up");
-}
+/// No retry grace: any second use of a rotated token must fail.
+const NO_GRACE: &[(&str, &str)] = &[("AUTHD_REFRESH_REUSE_GRACE", "0s")];
 
 async fn refresh(client: &mut AuthServiceClient<Channel>, token: &str) -> Option<String> {
     let response = client
@@ -72,13 +30,9 @@ async fn login(client: &mut AuthServiceClient<Channel>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_refresh_the_old_and_new_tokens_are_never_both_valid() {
     let db = TestDb::fresh().await;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = start_authd(&db, port);
-    let mut client = AuthServiceClient::new(connect(port).await);
+    let port = free_port();
+    let mut server = start_authd(&db, port, NO_GRACE);
+    let mut client = AuthServiceClient::new(connect_authd(port).await);
     let registered = client
         .register(authd::proto::auth::v1::RegisterRequest {
             email: "crash@example.com".into(),
@@ -100,12 +54,11 @@ async fn killed_mid_refresh_the_old_and_new_tokens_are_never_both_valid() {
             tokio::spawn(async move { refresh(&mut client, &token).await })
         };
         tokio::time::sleep(Duration::from_micros(round * 700)).await;
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.kill();
         let new = in_flight.await.unwrap();
 
-        server = start_authd(&db, port);
-        client = AuthServiceClient::new(connect(port).await);
+        server = start_authd(&db, port, NO_GRACE);
+        client = AuthServiceClient::new(connect_authd(port).await);
         match new {
             Some(new) => {
                 answered += 1;
@@ -131,7 +84,6 @@ async fn killed_mid_refresh_the_old_and_new_tokens_are_never_both_valid() {
             }
         }
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     eprintln!("refreshes answered before the kill: {answered}, cut off: {cut_off}");
 }

@@ -164,6 +164,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub client: AuthServiceClient<Channel>,
     pub channel: Channel,
+    /// SQL statements the server has run.
+    pub queries: authd::store::QueryCounter,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -191,6 +193,7 @@ pub async fn spawn_config_with_client(
     init_logging();
     let app = App::build(config).await.expect("build app");
     let addr = app.local_addr();
+    let queries = app.query_counter();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -210,6 +213,7 @@ pub async fn spawn_config_with_client(
         db,
         client: AuthServiceClient::new(channel.clone()),
         channel,
+        queries,
         shutdown: Some(tx),
         handle: Some(handle),
     };
@@ -390,6 +394,71 @@ pub fn authd_bin() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authd"));
     command.env("AUTHD_LOG", "warn");
     command
+}
+
+/// A port nothing listens on yet.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// An `authd serve` process, killed (SIGKILL) when dropped.
+pub struct AuthdProcess(std::process::Child);
+
+impl AuthdProcess {
+    /// SIGKILL: no graceful shutdown, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for AuthdProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `authd serve` as a real process on `port`, with rate limits out of the way and the
+/// extra environment given.
+pub fn start_authd(db: &TestDb, port: u16, env: &[(&str, &str)]) -> AuthdProcess {
+    let child = authd_bin()
+        .arg("serve")
+        .env("AUTHD_DATABASE_URL", &db.url)
+        .env("AUTHD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTHD_LOGIN_RATE_PER_MINUTE", "100000")
+        .env("AUTHD_REGISTER_RATE_PER_MINUTE", "100000")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start authd");
+    AuthdProcess(child)
+}
+
+/// A channel to the authd process on `port`, once it reports SERVING.
+pub async fn connect_authd(port: u16) -> Channel {
+    for _ in 0..400 {
+        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .connect()
+            .await
+        {
+            let serving = HealthClient::new(channel.clone())
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving);
+            if serving {
+                return channel;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("authd on port {port} did not come up");
 }
 
 /// A TCP forwarder in front of a network database that can be cut and restored, to test

@@ -8,6 +8,8 @@ async fn logout_by_refresh_token_ends_that_session_at_once() {
     let app = spawn_app().await;
     let (email, first) = app.new_user().await;
     let other = app.login(&email, PASSWORD).await.unwrap().tokens.unwrap();
+    // Validated once, so the server remembers it as verified: revocation must still win.
+    assert!(app.validate(&first.access_token).await.unwrap().active);
 
     app.logout(&first.refresh_token, false, None).await.unwrap();
 

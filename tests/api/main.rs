@@ -22,6 +22,7 @@ mod logout;
 mod outage;
 mod refresh;
 mod register;
+mod replicas;
 mod throttle;
 mod tls;
 mod validate;

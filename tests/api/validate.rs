@@ -145,6 +145,8 @@ async fn an_expired_token_is_inactive_expired() {
     })
     .await;
     let (_, tokens) = app.new_user().await;
+    // Validated once, so the server remembers it as verified: expiry must still win.
+    assert!(app.validate(&tokens.access_token).await.unwrap().active);
 
     tokio::time::sleep(Duration::from_millis(2_100)).await;
 
@@ -184,5 +186,33 @@ async fn hs256_can_be_selected() {
 
     assert_eq!(jwt_part(&tokens.access_token, 0)["alg"], "HS256");
     assert!(app.validate(&tokens.access_token).await.unwrap().active);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn validate_token_runs_no_database_query() {
+    // Background polls far apart, so that only the RPCs themselves could query.
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.revocation_sync = Duration::from_secs(3600);
+        config.health_probe_interval = Duration::from_secs(3600);
+        config.tokens.key_reload_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let (_, tokens) = app.new_user().await;
+    // The counter does count: GetMe reads the user.
+    let before = app.queries.get();
+    app.get_me(Some(&tokens.access_token)).await.unwrap();
+    assert!(app.queries.get() > before, "GetMe ran no query");
+
+    let before = app.queries.get();
+    for _ in 0..100 {
+        assert!(app.validate(&tokens.access_token).await.unwrap().active);
+        assert!(!app.validate("not.a.token").await.unwrap().active);
+    }
+    assert_eq!(
+        app.queries.get(),
+        before,
+        "ValidateToken queried the database"
+    );
     app.stop().await;
 }

@@ -1,0 +1,83 @@
+//! Several authd processes on one database, as when it scales out: what one replica
+//! does, the others honour.
+
+use std::time::{Duration, Instant};
+
+use authd::proto::auth::v1::{
+    InactiveReason, LogoutRequest, RegisterRequest, ValidateTokenRequest,
+    auth_service_client::AuthServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::helpers::{PASSWORD, TestDb, connect_authd, free_port, start_authd};
+
+/// The revocation sync interval both replicas run with: the default, stated.
+const SYNC: Duration = Duration::from_secs(1);
+
+async fn validate(client: &mut AuthServiceClient<Channel>, token: &str) -> (bool, InactiveReason) {
+    let response = client
+        .validate_token(ValidateTokenRequest {
+            token: token.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (response.active, response.reason())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_on_one_replica_is_revoked_on_another_within_the_sync_interval() {
+    let db = TestDb::fresh().await;
+    let env = [("AUTHD_REVOCATION_SYNC", "1s")];
+    // One after the other: the first one migrates the database.
+    let port_a = free_port();
+    let _a = start_authd(&db, port_a, &env);
+    let mut a = AuthServiceClient::new(connect_authd(port_a).await);
+    let port_b = free_port();
+    let _b = start_authd(&db, port_b, &env);
+    let mut b = AuthServiceClient::new(connect_authd(port_b).await);
+
+    let tokens = a
+        .register(RegisterRequest {
+            email: "replicas@example.com".into(),
+            password: PASSWORD.into(),
+            name: "Replicas".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    // B verifies A's token from the key in the shared database, and remembers it.
+    assert_eq!(
+        validate(&mut b, &tokens.access_token).await,
+        (true, InactiveReason::Unspecified)
+    );
+
+    a.logout(LogoutRequest {
+        refresh_token: tokens.refresh_token.clone(),
+        all_sessions: false,
+    })
+    .await
+    .unwrap();
+    let logged_out = Instant::now();
+    // A knows at once; B learns it from its next poll of the database.
+    assert_eq!(
+        validate(&mut a, &tokens.access_token).await,
+        (false, InactiveReason::Revoked)
+    );
+    let mut seen = validate(&mut b, &tokens.access_token).await;
+    while seen.0 && logged_out.elapsed() < SYNC * 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        seen = validate(&mut b, &tokens.access_token).await;
+    }
+    let took = logged_out.elapsed();
+    eprintln!("replica B answered REVOKED {took:?} after the logout on A");
+    assert_eq!(seen, (false, InactiveReason::Revoked));
+    // One poll interval, plus the poll itself and this test's own polling (10 ms steps
+    // on a loaded machine).
+    assert!(
+        took <= SYNC + Duration::from_millis(500),
+        "B took {took:?} to see the revocation"
+    );
+}
