@@ -558,7 +558,13 @@ impl Authenticator {
             )]));
         }
         let now = Utc::now();
-        Ok(match self.keyring().verify(token, now) {
+        // The read guard, not a clone of the Arc: two atomic operations fewer per call.
+        let verdict = self
+            .keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .verify(token, now);
+        Ok(match verdict {
             Verdict::Invalid => Introspection::Inactive(InactiveReason::Invalid),
             Verdict::Expired => Introspection::Inactive(InactiveReason::Expired),
             Verdict::Valid(verified) => match self.revocations.standing(verified.session_id, now) {

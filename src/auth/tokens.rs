@@ -73,6 +73,8 @@ pub enum Verdict {
 /// A verified access token's claims, with the ids parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
+    /// The kid of the key that signed it.
+    pub key_id: String,
     pub user_id: Uuid,
     pub session_id: Uuid,
     pub email: String,
@@ -315,14 +317,14 @@ impl Keyring {
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Verdict {
         let now = now.timestamp();
         if let Some(hit) = self.verified.get(token)
-            && self.verifying_keys.contains_key(&*hit.kid)
+            && self.verifying_keys.contains_key(&hit.key_id)
         {
-            return self.unexpired(Arc::clone(&hit.token), now);
+            return self.unexpired(hit, now);
         }
-        let Some((kid, verified)) = self.verify_signature_and_claims(token, now) else {
+        let Some(verified) = self.verify_signature_and_claims(token, now) else {
             return Verdict::Invalid;
         };
-        self.verified.insert(token, &kid, &verified);
+        self.verified.insert(token, &verified);
         self.unexpired(verified, now)
     }
 
@@ -334,13 +336,8 @@ impl Keyring {
         }
     }
 
-    /// The full check of everything but expiry; the signing kid and the claims when it
-    /// passes.
-    fn verify_signature_and_claims(
-        &self,
-        token: &str,
-        now: i64,
-    ) -> Option<(String, Arc<VerifiedToken>)> {
+    /// The full check of everything but expiry.
+    fn verify_signature_and_claims(&self, token: &str, now: i64) -> Option<Arc<VerifiedToken>> {
         if token.len() > MAX_TOKEN_LEN {
             return None;
         }
@@ -359,6 +356,7 @@ impl Keyring {
             return None;
         }
         let verified = VerifiedToken {
+            key_id: kid,
             user_id,
             session_id,
             email: claims.email,
@@ -366,7 +364,7 @@ impl Keyring {
             issued_at: claims.iat,
             expires_at: claims.exp,
         };
-        Some((kid, Arc::new(verified)))
+        Some(Arc::new(verified))
     }
 }
 

@@ -22,16 +22,9 @@ use quick_cache::sync::Cache;
 
 use super::VerifiedToken;
 
-/// A verified token's claims and the key that signed it.
-#[derive(Debug)]
-pub(super) struct Remembered {
-    pub(super) kid: Box<str>,
-    pub(super) token: Arc<VerifiedToken>,
-}
-
 /// Verified tokens by their full text; `None` when configured off.
 pub(super) struct VerifiedCache {
-    entries: Option<Cache<Box<str>, Arc<Remembered>>>,
+    entries: Option<Cache<Box<str>, Arc<VerifiedToken>>>,
 }
 
 impl std::fmt::Debug for VerifiedCache {
@@ -54,17 +47,13 @@ impl VerifiedCache {
         }
     }
 
-    pub(super) fn get(&self, token: &str) -> Option<Arc<Remembered>> {
+    pub(super) fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
         self.entries.as_ref()?.get(token)
     }
 
-    pub(super) fn insert(&self, token: &str, kid: &str, verified: &Arc<VerifiedToken>) {
+    pub(super) fn insert(&self, token: &str, verified: &Arc<VerifiedToken>) {
         if let Some(entries) = &self.entries {
-            let remembered = Remembered {
-                kid: kid.into(),
-                token: Arc::clone(verified),
-            };
-            entries.insert(token.into(), Arc::new(remembered));
+            entries.insert(token.into(), Arc::clone(verified));
         }
     }
 
@@ -82,6 +71,7 @@ mod tests {
 
     fn claims() -> Arc<VerifiedToken> {
         Arc::new(VerifiedToken {
+            key_id: "kid".into(),
             user_id: Uuid::now_v7(),
             session_id: Uuid::now_v7(),
             email: "a@example.com".into(),
@@ -94,7 +84,7 @@ mod tests {
     #[test]
     fn a_hit_needs_the_whole_token() {
         let cache = VerifiedCache::new(10);
-        cache.insert("header.payload.signature", "kid", &claims());
+        cache.insert("header.payload.signature", &claims());
         assert!(cache.get("header.payload.signature").is_some());
         assert!(cache.get("header.payload.signatur").is_none());
         assert!(cache.get("header.payload.signature2").is_none());
@@ -104,7 +94,7 @@ mod tests {
     fn it_stays_within_its_capacity() {
         let cache = VerifiedCache::new(100);
         for i in 0..10_000 {
-            cache.insert(&format!("token-{i}"), "kid", &claims());
+            cache.insert(&format!("token-{i}"), &claims());
         }
         assert!(cache.len() <= 100, "{} entries", cache.len());
     }
@@ -112,14 +102,14 @@ mod tests {
     #[test]
     fn capacity_zero_remembers_nothing() {
         let cache = VerifiedCache::new(0);
-        cache.insert("token", "kid", &claims());
+        cache.insert("token", &claims());
         assert!(cache.get("token").is_none());
     }
 
     #[test]
     fn debug_shows_no_token() {
         let cache = VerifiedCache::new(10);
-        cache.insert("secret-token-text", "kid", &claims());
+        cache.insert("secret-token-text", &claims());
         let printed = format!("{cache:?}");
         assert!(!printed.contains("secret-token-text"), "{printed}");
         assert!(printed.contains("len: 1"), "{printed}");
