@@ -99,17 +99,8 @@ impl Revocations {
         self.write().revoked.insert(session_id, forget_at);
     }
 
-    pub fn is_revoked(&self, session_id: Uuid) -> bool {
-        self.read().revoked.contains_key(&session_id)
-    }
-
-    /// Whether a poll succeeded recently enough to vouch that a token is not revoked.
-    pub fn is_fresh(&self, now: DateTime<Utc>) -> bool {
-        self.read()
-            .is_fresh(now, self.interval * STALE_AFTER_INTERVALS)
-    }
-
-    /// What is known of a session, under one read lock (ValidateToken's hot path).
+    /// What is known of a session, under one read lock (ValidateToken's hot path):
+    /// revoked, vouched for by a recent enough poll, or unknown (fail closed).
     pub fn standing(&self, session_id: Uuid, now: DateTime<Utc>) -> Standing {
         let state = self.read();
         if state.revoked.contains_key(&session_id) {
@@ -196,14 +187,15 @@ mod tests {
     fn a_local_revocation_is_seen_at_once() {
         let r = revocations();
         let sid = Uuid::now_v7();
-        assert!(!r.is_revoked(sid));
+        assert_ne!(r.standing(sid, Utc::now()), Standing::Revoked);
         r.revoke(sid, Utc::now());
-        assert!(r.is_revoked(sid));
+        assert_eq!(r.standing(sid, Utc::now()), Standing::Revoked);
     }
 
     #[test]
     fn never_synced_is_not_fresh() {
-        assert!(!revocations().is_fresh(Utc::now()));
+        let never_synced = revocations().standing(Uuid::now_v7(), Utc::now());
+        assert_eq!(never_synced, Standing::Unknown);
     }
 
     #[test]
@@ -211,7 +203,10 @@ mod tests {
         let r = revocations();
         let now = Utc::now();
         r.write().synced_at = Some(now);
-        assert!(r.is_fresh(now + chrono::Duration::seconds(3)));
-        assert!(!r.is_fresh(now + chrono::Duration::milliseconds(3_001)));
+        let sid = Uuid::now_v7();
+        let fresh = r.standing(sid, now + chrono::Duration::seconds(3));
+        let stale = r.standing(sid, now + chrono::Duration::milliseconds(3_001));
+        assert_eq!(fresh, Standing::NotRevoked);
+        assert_eq!(stale, Standing::Unknown);
     }
 }
