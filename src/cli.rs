@@ -158,24 +158,24 @@ impl Cli {
 }
 
 async fn migrate(action: MigrateAction, database: &DatabaseConfig) -> anyhow::Result<ExitCode> {
-    let db = store::connect(database).await?;
     match action {
         MigrateAction::Up => {
-            Migrator::up(&db, None)
-                .await
-                .context("running database migrations")?;
+            let db = store::connect(database).await?;
+            store::migrate(&db, database).await?;
+            db.close().await.context("closing the database pool")?;
             println!("migrations applied");
         }
         MigrateAction::Status => {
+            let db = store::connect(database).await?;
             let migrations = Migrator::get_migration_with_status(&db)
                 .await
                 .context("reading migration status")?;
             for migration in migrations {
                 println!("{:?}\t{}", migration.status(), migration.name());
             }
+            db.close().await.context("closing the database pool")?;
         }
     }
-    db.close().await.context("closing the database pool")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -184,9 +184,7 @@ async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
         UserCommand::Create { database, .. } | UserCommand::SetActive { database, .. } => database,
     };
     let db = store::connect(database).await?;
-    Migrator::up(&db, None)
-        .await
-        .context("running database migrations")?;
+    store::migrate(&db, database).await?;
     let store = Arc::new(SqlStore::new(db.clone()));
     let accounts = Accounts::new(store.clone(), Auditor::new(store));
     let result = match command {

@@ -7,7 +7,6 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use chrono::Utc;
-use migration::{Migrator, MigratorTrait as _};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::{
     service::interceptor::InterceptedService,
@@ -80,9 +79,7 @@ impl App {
         }
 
         let db = store::connect(&config.database).await?;
-        Migrator::up(&db, None)
-            .await
-            .context("running database migrations")?;
+        store::migrate(&db, &config.database).await?;
         let store = SqlStore::new(db);
         let store_arc = Arc::new(store.clone());
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{SecretBox, SecretString};
 use uuid::Uuid;
 
-pub use sql::{QueryCounter, SqlStore, connect};
+pub use sql::{QueryCounter, SqlStore, connect, migrate};
 
 /// What can go wrong in the store, as the domain needs to tell it apart.
 #[derive(Debug, thiserror::Error)]

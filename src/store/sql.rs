@@ -1,20 +1,22 @@
 //! The sea-orm implementation of the store traits.
 
 use std::{
+    str::FromStr as _,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use migration::{Migrator, MigratorTrait as _};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set,
-    SqlErr, TransactionTrait,
+    DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    RuntimeErr, Set, SqlErr, Statement, TransactionTrait,
     sea_query::{Expr, ExprTrait as _},
     sqlx,
 };
@@ -34,9 +36,7 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Opens the connection pool. Statement logging is off: sqlx would log bound values,
 /// and those include password hashes and refresh-token hashes.
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
-    let url = config.url.expose_secret();
-    let backend = config.backend();
-    let default_pool = match backend {
+    let default_pool = match config.backend() {
         // SQLite has one writer; one connection means no "database is locked" at all.
         "sqlite" => 1,
         "postgres" | "postgresql" | "mysql" => 10,
@@ -47,7 +47,109 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnecti
     let max_connections = config
         .max_connections
         .map_or(default_pool, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
+    open(config, max_connections).await
+}
 
+/// Applies the pending migrations to `db`, the pool opened from `config`. Replicas started
+/// together on an empty database would race to create the same tables, so the run holds
+/// a lock on the whole database for its length; a replica that waited for it finds the
+/// work done and applies nothing.
+pub async fn migrate(db: &DatabaseConnection, config: &DatabaseConfig) -> anyhow::Result<()> {
+    let backend = db.get_database_backend();
+    if backend == DbBackend::Sqlite {
+        let _lock = lock_sqlite_directory(config).await?;
+        return Migrator::up(db, None)
+            .await
+            .context("running database migrations");
+    }
+    // PostgreSQL's and MySQL's locks belong to a session: one connection runs it all.
+    let session = open(config, 1).await?;
+    lock_server_database(&session, backend).await?;
+    let applied = Migrator::up(&session, None)
+        .await
+        .context("running database migrations");
+    // Closing the session releases the lock.
+    session
+        .close()
+        .await
+        .context("closing the migration connection")?;
+    applied
+}
+
+/// Locks the directory of an on-disk SQLite database against other processes migrating
+/// it. The directory rather than the file: closing a descriptor of the database file
+/// would drop the POSIX locks SQLite holds on it in this process. An in-memory database
+/// belongs to one process and needs none.
+async fn lock_sqlite_directory(config: &DatabaseConfig) -> anyhow::Result<Option<std::fs::File>> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(config.url.expose_secret())
+        .context("AUTHD_DATABASE_URL: not a SQLite URL")?;
+    let path = options.get_filename();
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    tokio::task::spawn_blocking(move || {
+        let lock = std::fs::File::open(&directory)?;
+        lock.lock()?;
+        std::io::Result::Ok(Some(lock))
+    })
+    .await
+    .context("locking the SQLite directory")?
+    .context("locking the SQLite directory for migrations")
+}
+
+/// How long a starting replica waits for another one's migrations before it gives up.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// PostgreSQL's advisory locks are per database; this key is "authd_mg" in ASCII.
+const POSTGRES_MIGRATION_LOCK: i64 = 0x6175_7468_645f_6d67;
+
+async fn lock_server_database(db: &DatabaseConnection, backend: DbBackend) -> anyhow::Result<()> {
+    let try_lock = match backend {
+        DbBackend::Postgres => {
+            format!(
+                "SELECT CAST(CAST(pg_try_advisory_lock({POSTGRES_MIGRATION_LOCK}) AS INTEGER) AS BIGINT)"
+            )
+        }
+        // MySQL's named locks are server-wide: the name carries the database's, hashed to
+        // stay within the 64 characters a lock name may have.
+        _ => "SELECT GET_LOCK(CONCAT('authd-migrate-', MD5(DATABASE())), 0)".to_owned(),
+    };
+    let deadline = Instant::now() + MIGRATION_LOCK_WAIT;
+    let mut announced = false;
+    loop {
+        let row = db
+            .query_one_raw(Statement::from_string(backend, try_lock.clone()))
+            .await
+            .context("taking the migration lock")?
+            .context("taking the migration lock: no answer")?;
+        let taken: Option<i64> = row
+            .try_get_by_index(0)
+            .context("taking the migration lock")?;
+        match taken {
+            Some(1) => return Ok(()),
+            Some(_) => {}
+            None => anyhow::bail!("taking the migration lock: the database answered NULL"),
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "another authd has been migrating this database for {MIGRATION_LOCK_WAIT:?}; \
+             is one stuck?"
+        );
+        if !announced {
+            tracing::info!("waiting for another authd to finish migrating the database");
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+    let url = config.url.expose_secret();
+    let backend = config.backend();
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(max_connections)

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use authd::proto::auth::v1::{
-    InactiveReason, LogoutRequest, RegisterRequest, ValidateTokenRequest,
+    InactiveReason, LogoutRequest, RefreshRequest, RegisterRequest, ValidateTokenRequest,
     auth_service_client::AuthServiceClient,
 };
 use tonic::transport::Channel;
@@ -80,4 +80,50 @@ async fn logout_on_one_replica_is_revoked_on_another_within_the_sync_interval() 
         took <= SYNC + Duration::from_millis(500),
         "B took {took:?} to see the revocation"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_started_together_on_an_empty_database_all_serve_one_schema_and_one_key_set() {
+    let db = TestDb::fresh().await;
+    // All at once, as an orchestrator scales out: they race to migrate the empty database
+    // and to create the first keys.
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _replicas: Vec<_> = ports
+        .iter()
+        .map(|&port| start_authd(&db, port, &[]))
+        .collect();
+    let mut clients = Vec::new();
+    for &port in &ports {
+        clients.push(AuthServiceClient::new(connect_authd(port).await));
+    }
+
+    let mut tokens = clients[0]
+        .register(RegisterRequest {
+            email: "together@example.com".into(),
+            password: PASSWORD.into(),
+            name: "Together".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    // Every replica verifies every other's access tokens and rotates every other's
+    // refresh tokens: they agreed on one refresh key and share the signing keys.
+    for next in [1, 2, 0] {
+        let client = &mut clients[next];
+        assert_eq!(
+            validate(client, &tokens.access_token).await,
+            (true, InactiveReason::Unspecified)
+        );
+        tokens = client
+            .refresh(RefreshRequest {
+                refresh_token: tokens.refresh_token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tokens
+            .unwrap();
+    }
 }
