@@ -655,7 +655,9 @@ impl ThrottleStore for SqlStore {
                         .add(Column::BlockedUntil.lte(now_ms)),
                 )
         };
-        for _ in 0..2 {
+        // Each round either admits, finds the counter closed, or sees it created or
+        // reopened by a concurrent attempt since its UPDATE and tries again.
+        for _ in 0..4 {
             if admit()
                 .exec(&self.db)
                 .await
@@ -670,9 +672,13 @@ impl ThrottleStore for SqlStore {
                 .await
                 .map_err(map_db_err)?;
             if let Some(row) = row {
-                return Ok(Admission::Throttled {
-                    until_ms: row.blocked_until,
-                });
+                let closed = row.failures >= rule.max_failures && row.blocked_until > now_ms;
+                if closed {
+                    return Ok(Admission::Throttled {
+                        until_ms: row.blocked_until,
+                    });
+                }
+                continue;
             }
             // First attempt for this key: create its counter (a concurrent first attempt
             // may win that race, which is fine) and try again.
@@ -691,7 +697,7 @@ impl ThrottleStore for SqlStore {
             }
         }
         Err(StoreError::Other(anyhow::anyhow!(
-            "login throttle row vanished"
+            "login throttle counter kept changing under concurrent attempts"
         )))
     }
 

@@ -131,3 +131,30 @@ async fn the_wait_grows_with_further_failures_and_a_success_resets_it() {
     }
     app.stop().await;
 }
+
+/// An account's first login attempts arriving together race to create its throttle
+/// counter; none of them may be mistaken for a throttled attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_first_logins_are_all_admitted() {
+    let app = throttled_app(LONG).await;
+    for _ in 0..5 {
+        let (email, _) = app.new_user().await;
+        let mut calls = JoinSet::new();
+        for _ in 0..8 {
+            let mut client = app.client.clone();
+            let email = email.clone();
+            calls.spawn(async move {
+                client
+                    .login(LoginRequest {
+                        email,
+                        password: PASSWORD.into(),
+                    })
+                    .await
+            });
+        }
+        for result in calls.join_all().await {
+            assert!(result.is_ok(), "a first login was refused: {result:?}");
+        }
+    }
+    app.stop().await;
+}
