@@ -120,7 +120,7 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         Ok(Self {
             ok: 0,
             errors: BTreeMap::new(),
@@ -138,8 +138,10 @@ impl Outcome {
         self.errors.values().sum()
     }
 
-    fn merge(&mut self, other: Self) -> anyhow::Result<()> {
+    /// Adds `other`'s calls and time to these.
+    pub(crate) fn merge(&mut self, other: Self) -> anyhow::Result<()> {
         self.ok += other.ok;
+        self.elapsed += other.elapsed;
         for (code, count) in other.errors {
             *self.errors.entry(code).or_default() += count;
         }

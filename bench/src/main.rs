@@ -37,7 +37,7 @@ use tonic::transport::Channel;
 
 use crate::{
     load::{Call, Fixture, Load, Outcome},
-    report::{Memory, Row, Summary},
+    report::{AtRate, HashTimes, Memory, Row, Summary},
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -74,6 +74,11 @@ struct Args {
     /// Open loop: calls per second for the throughput scenarios (default: closed loop).
     #[arg(long)]
     rate: Option<f64>,
+    /// Rounds of the fixed-rate phases (latency, mixed): each round runs every phase for
+    /// its share of `--duration`, so the phases compared alternate in time and a
+    /// passing stall of a shared machine spoils one round's ratio, not the whole figure.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Distinct users (and so distinct access tokens) for validate-cold and login.
     #[arg(long, default_value_t = 1000)]
     users: usize,
@@ -106,7 +111,8 @@ enum Scenario {
     /// Health/Check and ValidateToken (cold), open loop at half of ValidateToken's
     /// closed-loop throughput: the latency comparison.
     Latency,
-    /// ValidateToken (cold) at that same rate while logins saturate the hash pool.
+    /// ValidateToken (cold) at that same rate, alone and while logins saturate the hash
+    /// pool; with latency, the phases of both alternate round by round.
     Mixed,
     /// Refresh, each caller following its own rotation chain.
     Refresh,
@@ -158,8 +164,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let fixture = Arc::new(Fixture::prepare(&channels[0], args.users, PASSWORD).await?);
     // Measured while the server is idle, before any load.
-    let hash_time = if args.scenarios.contains(&Scenario::Login) {
-        Some(one_hash_time(&hashing).await?)
+    let hash_times = if args.scenarios.contains(&Scenario::Login) {
+        Some(HashTimes::measure(&hashing).await?)
     } else {
         None
     };
@@ -181,15 +187,14 @@ async fn main() -> anyhow::Result<()> {
             Scenario::ValidateCold => {
                 summary.validate_cold = Some(bench.throughput(Call::ValidateCold).await?);
             }
-            Scenario::Latency => {
+            // Both run together, in alternating rounds, where the first of them stands.
+            Scenario::Latency | Scenario::Mixed if summary.at_rate.is_none() => {
                 let rate = bench.half_validate_rate(&mut summary).await?;
-                summary.health_at_rate = Some(bench.open_loop(Call::Health, rate).await?);
-                summary.validate_at_rate = Some(bench.open_loop(Call::ValidateCold, rate).await?);
+                let health = args.scenarios.contains(&Scenario::Latency);
+                let logins = args.scenarios.contains(&Scenario::Mixed).then_some(pool);
+                summary.at_rate = Some(bench.at_rate(rate, health, logins).await?);
             }
-            Scenario::Mixed => {
-                let rate = bench.half_validate_rate(&mut summary).await?;
-                summary.mixed = Some(bench.mixed(rate, pool).await?);
-            }
+            Scenario::Latency | Scenario::Mixed => {}
             Scenario::Refresh => summary.refresh = Some(bench.throughput(Call::Refresh).await?),
             // As many callers as the hash pool admits: more would only be refused.
             Scenario::Register => {
@@ -197,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
                 summary.register = Some(bench.closed_loop(Call::Register, callers).await?);
             }
             Scenario::Login => {
-                summary.hash_time = hash_time;
+                summary.hash_times = hash_times;
                 let callers = args.concurrency.min(pool);
                 summary.login = Some(bench.closed_loop(Call::Login, callers).await?);
             }
@@ -246,12 +251,6 @@ impl Bench<'_> {
         self.measured(call.name(), call, callers, None).await
     }
 
-    async fn open_loop(&self, call: Call, rate: f64) -> anyhow::Result<Row> {
-        let label = format!("{} @{rate:.0}/s", call.name());
-        self.measured(label, call, self.args.concurrency, Some(rate))
-            .await
-    }
-
     /// Warm-up, then the measured run.
     async fn measured(
         &self,
@@ -292,31 +291,45 @@ impl Bench<'_> {
         Ok((max / 2.0).round())
     }
 
-    /// ValidateToken at `rate` while `login_callers` keep the hash pool full.
-    async fn mixed(&self, rate: f64, login_callers: usize) -> anyhow::Result<(Row, Row)> {
-        let logins = self.load(
-            Call::Login,
-            login_callers,
-            None,
-            self.args.warmup + self.args.duration,
-        );
-        let logins = tokio::spawn(logins.run());
-        // Validation is measured once the logins have filled the pool.
-        tokio::time::sleep(self.args.warmup).await;
-        let validate = self
-            .load(
-                Call::ValidateCold,
-                self.args.concurrency,
-                Some(rate),
-                self.args.duration,
-            )
-            .run()
-            .await?;
-        let logins = logins.await??;
-        Ok((
-            Row::new(format!("validate-cold @{rate:.0}/s + logins"), validate),
-            Row::new("  logins meanwhile", logins),
-        ))
+    /// The open-loop phases at `rate`: ValidateToken alone, Health/Check alone if
+    /// `health`, and ValidateToken while `login_callers` keep the hash pool full if given,
+    /// each round running every phase once for its share of the warm-up and duration.
+    async fn at_rate(
+        &self,
+        rate: f64,
+        health: bool,
+        login_callers: Option<usize>,
+    ) -> anyhow::Result<AtRate> {
+        let rounds = self.args.rounds;
+        let settle = self.args.warmup / rounds;
+        let measure = self.args.duration / rounds;
+        let callers = self.args.concurrency;
+        let open_loop =
+            |call: Call, duration: Duration| self.load(call, callers, Some(rate), duration).run();
+        let mut at_rate = AtRate::new(rate, health, login_callers.is_some())?;
+        for _ in 0..rounds {
+            let health = if health {
+                open_loop(Call::Health, settle).await?;
+                Some(open_loop(Call::Health, measure).await?)
+            } else {
+                None
+            };
+            open_loop(Call::ValidateCold, settle).await?;
+            let validate = open_loop(Call::ValidateCold, measure).await?;
+            let loaded = match login_callers {
+                Some(login_callers) => {
+                    let logins = self.load(Call::Login, login_callers, None, settle + measure);
+                    let logins = tokio::spawn(logins.run());
+                    // Validation is measured once the logins have filled the pool.
+                    tokio::time::sleep(settle).await;
+                    let validate = open_loop(Call::ValidateCold, measure).await?;
+                    Some((validate, logins.await??))
+                }
+                None => None,
+            };
+            at_rate.add_round(health, validate, loaded)?;
+        }
+        Ok(at_rate)
     }
 
     /// Logins far beyond what the pool admits, with the server's memory watched.
@@ -363,20 +376,53 @@ fn parse_config(flags: &[&str]) -> anyhow::Result<Config> {
 
 /// The median time of one argon2 hash at the server's cost, on an otherwise idle pool,
 /// measured in this process just before the login scenario.
-async fn one_hash_time(hashing: &HashingConfig) -> anyhow::Result<Duration> {
-    let mut single = hashing.clone();
-    single.workers = std::num::NonZeroUsize::new(1);
-    let hasher = PasswordHasher::new(&single)?;
-    let password = Password::submitted(PASSWORD.to_owned())
-        .map_err(|_| anyhow::anyhow!("the bench password is refused"))?;
-    let mut times = Vec::new();
-    for _ in 0..9 {
-        let started = Instant::now();
-        hasher.hash(&password).await?;
-        times.push(started.elapsed());
+impl HashTimes {
+    /// One hash alone (the median of 9), then every worker hashing at once.
+    async fn measure(hashing: &HashingConfig) -> anyhow::Result<Self> {
+        const HASHES: usize = 9;
+        let password = || {
+            Password::submitted(PASSWORD.to_owned())
+                .map_err(|_| anyhow::anyhow!("the bench password is refused"))
+        };
+        let mut single = hashing.clone();
+        single.workers = std::num::NonZeroUsize::new(1);
+        let hasher = PasswordHasher::new(&single)?;
+        let password_alone = password()?;
+        let mut times = Vec::new();
+        for _ in 0..HASHES {
+            let started = Instant::now();
+            hasher.hash(&password_alone).await?;
+            times.push(started.elapsed());
+        }
+        times.sort();
+
+        let workers = hashing.worker_count();
+        let hasher = PasswordHasher::new(hashing)?;
+        let all_at_once = async |hashes: usize| {
+            let started = Instant::now();
+            let mut all = tokio::task::JoinSet::new();
+            for _ in 0..workers {
+                let (hasher, password) = (hasher.clone(), password()?);
+                all.spawn(async move {
+                    for _ in 0..hashes {
+                        hasher.hash(&password).await?;
+                    }
+                    anyhow::Ok(())
+                });
+            }
+            while let Some(done) = all.join_next().await {
+                done??;
+            }
+            anyhow::Ok((workers * hashes) as f64 / started.elapsed().as_secs_f64())
+        };
+        // Unmeasured first: each worker's first hash pays for mapping its argon2 memory.
+        all_at_once(2).await?;
+        let all_workers_rate = all_at_once(HASHES).await?;
+        Ok(Self {
+            one: times[times.len() / 2],
+            all_workers_rate,
+        })
     }
-    times.sort();
-    Ok(times[times.len() / 2])
 }
 
 /// An authd in this process, with rate limits out of the way of the load.
