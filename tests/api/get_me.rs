@@ -37,14 +37,16 @@ async fn get_me_without_a_usable_bearer_is_unauthenticated() {
 #[tokio::test]
 async fn get_me_with_an_expired_access_token_is_unauthenticated() {
     let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.access_ttl = Duration::from_secs(1);
+        // Expiry is in whole seconds, so a token lives between TTL - 1 and TTL seconds:
+        // 5 leaves the fresh token below time to be used on a loaded machine.
+        config.tokens.access_ttl = Duration::from_secs(5);
         config.tokens.clock_leeway = Duration::ZERO;
     })
     .await;
     let (_, tokens) = app.new_user().await;
-    assert_eq!(tokens.expires_in, 1);
+    assert_eq!(tokens.expires_in, 5);
 
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
 
     let status = assert_code(
         app.get_me(Some(&tokens.access_token)).await,

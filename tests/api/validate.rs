@@ -140,7 +140,9 @@ async fn a_token_from_another_authd_is_invalid() {
 #[tokio::test]
 async fn an_expired_token_is_inactive_expired() {
     let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.access_ttl = Duration::from_secs(1);
+        // Expiry is in whole seconds, so a token lives between TTL - 1 and TTL seconds:
+        // 5 leaves the first validation time to run on a loaded machine.
+        config.tokens.access_ttl = Duration::from_secs(5);
         config.tokens.clock_leeway = Duration::ZERO;
     })
     .await;
@@ -148,7 +150,7 @@ async fn an_expired_token_is_inactive_expired() {
     // Validated once, so the server remembers it as verified: expiry must still win.
     assert!(app.validate(&tokens.access_token).await.unwrap().active);
 
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
 
     let validation = app.validate(&tokens.access_token).await.unwrap();
     assert_eq!(
