@@ -298,6 +298,27 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// `count` logins of one account sent at once, each on its own task.
+    pub async fn logins_at_once(
+        &self,
+        email: &str,
+        password: &str,
+        count: usize,
+    ) -> Vec<Result<pb::LoginResponse, Status>> {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..count {
+            let (mut client, email, password) =
+                (self.client.clone(), email.to_owned(), password.to_owned());
+            calls.spawn(async move {
+                client
+                    .login(pb::LoginRequest { email, password })
+                    .await
+                    .map(tonic::Response::into_inner)
+            });
+        }
+        calls.join_all().await
+    }
+
     pub async fn refresh(&self, refresh_token: &str) -> Result<pb::RefreshResponse, Status> {
         self.client
             .clone()

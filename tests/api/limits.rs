@@ -1,7 +1,6 @@
 use std::{num::NonZeroU32, time::Duration};
 
-use authd::proto::auth::v1::{LoginRequest, ValidateTokenRequest};
-use tokio::task::JoinSet;
+use authd::proto::auth::v1::ValidateTokenRequest;
 use tonic::{Code, Request};
 use tonic_types::StatusExt as _;
 
@@ -88,21 +87,7 @@ async fn beyond_the_global_concurrency_limit_calls_are_shed_at_once() {
     })
     .await;
     let (email, _) = app.new_user().await;
-    let mut calls = JoinSet::new();
-    for _ in 0..16 {
-        let mut client = app.client.clone();
-        let email = email.clone();
-        calls.spawn(async move {
-            client
-                .login(LoginRequest {
-                    email,
-                    password: PASSWORD.into(),
-                })
-                .await
-        });
-    }
-
-    let results = calls.join_all().await;
+    let results = app.logins_at_once(&email, PASSWORD, 16).await;
 
     assert!(results.iter().any(Result::is_ok));
     let shed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();

@@ -100,7 +100,6 @@ async fn deactivated_account_is_permission_denied_only_with_the_right_password()
 async fn a_full_hash_queue_is_resource_exhausted_at_once_with_retry_info() {
     use std::num::NonZeroUsize;
 
-    use tokio::task::JoinSet;
     use tonic_types::StatusExt as _;
 
     let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::fresh().await, |config| {
@@ -109,21 +108,7 @@ async fn a_full_hash_queue_is_resource_exhausted_at_once_with_retry_info() {
     })
     .await;
     let (email, _) = app.new_user().await;
-    let mut calls = JoinSet::new();
-    for _ in 0..12 {
-        let mut client = app.client.clone();
-        let email = email.clone();
-        calls.spawn(async move {
-            client
-                .login(authd::proto::auth::v1::LoginRequest {
-                    email,
-                    password: PASSWORD.into(),
-                })
-                .await
-        });
-    }
-
-    let results = calls.join_all().await;
+    let results = app.logins_at_once(&email, PASSWORD, 12).await;
 
     assert!(results.iter().any(Result::is_ok), "some logins get through");
     let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();

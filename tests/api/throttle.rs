@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use authd::proto::auth::v1::LoginRequest;
-use tokio::task::JoinSet;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
@@ -32,21 +30,7 @@ fn retry_delay(status: &Status) -> Duration {
 async fn two_hundred_parallel_wrong_passwords_never_get_past_the_limit() {
     let app = throttled_app(LONG).await;
     let (email, _) = app.new_user().await;
-    let mut calls = JoinSet::new();
-    for _ in 0..200 {
-        let mut client = app.client.clone();
-        let email = email.clone();
-        calls.spawn(async move {
-            client
-                .login(LoginRequest {
-                    email,
-                    password: WRONG.into(),
-                })
-                .await
-        });
-    }
-
-    let results = calls.join_all().await;
+    let results = app.logins_at_once(&email, WRONG, 200).await;
 
     let checked = results
         .iter()
@@ -139,20 +123,7 @@ async fn simultaneous_first_logins_are_all_admitted() {
     let app = throttled_app(LONG).await;
     for _ in 0..5 {
         let (email, _) = app.new_user().await;
-        let mut calls = JoinSet::new();
-        for _ in 0..8 {
-            let mut client = app.client.clone();
-            let email = email.clone();
-            calls.spawn(async move {
-                client
-                    .login(LoginRequest {
-                        email,
-                        password: PASSWORD.into(),
-                    })
-                    .await
-            });
-        }
-        for result in calls.join_all().await {
+        for result in app.logins_at_once(&email, PASSWORD, 8).await {
             assert!(result.is_ok(), "a first login was refused: {result:?}");
         }
     }
