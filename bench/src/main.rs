@@ -306,16 +306,18 @@ impl Bench<'_> {
         let callers = self.args.concurrency;
         let open_loop =
             |call: Call, duration: Duration| self.load(call, callers, Some(rate), duration).run();
+        let settled_then_measured = async |call: Call| {
+            open_loop(call, settle).await?;
+            open_loop(call, measure).await
+        };
         let mut at_rate = AtRate::new(rate, health, login_callers.is_some())?;
         for _ in 0..rounds {
             let health = if health {
-                open_loop(Call::Health, settle).await?;
-                Some(open_loop(Call::Health, measure).await?)
+                Some(settled_then_measured(Call::Health).await?)
             } else {
                 None
             };
-            open_loop(Call::ValidateCold, settle).await?;
-            let validate = open_loop(Call::ValidateCold, measure).await?;
+            let validate = settled_then_measured(Call::ValidateCold).await?;
             let loaded = match login_callers {
                 Some(login_callers) => {
                     let logins = self.load(Call::Login, login_callers, None, settle + measure);
@@ -374,10 +376,9 @@ fn parse_config(flags: &[&str]) -> anyhow::Result<Config> {
     Ok(Defaults::try_parse_from(argv)?.config)
 }
 
-/// The median time of one argon2 hash at the server's cost, on an otherwise idle pool,
-/// measured in this process just before the login scenario.
 impl HashTimes {
-    /// One hash alone (the median of 9), then every worker hashing at once.
+    /// Argon2 at the server's cost, in this process: one hash alone (the median of 9),
+    /// then every worker hashing at once.
     async fn measure(hashing: &HashingConfig) -> anyhow::Result<Self> {
         const HASHES: usize = 9;
         let password = || {

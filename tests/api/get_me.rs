@@ -38,7 +38,7 @@ async fn get_me_without_a_usable_bearer_is_unauthenticated() {
 async fn get_me_with_an_expired_access_token_is_unauthenticated() {
     let app = spawn_app_with(TestDb::fresh().await, |config| {
         // Expiry is in whole seconds, so a token lives between TTL - 1 and TTL seconds:
-        // 5 leaves the fresh token below time to be used on a loaded machine.
+        // 5 leaves the refreshed token at the end time to be used on a loaded machine.
         config.tokens.access_ttl = Duration::from_secs(5);
         config.tokens.clock_leeway = Duration::ZERO;
     })
