@@ -5,6 +5,7 @@
 //! a message that names the variable and says what it expects.
 
 use std::{
+    ffi::OsStr,
     fmt,
     net::SocketAddr,
     num::{NonZeroU32, NonZeroUsize},
@@ -12,7 +13,8 @@ use std::{
     time::Duration,
 };
 
-use clap::{Args, ValueEnum};
+use clap::{Args, ValueEnum, builder::TypedValueParser, error::ErrorKind};
+use hex::FromHex as _;
 use secrecy::{ExposeSecret, SecretString};
 
 /// Everything `authd serve` needs.
@@ -57,12 +59,12 @@ pub struct Config {
           default_value_t = true, action = clap::ArgAction::Set)]
     pub reflection: bool,
 
-    /// Comma-separated lowercase hex SHA-256 digests of the API keys ValidateToken callers
-    /// must send as `x-api-key`; empty: no caller authentication.
+    /// Comma-separated hex SHA-256 digests of the API keys ValidateToken callers must send
+    /// as `x-api-key` (`printf %s "$KEY" | sha256sum`); empty: no caller authentication.
     #[arg(long = "validate-api-keys", env = "AUTHD_VALIDATE_API_KEYS",
           value_name = "AUTHD_VALIDATE_API_KEYS", value_delimiter = ',',
-          value_parser = parse_sha256_hex)]
-    pub validate_api_keys: Vec<String>,
+          value_parser = Sha256Hex)]
+    pub validate_api_keys: Vec<[u8; 32]>,
 
     /// How often the database is probed for the health service.
     #[arg(long, env = "AUTHD_HEALTH_PROBE_INTERVAL", value_name = "AUTHD_HEALTH_PROBE_INTERVAL",
@@ -328,16 +330,29 @@ pub struct LoginConfig {
     pub max_window: Duration,
 }
 
-fn parse_sha256_hex(value: &str) -> Result<String, String> {
-    let value = value.trim();
-    if value.len() == 64
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        Ok(value.to_owned())
-    } else {
-        Err("expected lowercase hex SHA-256 digests (64 characters each), comma-separated".into())
+/// Reads one hex SHA-256 digest. A bad value is not echoed (clap's own errors quote it):
+/// an API key pasted here instead of its digest must not reach a terminal or a log.
+#[derive(Clone)]
+struct Sha256Hex;
+
+impl TypedValueParser for Sha256Hex {
+    type Value = [u8; 32];
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<[u8; 32], clap::Error> {
+        let digest = value.to_str().map(str::trim).map(<[u8; 32]>::from_hex);
+        digest.and_then(Result::ok).ok_or_else(|| {
+            let arg = arg.map_or_else(String::new, |arg| format!("{arg}: "));
+            let message = format!(
+                "{arg}expected hex SHA-256 digests (64 characters each), comma-separated \
+                 (the value is not shown: it may be a key)\n"
+            );
+            clap::Error::raw(ErrorKind::ValueValidation, message).with_cmd(cmd)
+        })
     }
 }
 
@@ -484,6 +499,28 @@ mod tests {
         assert_eq!(config.tokens.clock_leeway, Duration::from_secs(5));
         assert_eq!(config.tokens.algorithm, JwtAlgorithm::EdDsa);
         assert_eq!(config.database.backend(), "sqlite");
+    }
+
+    #[test]
+    fn api_key_digests_are_read_as_bytes() {
+        let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let config = Cli::parse_from([
+            "authd",
+            "--validate-api-keys",
+            &format!("{digest}, {}", digest.to_uppercase()),
+        ])
+        .config;
+        assert_eq!(config.validate_api_keys.len(), 2);
+        assert_eq!(config.validate_api_keys[0], config.validate_api_keys[1]);
+        assert_eq!(config.validate_api_keys[0][..2], [0x9f, 0x86]);
+        for bad in [&digest[1..], &digest.replace('9', "g"), "raw-api-key-42"] {
+            let Err(err) = Cli::try_parse_from(["authd", "--validate-api-keys", bad]) else {
+                panic!("{bad:?} was accepted");
+            };
+            let err = err.to_string();
+            assert!(err.contains("expected hex SHA-256 digests"), "{err}");
+            assert!(!err.contains(bad), "the value was echoed: {err}");
+        }
     }
 
     #[test]

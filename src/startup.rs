@@ -73,7 +73,8 @@ impl App {
         let policy = password_policy(&config.hashing)?;
         let hasher = PasswordHasher::new(&config.hashing)?;
         let tls = server_tls(&config.tls)?;
-        let mut validate_callers = ValidateCallers::from_hex_digests(&config.validate_api_keys)?;
+        let mut validate_callers =
+            ValidateCallers::with_api_key_digests(config.validate_api_keys.clone());
         if config.tls.validate_require_client_cert {
             validate_callers = validate_callers.accepting_client_certs();
         }

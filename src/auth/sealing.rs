@@ -12,6 +12,7 @@ use chacha20poly1305::{
     KeyInit as _, XChaCha20Poly1305, XNonce,
     aead::{Aead as _, Payload},
 };
+use hex::FromHex as _;
 use secrecy::{ExposeSecret as _, SecretBox};
 
 use super::random_bytes;
@@ -40,12 +41,9 @@ impl KeySealer {
             return Ok(Self { cipher: None });
         };
         let encoded = encoded.expose_secret().trim();
-        let bytes = if encoded.len() == 64 && encoded.bytes().all(|b| b.is_ascii_hexdigit()) {
-            (0..64)
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&encoded[i..i + 2], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .ok()
+        // 64 hex digits are never 32 bytes of base64 (that takes 44 characters).
+        let bytes = if encoded.len() == 64 {
+            Vec::from_hex(encoded).ok()
         } else {
             STANDARD.decode(encoded).ok()
         };
@@ -140,6 +138,14 @@ mod tests {
                 .open("kid-1", &stored)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn hex_and_base64_spell_the_same_master_key() {
+        let hex: String = (0u8..32).map(|b| format!("{b:02x}")).collect();
+        let stored = sealer(KEY_A).seal("kid", b"private").unwrap();
+        let opened = sealer(&hex.to_uppercase()).open("kid", &stored).unwrap();
+        assert_eq!(opened.expose_secret(), b"private");
     }
 
     #[test]

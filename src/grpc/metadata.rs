@@ -1,6 +1,7 @@
 //! Reading the caller's credentials from request metadata.
 
 use sha2::{Digest as _, Sha256};
+use subtle::{Choice, ConstantTimeEq as _};
 use tonic::Request;
 
 use crate::auth::AuthError;
@@ -25,27 +26,12 @@ impl std::fmt::Debug for ValidateCallers {
 }
 
 impl ValidateCallers {
-    /// From lowercase hex SHA-256 digests (validated by config parsing).
-    pub fn from_hex_digests(digests: &[String]) -> anyhow::Result<Self> {
-        let digests = digests
-            .iter()
-            .map(|hex| {
-                let bytes = (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
-                    .collect::<Result<Vec<u8>, _>>()
-                    .map_err(|_| {
-                        anyhow::anyhow!("AUTHD_VALIDATE_API_KEYS: expected hex digests")
-                    })?;
-                <[u8; 32]>::try_from(bytes).map_err(|_| {
-                    anyhow::anyhow!("AUTHD_VALIDATE_API_KEYS: expected SHA-256 digests")
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Self {
+    /// Callers holding an API key with one of these SHA-256 digests.
+    pub fn with_api_key_digests(digests: Vec<[u8; 32]>) -> Self {
+        Self {
             digests,
             accept_client_certs: false,
-        })
+        }
     }
 
     /// Also accepts callers that presented a verified client certificate, and makes
@@ -65,19 +51,19 @@ impl ValidateCallers {
         if self.accept_client_certs && request.peer_certs().is_some_and(|certs| !certs.is_empty()) {
             return Ok(());
         }
-        let presented = request
+        let presented: Option<[u8; 32]> = request
             .metadata()
             .get("x-api-key")
-            .map(|key| Sha256::digest(key.as_bytes()));
+            .map(|key| Sha256::digest(key.as_bytes()).into());
         let accepted = presented.is_some_and(|digest| {
-            // Compare every byte of every digest, so timing says nothing about near misses.
-            self.digests.iter().fold(false, |found, known| {
-                let diff = known
-                    .iter()
-                    .zip(digest.iter())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-                found | (diff == 0)
-            })
+            // Every digest is compared in constant time, so timing says nothing about
+            // near misses or about which key matched.
+            self.digests
+                .iter()
+                .fold(Choice::from(0), |found, known| {
+                    found | known[..].ct_eq(&digest)
+                })
+                .into()
         });
         if accepted {
             Ok(())

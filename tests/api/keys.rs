@@ -79,10 +79,7 @@ async fn replicas_sharing_an_hs256_secret_accept_each_others_tokens() {
 
 #[tokio::test]
 async fn validate_token_can_require_an_api_key() {
-    let digest: String = Sha256::digest(b"service-key-1")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest: [u8; 32] = Sha256::digest(b"service-key-1").into();
     let app = spawn_app_with(TestDb::fresh().await, |config| {
         config.validate_api_keys = vec![digest]
     })
