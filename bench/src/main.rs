@@ -37,7 +37,7 @@ use tonic::transport::Channel;
 
 use crate::{
     load::{Call, Fixture, Load, Outcome},
-    report::{AtRate, HashTimes, Memory, Row, Summary},
+    report::{AtRate, HashTimes, Memory, Rounds, Row, Summary},
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -74,10 +74,11 @@ struct Args {
     /// Open loop: calls per second for the throughput scenarios (default: closed loop).
     #[arg(long)]
     rate: Option<f64>,
-    /// Rounds of the fixed-rate phases (latency, mixed): each round runs every phase for
-    /// its share of `--duration`, so the phases compared alternate in time and a
-    /// passing stall of a shared machine spoils one round's ratio, not the whole figure.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Rounds of the scenarios compared by ratio (health, validate-warm, validate-cold,
+    /// and the fixed-rate phases of latency and mixed): each round runs every one of them
+    /// for its share of `--warmup` and `--duration`, so the scenarios compared alternate
+    /// in time and a passing stall of a shared machine spoils one round, not the figure.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// Distinct users (and so distinct access tokens) for validate-cold and login.
     #[arg(long, default_value_t = 1000)]
@@ -176,20 +177,36 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut summary = Summary::new(workers);
-    let mut scenarios = vec![Scenario::Health];
-    scenarios.extend(args.scenarios.iter().filter(|s| **s != Scenario::Health));
-    for scenario in scenarios {
+    // First the throughput scenarios, alternating round by round: health (the baseline of
+    // every ratio) and those of the validate scenarios asked for or needed for the rate of
+    // latency and mixed.
+    let wanted = |scenarios: &[Scenario]| scenarios.iter().any(|s| args.scenarios.contains(s));
+    let mut compared = vec![Call::Health];
+    if wanted(&[Scenario::ValidateWarm]) {
+        compared.push(Call::ValidateWarm);
+    }
+    if args.rate.is_none() && wanted(&[Scenario::Latency, Scenario::Mixed])
+        || wanted(&[Scenario::ValidateCold])
+    {
+        compared.push(Call::ValidateCold);
+    }
+    for (call, rounds) in compared
+        .iter()
+        .zip(bench.throughput_rounds(&compared).await?)
+    {
+        let slot = match call {
+            Call::ValidateWarm => &mut summary.validate_warm,
+            Call::ValidateCold => &mut summary.validate_cold,
+            _ => &mut summary.health,
+        };
+        *slot = Some(rounds);
+    }
+    for scenario in &args.scenarios {
         match scenario {
-            Scenario::Health => summary.health = Some(bench.throughput(Call::Health).await?),
-            Scenario::ValidateWarm => {
-                summary.validate_warm = Some(bench.throughput(Call::ValidateWarm).await?);
-            }
-            Scenario::ValidateCold => {
-                summary.validate_cold = Some(bench.throughput(Call::ValidateCold).await?);
-            }
+            Scenario::Health | Scenario::ValidateWarm | Scenario::ValidateCold => {}
             // Both run together, in alternating rounds, where the first of them stands.
             Scenario::Latency | Scenario::Mixed if summary.at_rate.is_none() => {
-                let rate = bench.half_validate_rate(&mut summary).await?;
+                let rate = bench.half_validate_rate(&summary)?;
                 let health = args.scenarios.contains(&Scenario::Latency);
                 let logins = args.scenarios.contains(&Scenario::Mixed).then_some(pool);
                 summary.at_rate = Some(bench.at_rate(rate, health, logins).await?);
@@ -247,6 +264,28 @@ impl Bench<'_> {
         self.measured(call.name(), call, callers, rate).await
     }
 
+    /// Throughput scenarios (closed loop, or open loop at `--rate`) in `--rounds` rounds,
+    /// each round running every one of `calls` for its share of the warm-up and duration.
+    async fn throughput_rounds(&self, calls: &[Call]) -> anyhow::Result<Vec<Rounds>> {
+        let rounds = self.args.rounds;
+        let (settle, measure) = (self.args.warmup / rounds, self.args.duration / rounds);
+        let (callers, rate) = (self.args.concurrency, self.args.rate);
+        let mut all = calls
+            .iter()
+            .map(|call| Rounds::new(call.name()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for round in 0..rounds {
+            for (call, rounds) in in_turn(round, calls.iter().zip(&mut all)) {
+                if !settle.is_zero() {
+                    self.load(*call, callers, rate, settle).run().await?;
+                }
+                let outcome = self.load(*call, callers, rate, measure).run().await?;
+                rounds.add_round(outcome)?;
+            }
+        }
+        Ok(all)
+    }
+
     async fn closed_loop(&self, call: Call, callers: usize) -> anyhow::Result<Row> {
         self.measured(call.name(), call, callers, None).await
     }
@@ -271,22 +310,15 @@ impl Bench<'_> {
         Ok(Row::new(label, outcome))
     }
 
-    /// Half of validate-cold's closed-loop throughput in this run (measured now if the
-    /// run did not include validate-cold), or `--rate` when given.
-    async fn half_validate_rate(&self, summary: &mut Summary) -> anyhow::Result<f64> {
+    /// Half of validate-cold's closed-loop throughput in this run, or `--rate` when given.
+    fn half_validate_rate(&self, summary: &Summary) -> anyhow::Result<f64> {
         if let Some(rate) = self.args.rate {
             return Ok(rate);
-        }
-        if summary.validate_cold.is_none() {
-            summary.validate_cold = Some(
-                self.closed_loop(Call::ValidateCold, self.args.concurrency)
-                    .await?,
-            );
         }
         let max = summary
             .validate_cold
             .as_ref()
-            .map_or(0.0, |row| row.outcome.throughput());
+            .map_or(0.0, |cold| cold.row.outcome.throughput());
         anyhow::ensure!(max > 0.0, "validate-cold completed no call");
         Ok((max / 2.0).round())
     }
@@ -311,13 +343,20 @@ impl Bench<'_> {
             open_loop(call, measure).await
         };
         let mut at_rate = AtRate::new(rate, health, login_callers.is_some())?;
-        for _ in 0..rounds {
-            let health = if health {
-                Some(settled_then_measured(Call::Health).await?)
-            } else {
-                None
+        for round in 0..rounds {
+            // Health and validate alone take turns at going first; validate under logins
+            // always comes last, as the logins leave the machine busier than they found it.
+            let health_alone = async || match health {
+                true => settled_then_measured(Call::Health).await.map(Some),
+                false => Ok(None),
             };
-            let validate = settled_then_measured(Call::ValidateCold).await?;
+            let (health, validate) = if round % 2 == 0 {
+                let health = health_alone().await?;
+                (health, settled_then_measured(Call::ValidateCold).await?)
+            } else {
+                let validate = settled_then_measured(Call::ValidateCold).await?;
+                (health_alone().await?, validate)
+            };
             let loaded = match login_callers {
                 Some(login_callers) => {
                     let logins = self.load(Call::Login, login_callers, None, settle + measure);
@@ -355,6 +394,16 @@ impl Bench<'_> {
             memory,
         ))
     }
+}
+
+/// The scenarios of a round in the order they run: forwards in even rounds, backwards in
+/// odd ones, so a machine that speeds up or slows down over a run favours none of them.
+fn in_turn<T>(round: u32, scenarios: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut in_turn: Vec<T> = scenarios.into_iter().collect();
+    if round % 2 == 1 {
+        in_turn.reverse();
+    }
+    in_turn
 }
 
 /// The hashing configuration of the server under test: the defaults (what a running
@@ -522,4 +571,17 @@ fn grpc_frame(message: &[u8]) -> anyhow::Result<Vec<u8>> {
     frame.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
     frame.extend_from_slice(message);
     Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_run_their_scenarios_forwards_then_backwards() {
+        let order: Vec<_> = (0..3)
+            .map(|round| in_turn(round, ["a", "b", "c"]))
+            .collect();
+        assert_eq!(order, [["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"]]);
+    }
 }

@@ -25,6 +25,39 @@ impl Row {
     }
 }
 
+/// A throughput scenario run in rounds: pooled over them, and each round's calls/s.
+pub(crate) struct Rounds {
+    pub(crate) row: Row,
+    pub(crate) rates: Vec<f64>,
+}
+
+impl Rounds {
+    pub(crate) fn new(label: impl Into<String>) -> anyhow::Result<Self> {
+        Ok(Self {
+            row: Row::new(label, Outcome::new()?),
+            rates: Vec::new(),
+        })
+    }
+
+    pub(crate) fn add_round(&mut self, outcome: Outcome) -> anyhow::Result<()> {
+        self.rates.push(outcome.throughput());
+        self.row.outcome.merge(outcome)
+    }
+
+    /// Each round's throughput over `baseline`'s in the same round.
+    fn round_ratios(&self, baseline: &Self) -> Vec<f64> {
+        let pairs = self.rates.iter().zip(&baseline.rates);
+        pairs.map(|(rate, base)| rate / base).collect()
+    }
+
+    /// This scenario's throughput over `baseline`'s as its target counts it: the median
+    /// of the rounds' ratios.
+    fn print_ratio_to(&self, baseline: &Self, label: &str, goal: f64) {
+        let pooled = self.row.outcome.throughput() / baseline.row.outcome.throughput();
+        median_target(label, self.round_ratios(baseline), ">=", goal, pooled);
+    }
+}
+
 /// The open-loop phases at one rate, each pooled over its rounds, and every round's p99s.
 pub(crate) struct AtRate {
     health: Option<Row>,
@@ -97,16 +130,22 @@ impl AtRate {
     /// A p99 ratio as its target counts it: the median of the rounds' ratios, each round
     /// comparing phases run seconds apart; the pooled ratio is printed beside it.
     fn print_ratio(&self, label: &str, ratio: impl Fn(&RoundP99) -> Option<f64>, pooled: f64) {
-        let mut ratios: Vec<f64> = self.rounds.iter().filter_map(ratio).collect();
-        let median = median(&mut ratios);
-        target(label, median, "<=", 2.0);
-        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        println!(
-            "    median of {} rounds: {}; all rounds pooled: {pooled:.2}",
-            ratios.len(),
-            each.join(" ")
-        );
+        let ratios = self.rounds.iter().filter_map(ratio).collect();
+        median_target(label, ratios, "<=", 2.0, pooled);
     }
+}
+
+/// A target met or not by the median of the rounds' `ratios`, with every round's ratio
+/// and the ratio of all rounds pooled printed beneath.
+fn median_target(label: &str, mut ratios: Vec<f64>, comparison: &str, goal: f64, pooled: f64) {
+    let median = median(&mut ratios);
+    target(label, median, comparison, goal);
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "    median of {} rounds: {}; all rounds pooled: {pooled:.2}",
+        ratios.len(),
+        each.join(" ")
+    );
 }
 
 /// The median of the finite `values` (NaN if none), which it leaves sorted and finite.
@@ -171,9 +210,9 @@ pub(crate) struct HashTimes {
 #[derive(Default)]
 pub(crate) struct Summary {
     pub(crate) workers: usize,
-    pub(crate) health: Option<Row>,
-    pub(crate) validate_warm: Option<Row>,
-    pub(crate) validate_cold: Option<Row>,
+    pub(crate) health: Option<Rounds>,
+    pub(crate) validate_warm: Option<Rounds>,
+    pub(crate) validate_cold: Option<Rounds>,
     /// The latency and mixed scenarios.
     pub(crate) at_rate: Option<AtRate>,
     pub(crate) refresh: Option<Row>,
@@ -196,6 +235,7 @@ impl Summary {
         [&self.health, &self.validate_warm, &self.validate_cold]
             .into_iter()
             .flatten()
+            .map(|rounds| &rounds.row)
             .chain(self.at_rate.iter().flat_map(AtRate::rows))
             .chain(
                 [&self.refresh, &self.register, &self.login]
@@ -229,7 +269,7 @@ impl Summary {
         let baseline = self
             .health
             .as_ref()
-            .map_or(f64::NAN, |row| row.outcome.throughput());
+            .map_or(f64::NAN, |health| health.row.outcome.throughput());
         println!(
             "\n{:<32} {:>9} {:>8} {:>8} {:>8} {:>7}  errors (p99 us of failing calls)",
             "scenario", "calls/s", "p50 us", "p99 us", "p999 us", "/health"
@@ -256,27 +296,19 @@ impl Summary {
                 o.throughput() / baseline,
             );
         }
-        self.print_targets(baseline);
+        self.print_targets();
     }
 
-    fn print_targets(&self, baseline: f64) {
+    fn print_targets(&self) {
         println!("\ntargets (performance.md), ratios within this run:");
         let throughput = |row: &Option<Row>| row.as_ref().map(|r| r.outcome.throughput());
-        if let Some(cold) = throughput(&self.validate_cold) {
-            target(
-                "validate-cold / health throughput",
-                cold / baseline,
-                ">=",
-                0.6,
-            );
-        }
-        if let Some(warm) = throughput(&self.validate_warm) {
-            target(
-                "validate-warm / health throughput",
-                warm / baseline,
-                ">=",
-                0.85,
-            );
+        if let Some(health) = &self.health {
+            if let Some(cold) = &self.validate_cold {
+                cold.print_ratio_to(health, "validate-cold / health throughput", 0.6);
+            }
+            if let Some(warm) = &self.validate_warm {
+                warm.print_ratio_to(health, "validate-warm / health throughput", 0.85);
+            }
         }
         if let Some(at_rate) = &self.at_rate {
             let validate = at_rate.validate.p99();
@@ -377,17 +409,35 @@ mod tests {
         assert!(median(&mut vec![f64::NAN]).is_nan());
     }
 
+    /// `micros.len()` calls in one second, with these latencies.
+    fn outcome(micros: &[u64]) -> anyhow::Result<Outcome> {
+        let mut outcome = Outcome::new()?;
+        for &us in micros {
+            outcome.ok += 1;
+            outcome.latency.record(us)?;
+        }
+        outcome.elapsed = Duration::from_secs(1);
+        Ok(outcome)
+    }
+
+    #[test]
+    fn throughput_ratios_pair_each_round_with_the_baselines_same_round() -> anyhow::Result<()> {
+        let (mut health, mut validate) = (Rounds::new("health")?, Rounds::new("validate")?);
+        for (base, calls) in [(100, 90), (200, 100), (50, 45)] {
+            health.add_round(outcome(&vec![10; base])?)?;
+            validate.add_round(outcome(&vec![10; calls])?)?;
+        }
+        assert_eq!(validate.round_ratios(&health), [0.9, 0.5, 0.9]);
+        let mut ratios = validate.round_ratios(&health);
+        assert_eq!(median(&mut ratios), 0.9);
+        // Pooled, the slow second round would pull the figure down to 235 / 350.
+        assert_eq!(validate.row.outcome.ok, 235);
+        assert_eq!(health.row.outcome.throughput(), 350.0 / 3.0);
+        Ok(())
+    }
+
     #[test]
     fn rounds_are_pooled_and_each_keeps_its_own_p99() -> anyhow::Result<()> {
-        let outcome = |micros: &[u64]| {
-            let mut outcome = Outcome::new()?;
-            for &us in micros {
-                outcome.ok += 1;
-                outcome.latency.record(us)?;
-            }
-            outcome.elapsed = Duration::from_secs(1);
-            anyhow::Ok(outcome)
-        };
         let mut at_rate = AtRate::new(100.0, true, true)?;
         at_rate.add_round(
             Some(outcome(&[100; 10])?),
