@@ -225,7 +225,9 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Login => {
                 summary.hash_times = hash_times;
                 let callers = args.concurrency.min(pool);
-                summary.login = Some(bench.closed_loop(Call::Login, callers).await?);
+                let (login, hash_times) = bench.login_rounds(callers, &hashing).await?;
+                summary.login = Some(login);
+                summary.login_round_hash_times = hash_times;
             }
             Scenario::Overload => {
                 let pid = match (&server, args.server_pid) {
@@ -377,6 +379,28 @@ impl Bench<'_> {
         Ok(at_rate)
     }
 
+    /// Login in `--rounds` rounds, each after one argon2 hash is timed on the idle server
+    /// (the median of 3), so every round is set against the bound measured beside it.
+    async fn login_rounds(
+        &self,
+        callers: usize,
+        hashing: &HashingConfig,
+    ) -> anyhow::Result<(Rounds, Vec<Duration>)> {
+        let rounds = self.args.rounds;
+        let (settle, measure) = (self.args.warmup / rounds, self.args.duration / rounds);
+        let lone = LoneHasher::new(hashing)?;
+        let mut login = Rounds::new(Call::Login.name())?;
+        let mut hash_times = Vec::new();
+        for _ in 0..rounds {
+            hash_times.push(lone.time(3).await?);
+            if !settle.is_zero() {
+                self.load(Call::Login, callers, None, settle).run().await?;
+            }
+            login.add_round(self.load(Call::Login, callers, None, measure).run().await?)?;
+        }
+        Ok((login, hash_times))
+    }
+
     /// Logins far beyond what the pool admits, with the server's memory watched.
     async fn overload(
         &self,
@@ -429,26 +453,46 @@ fn parse_config(flags: &[&str]) -> anyhow::Result<Config> {
     Ok(Defaults::try_parse_from(argv)?.config)
 }
 
+/// Argon2 at the server's cost, in this process, one hash at a time.
+struct LoneHasher {
+    hasher: PasswordHasher,
+    password: Password,
+}
+
+impl LoneHasher {
+    fn new(hashing: &HashingConfig) -> anyhow::Result<Self> {
+        let mut single = hashing.clone();
+        single.workers = std::num::NonZeroUsize::new(1);
+        Ok(Self {
+            hasher: PasswordHasher::new(&single)?,
+            password: bench_password()?,
+        })
+    }
+
+    /// The median time of `hashes` hashes, one after another.
+    async fn time(&self, hashes: usize) -> anyhow::Result<Duration> {
+        let mut times = Vec::with_capacity(hashes);
+        for _ in 0..hashes {
+            let started = Instant::now();
+            self.hasher.hash(&self.password).await?;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        Ok(times[times.len() / 2])
+    }
+}
+
+fn bench_password() -> anyhow::Result<Password> {
+    Password::submitted(PASSWORD.to_owned())
+        .map_err(|_| anyhow::anyhow!("the bench password is refused"))
+}
+
 impl HashTimes {
     /// Argon2 at the server's cost, in this process: one hash alone (the median of 9),
     /// then every worker hashing at once.
     async fn measure(hashing: &HashingConfig) -> anyhow::Result<Self> {
         const HASHES: usize = 9;
-        let password = || {
-            Password::submitted(PASSWORD.to_owned())
-                .map_err(|_| anyhow::anyhow!("the bench password is refused"))
-        };
-        let mut single = hashing.clone();
-        single.workers = std::num::NonZeroUsize::new(1);
-        let hasher = PasswordHasher::new(&single)?;
-        let password_alone = password()?;
-        let mut times = Vec::new();
-        for _ in 0..HASHES {
-            let started = Instant::now();
-            hasher.hash(&password_alone).await?;
-            times.push(started.elapsed());
-        }
-        times.sort();
+        let one = LoneHasher::new(hashing)?.time(HASHES).await?;
 
         let workers = hashing.worker_count();
         let hasher = PasswordHasher::new(hashing)?;
@@ -456,7 +500,7 @@ impl HashTimes {
             let started = Instant::now();
             let mut all = tokio::task::JoinSet::new();
             for _ in 0..workers {
-                let (hasher, password) = (hasher.clone(), password()?);
+                let (hasher, password) = (hasher.clone(), bench_password()?);
                 all.spawn(async move {
                     for _ in 0..hashes {
                         hasher.hash(&password).await?;
@@ -473,7 +517,7 @@ impl HashTimes {
         all_at_once(2).await?;
         let all_workers_rate = all_at_once(HASHES).await?;
         Ok(Self {
-            one: times[times.len() / 2],
+            one,
             all_workers_rate,
         })
     }
