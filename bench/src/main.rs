@@ -273,19 +273,17 @@ impl Bench<'_> {
     /// Throughput scenarios (closed loop, or open loop at `--rate`) in `--rounds` rounds,
     /// each round running every one of `calls` for its share of the warm-up and duration.
     async fn throughput_rounds(&self, calls: &[Call]) -> anyhow::Result<Vec<Rounds>> {
-        let rounds = self.args.rounds;
-        let (settle, measure) = (self.args.warmup / rounds, self.args.duration / rounds);
+        let (settle, measure) = self.round_share();
         let (callers, rate) = (self.args.concurrency, self.args.rate);
         let mut all = calls
             .iter()
             .map(|call| Rounds::new(call.name()))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for round in 0..rounds {
+        for round in 0..self.args.rounds {
             for (call, rounds) in in_turn(round, calls.iter().zip(&mut all)) {
-                if !settle.is_zero() {
-                    self.load(*call, callers, rate, settle).run().await?;
-                }
-                let outcome = self.load(*call, callers, rate, measure).run().await?;
+                let outcome = self
+                    .settled_then_measured(*call, callers, rate, settle, measure)
+                    .await?;
                 rounds.add_round(outcome)?;
             }
         }
@@ -304,16 +302,32 @@ impl Bench<'_> {
         callers: usize,
         rate: Option<f64>,
     ) -> anyhow::Result<Row> {
-        if !self.args.warmup.is_zero() {
-            self.load(call, callers, rate, self.args.warmup)
-                .run()
-                .await?;
-        }
+        let (warmup, duration) = (self.args.warmup, self.args.duration);
         let outcome = self
-            .load(call, callers, rate, self.args.duration)
-            .run()
+            .settled_then_measured(call, callers, rate, warmup, duration)
             .await?;
         Ok(Row::new(label, outcome))
+    }
+
+    /// `call` run unmeasured for `settle`, then measured for `measure`.
+    async fn settled_then_measured(
+        &self,
+        call: Call,
+        callers: usize,
+        rate: Option<f64>,
+        settle: Duration,
+        measure: Duration,
+    ) -> anyhow::Result<Outcome> {
+        if !settle.is_zero() {
+            self.load(call, callers, rate, settle).run().await?;
+        }
+        self.load(call, callers, rate, measure).run().await
+    }
+
+    /// One round's share of `--warmup` and of `--duration`.
+    fn round_share(&self) -> (Duration, Duration) {
+        let rounds = self.args.rounds;
+        (self.args.warmup / rounds, self.args.duration / rounds)
     }
 
     /// Half of validate-cold's closed-loop throughput in this run, or `--rate` when given.
@@ -338,18 +352,14 @@ impl Bench<'_> {
         health: bool,
         login_callers: Option<usize>,
     ) -> anyhow::Result<AtRate> {
-        let rounds = self.args.rounds;
-        let settle = self.args.warmup / rounds;
-        let measure = self.args.duration / rounds;
+        let (settle, measure) = self.round_share();
         let callers = self.args.concurrency;
-        let open_loop =
-            |call: Call, duration: Duration| self.load(call, callers, Some(rate), duration).run();
         let settled_then_measured = async |call: Call| {
-            open_loop(call, settle).await?;
-            open_loop(call, measure).await
+            self.settled_then_measured(call, callers, Some(rate), settle, measure)
+                .await
         };
         let mut at_rate = AtRate::new(rate, health, login_callers.is_some())?;
-        for round in 0..rounds {
+        for round in 0..self.args.rounds {
             // Health and validate alone take turns at going first; validate under logins
             // always comes last, as the logins leave the machine busier than they found it.
             let health_alone = async || match health {
@@ -369,7 +379,8 @@ impl Bench<'_> {
                     let logins = tokio::spawn(logins.run());
                     // Validation is measured once the logins have filled the pool.
                     tokio::time::sleep(settle).await;
-                    let validate = open_loop(Call::ValidateCold, measure).await?;
+                    let validate = self.load(Call::ValidateCold, callers, Some(rate), measure);
+                    let validate = validate.run().await?;
                     Some((validate, logins.await??))
                 }
                 None => None,
@@ -386,17 +397,16 @@ impl Bench<'_> {
         callers: usize,
         hashing: &HashingConfig,
     ) -> anyhow::Result<(Rounds, Vec<Duration>)> {
-        let rounds = self.args.rounds;
-        let (settle, measure) = (self.args.warmup / rounds, self.args.duration / rounds);
+        let (settle, measure) = self.round_share();
         let lone = LoneHasher::new(hashing)?;
         let mut login = Rounds::new(Call::Login.name())?;
         let mut hash_times = Vec::new();
-        for _ in 0..rounds {
+        for _ in 0..self.args.rounds {
             hash_times.push(lone.time(3).await?);
-            if !settle.is_zero() {
-                self.load(Call::Login, callers, None, settle).run().await?;
-            }
-            login.add_round(self.load(Call::Login, callers, None, measure).run().await?)?;
+            let outcome = self
+                .settled_then_measured(Call::Login, callers, None, settle, measure)
+                .await?;
+            login.add_round(outcome)?;
         }
         Ok((login, hash_times))
     }
