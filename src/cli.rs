@@ -185,7 +185,7 @@ async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
     };
     let db = store::connect(database).await?;
     store::migrate(&db, database).await?;
-    let store = Arc::new(SqlStore::new(db.clone()));
+    let store = Arc::new(SqlStore::new(db.clone(), database));
     let accounts = Accounts::new(store.clone(), Auditor::new(store));
     let result = match command {
         UserCommand::Create {

@@ -94,6 +94,28 @@ pub struct DatabaseConfig {
     #[arg(long = "db-acquire-timeout", global = true, env = "AUTHD_DB_ACQUIRE_TIMEOUT",
           value_name = "AUTHD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
+
+    /// SQLite only: `full` writes each commit through to the disk before the call is
+    /// answered, so an answered call survives a power cut; `normal` leaves the last commits
+    /// in the OS cache (a crash of authd loses nothing, a power cut may lose them).
+    #[arg(
+        long = "sqlite-synchronous",
+        global = true,
+        env = "AUTHD_SQLITE_SYNCHRONOUS",
+        value_name = "AUTHD_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "full"
+    )]
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+/// When SQLite syncs its write-ahead log to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSynchronous {
+    /// At every commit.
+    Full,
+    /// At checkpoints only.
+    Normal,
 }
 
 // The URL may carry a password: show only which backend it names.
@@ -103,6 +125,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("backend", &self.backend())
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
             .finish()
     }
 }

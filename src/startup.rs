@@ -30,7 +30,7 @@ use crate::{
         oversize_message_is_resource_exhausted,
     },
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
-    store::{self, SessionStore, SqlStore, ThrottleRule},
+    store::{self, DatabaseHealth, SessionStore, SqlStore, ThrottleRule},
 };
 
 /// The gRPC name of the auth service, as the health service reports it.
@@ -81,7 +81,7 @@ impl App {
 
         let db = store::connect(&config.database).await?;
         store::migrate(&db, &config.database).await?;
-        let store = SqlStore::new(db);
+        let store = SqlStore::new(db, &config.database);
         let store_arc = Arc::new(store.clone());
 
         let keyring =
@@ -264,7 +264,8 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status(AUTH_SERVICE_NAME, status).await;
 }
 
-/// Flips the health status with the database's reachability.
+/// Flips the health status with the database's state: NOT_SERVING while it cannot be
+/// reached, and while it refuses writes (out of space, read-only).
 fn spawn_health_probe(
     health: HealthReporter,
     store: SqlStore,
@@ -280,9 +281,11 @@ fn spawn_health_probe(
                 _ = ticker.tick() => {}
                 _ = stop.changed() => return,
             }
-            let reachable = match store.ping().await {
-                Ok(()) => true,
-                Err(err) => {
+            let up = match store.check().await {
+                DatabaseHealth::Serving => true,
+                // The store logs this, naming the database, when it begins and ends.
+                DatabaseHealth::RefusingWrites => false,
+                DatabaseHealth::Unreachable(err) => {
                     if serving != Some(false) {
                         let err = anyhow::Error::from(err);
                         tracing::warn!(error = %format!("{err:#}"), "database unreachable");
@@ -290,17 +293,17 @@ fn spawn_health_probe(
                     false
                 }
             };
-            if serving != Some(reachable) {
-                let status = if reachable {
+            if serving != Some(up) {
+                let status = if up {
                     ServingStatus::Serving
                 } else {
                     ServingStatus::NotServing
                 };
                 set_health(&health, status).await;
-                if serving.is_some() && reachable {
-                    tracing::info!("database reachable again");
+                if serving.is_some() && up {
+                    tracing::info!("database serving again");
                 }
-                serving = Some(reachable);
+                serving = Some(up);
             }
         }
     })

@@ -1,16 +1,23 @@
 //! authd's database schema. Every change is a new `mYYYYMMDD_HHMMSS_name.rs` file, run in
 //! order by `authd serve` (and `authd migrate up`) and by the test suite.
+//!
+//! Every migration can run again over its own partial work (tables and indexes through
+//! [`once`]): MySQL commits DDL statement by statement, so a process killed mid-migration
+//! leaves what it made without the migration's record, and the next start runs it again.
 
 // `MigrationTrait` is an async_trait whose `SchemaManager` lifetime must stay elided.
 #![allow(elided_lifetimes_in_paths)]
 
 pub use sea_orm_migration::prelude::*;
 
+mod once;
+
 mod m20261122_000001_create_users;
 mod m20261122_000002_create_sessions;
 mod m20261122_000003_create_signing_keys;
 mod m20261122_000004_create_login_throttle;
 mod m20261122_000005_create_audit_events;
+mod m20261202_000001_create_write_probe;
 
 /// All of authd's migrations, oldest first.
 #[derive(Debug)]
@@ -25,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_signing_keys::Migration),
             Box::new(m20261122_000004_create_login_throttle::Migration),
             Box::new(m20261122_000005_create_audit_events::Migration),
+            Box::new(m20261202_000001_create_write_probe::Migration),
         ]
     }
 }

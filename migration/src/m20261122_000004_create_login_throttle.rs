@@ -1,5 +1,7 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::once;
+
 #[derive(DeriveMigrationName)]
 pub(crate) struct Migration;
 
@@ -11,17 +13,16 @@ impl MigrationTrait for Migration {
         // are not stored. `blocked_until` is Unix milliseconds (0: not blocked) because the
         // admission check does arithmetic on it in SQL, which must read the same on
         // SQLite, PostgreSQL and MySQL.
-        manager
-            .create_table(
-                Table::create()
-                    .table(LoginThrottle::Table)
-                    .col(string_len(LoginThrottle::Key, 64).primary_key())
-                    .col(big_integer(LoginThrottle::Failures))
-                    .col(big_integer(LoginThrottle::BlockedUntil))
-                    .col(timestamp_with_time_zone(LoginThrottle::UpdatedAt))
-                    .to_owned(),
-            )
-            .await
+        once::create_table(
+            manager,
+            Table::create()
+                .table(LoginThrottle::Table)
+                .col(string_len(LoginThrottle::Key, 64).primary_key())
+                .col(big_integer(LoginThrottle::Failures))
+                .col(big_integer(LoginThrottle::BlockedUntil))
+                .col(timestamp_with_time_zone(LoginThrottle::UpdatedAt)),
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

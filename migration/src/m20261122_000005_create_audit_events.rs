@@ -1,5 +1,7 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::once;
+
 #[derive(DeriveMigrationName)]
 pub(crate) struct Migration;
 
@@ -8,33 +10,24 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // Security-relevant events (ASVS 16.2): who, what, when, from where. Never a
         // password or token.
-        manager
-            .create_table(
-                Table::create()
-                    .table(AuditEvents::Table)
-                    .col(uuid(AuditEvents::Id).primary_key())
-                    .col(timestamp_with_time_zone(AuditEvents::OccurredAt))
-                    .col(string_len(AuditEvents::Kind, 32))
-                    .col(string_len(AuditEvents::Outcome, 32))
-                    .col(uuid_null(AuditEvents::UserId))
-                    .col(uuid_null(AuditEvents::SessionId))
-                    .col(string_len_null(AuditEvents::Peer, 64))
-                    .to_owned(),
-            )
-            .await?;
+        once::create_table(
+            manager,
+            Table::create()
+                .table(AuditEvents::Table)
+                .col(uuid(AuditEvents::Id).primary_key())
+                .col(timestamp_with_time_zone(AuditEvents::OccurredAt))
+                .col(string_len(AuditEvents::Kind, 32))
+                .col(string_len(AuditEvents::Outcome, 32))
+                .col(uuid_null(AuditEvents::UserId))
+                .col(uuid_null(AuditEvents::SessionId))
+                .col(string_len_null(AuditEvents::Peer, 64)),
+        )
+        .await?;
         for (name, column) in [
             ("idx_audit_events_occurred_at", AuditEvents::OccurredAt),
             ("idx_audit_events_user_id", AuditEvents::UserId),
         ] {
-            manager
-                .create_index(
-                    Index::create()
-                        .name(name)
-                        .table(AuditEvents::Table)
-                        .col(column)
-                        .to_owned(),
-                )
-                .await?;
+            once::create_index(manager, AuditEvents::Table, name, [column]).await?;
         }
         Ok(())
     }

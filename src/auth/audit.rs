@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::store::{AuditRecord, AuditStore};
@@ -62,29 +62,39 @@ impl Auditor {
         Self { store }
     }
 
-    /// Logs the event and stores it. A failed write is logged as an error but does not
-    /// fail the call it describes: the store being briefly unwritable must not lock every
-    /// user out.
-    pub async fn record(&self, caller: Caller, event: AuditEvent) {
-        let peer = caller.peer.map(|addr| addr.ip().to_string());
-        tracing::info!(
-            target: "authd::audit",
-            kind = event.kind.as_str(),
-            outcome = event.outcome,
-            user_id = event.user_id.map(tracing::field::display),
-            session_id = event.session_id.map(tracing::field::display),
-            peer = peer.as_deref(),
-            "audit"
-        );
-        let record = AuditRecord {
+    /// The stored form of an event. A use case that changes state hands it to the store
+    /// with the change, so the two commit together, then calls [`Self::log`].
+    pub fn entry(&self, caller: Caller, event: AuditEvent, now: DateTime<Utc>) -> AuditRecord {
+        AuditRecord {
             id: Uuid::now_v7(),
-            occurred_at: Utc::now(),
+            occurred_at: now,
             kind: event.kind.as_str(),
             outcome: event.outcome,
             user_id: event.user_id,
             session_id: event.session_id,
-            peer,
-        };
+            peer: caller.peer.map(|addr| addr.ip().to_string()),
+        }
+    }
+
+    /// The structured log line of a stored event.
+    pub fn log(&self, record: &AuditRecord) {
+        tracing::info!(
+            target: "authd::audit",
+            kind = record.kind,
+            outcome = record.outcome,
+            user_id = record.user_id.map(tracing::field::display),
+            session_id = record.session_id.map(tracing::field::display),
+            peer = record.peer.as_deref(),
+            "audit"
+        );
+    }
+
+    /// Stores and logs an event that comes with no change of its own (a refused login, a
+    /// retried refresh). A failed write is logged as an error but does not fail the call
+    /// it describes: the store being briefly unwritable must not lock every user out.
+    pub async fn record(&self, caller: Caller, event: AuditEvent) {
+        let record = self.entry(caller, event, Utc::now());
+        self.log(&record);
         if let Err(err) = self.store.record(&record).await {
             let err = anyhow::Error::from(err);
             tracing::error!(error = %format!("{err:#}"), kind = record.kind, "audit event not stored");

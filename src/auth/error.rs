@@ -66,6 +66,9 @@ pub enum AuthError {
     RevocationStale,
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// The database is out of space: nothing can be written until an operator frees some.
+    #[error("database out of space")]
+    StorageFull(#[source] anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -73,7 +76,10 @@ pub enum AuthError {
 impl From<StoreError> for AuthError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(cause) => Self::Unavailable(cause),
+            StoreError::Unavailable(cause) | StoreError::ReadOnly(cause) => {
+                Self::Unavailable(cause)
+            }
+            StoreError::Full(cause) => Self::StorageFull(cause),
             StoreError::Conflict => {
                 Self::Unexpected(anyhow::anyhow!("unexpected unique-key conflict"))
             }

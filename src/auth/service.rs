@@ -19,8 +19,8 @@ use super::{
     sha256_hex,
 };
 use crate::store::{
-    Admission, NewSession, NewUser, RevokeReason, Rotation, SessionRecord, SessionStore,
-    StoreError, ThrottleRule, ThrottleStore, UserRecord, UserStore,
+    Admission, AuditRecord, NewSession, NewUser, RevokeReason, Rotation, SessionRecord,
+    SessionStore, StoreError, ThrottleRule, ThrottleStore, UserRecord, UserStore,
 };
 
 /// The role of self-registered accounts.
@@ -191,18 +191,18 @@ impl Authenticator {
         };
         let (refresh_token, session) = self.new_session(user.id, now)?;
         let (session_id, refresh_expires_at) = (session.id, session.expires_at);
-        let user = match self.users.create_with_session(user, session).await {
-            Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
-            other => other?,
-        };
-        self.audit(
+        let audit = self.audit_entry(
             caller,
             AuditKind::Register,
             "success",
-            Some(user.id),
-            Some(session_id),
-        )
-        .await;
+            (Some(user.id), Some(session_id)),
+            now,
+        );
+        let user = match self.users.create_with_session(user, session, &audit).await {
+            Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
+            other => other?,
+        };
+        self.auditor.log(&audit);
         let tokens =
             self.token_pair(&user, session_id, (refresh_token, refresh_expires_at), now)?;
         Ok(Authenticated { user, tokens })
@@ -274,16 +274,16 @@ impl Authenticator {
         let now = Utc::now();
         let (refresh_token, session) = self.new_session(user.id, now)?;
         let (session_id, refresh_expires_at) = (session.id, session.expires_at);
-        self.sessions.create(session).await?;
-        tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
-        self.audit(
+        let audit = self.audit_entry(
             caller,
             AuditKind::Login,
             "success",
-            Some(user.id),
-            Some(session_id),
-        )
-        .await;
+            (Some(user.id), Some(session_id)),
+            now,
+        );
+        self.sessions.create(session, &audit).await?;
+        tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
+        self.auditor.log(&audit);
         let tokens =
             self.token_pair(&user, session_id, (refresh_token, refresh_expires_at), now)?;
         Ok(Authenticated { user, tokens })
@@ -332,16 +332,26 @@ impl Authenticator {
                 .await;
         };
         let user = self.live_session_user(&session, now).await?;
-        let session_end = self.session_end(&session);
+        let expires_at = (now + chrono_duration(self.refresh_ttl)).min(self.session_end(&session));
+        let audit = self.audit_entry(
+            caller,
+            AuditKind::Refresh,
+            "success",
+            (Some(user.id), Some(session.id)),
+            now,
+        );
         let rotated = self
             .sessions
-            .rotate(Rotation {
-                session_id: session.id,
-                old_hash: &old_hash,
-                new_hash: &successor.1,
-                now,
-                expires_at: (now + chrono_duration(self.refresh_ttl)).min(session_end),
-            })
+            .rotate(
+                Rotation {
+                    session_id: session.id,
+                    old_hash: &old_hash,
+                    new_hash: &successor.1,
+                    now,
+                    expires_at,
+                },
+                &audit,
+            )
             .await?;
         if !rotated {
             // A concurrent call rotated this token a moment ago. Within the grace window
@@ -354,16 +364,13 @@ impl Authenticator {
                 return Err(AuthError::RefreshTokenInvalid);
             };
             return self
-                .refreshed(caller, user, &session, successor.0, now)
+                .refreshed_again(caller, user, &session, successor.0, now)
                 .await;
         }
-        let session = self
-            .sessions
-            .find(session.id)
-            .await?
-            .ok_or(AuthError::SessionRevoked)?;
-        self.refreshed(caller, user, &session, successor.0, now)
-            .await
+        self.auditor.log(&audit);
+        // Answered from what was just committed: a read here could fail after the
+        // rotation took effect, and turn a done rotation into an error.
+        self.refreshed(user, session.id, (successor.0, expires_at), now)
     }
 
     /// A presented token that is no session's current one.
@@ -381,21 +388,23 @@ impl Authenticator {
             .retry_within_grace(session_id, &successor_hash, now)
             .await?
         {
-            return self.refreshed(caller, user, &session, successor, now).await;
+            return self
+                .refreshed_again(caller, user, &session, successor, now)
+                .await;
         }
-        self.sessions
-            .revoke(session_id, RevokeReason::RefreshReuse, now)
-            .await?;
-        self.revocations.revoke(session_id, now);
-        tracing::warn!(session_id = %session_id, "refresh token reuse detected; session revoked");
-        self.audit(
+        let audit = self.audit_entry(
             caller,
             AuditKind::RefreshReuse,
             "session_revoked",
-            None,
-            Some(session_id),
-        )
-        .await;
+            (None, Some(session_id)),
+            now,
+        );
+        self.sessions
+            .revoke(session_id, RevokeReason::RefreshReuse, now, &audit)
+            .await?;
+        self.revocations.revoke(session_id, now);
+        tracing::warn!(session_id = %session_id, "refresh token reuse detected; session revoked");
+        self.auditor.log(&audit);
         Err(AuthError::RefreshTokenReused)
     }
 
@@ -449,7 +458,21 @@ impl Authenticator {
         session.created_at + chrono_duration(self.session_max_age)
     }
 
-    async fn refreshed(
+    /// A rotated session's answer: its new refresh token, and when that expires.
+    fn refreshed(
+        &self,
+        user: UserRecord,
+        session_id: Uuid,
+        refresh: (SecretString, DateTime<Utc>),
+        now: DateTime<Utc>,
+    ) -> Result<Authenticated, AuthError> {
+        let tokens = self.token_pair(&user, session_id, refresh, now)?;
+        Ok(Authenticated { user, tokens })
+    }
+
+    /// The answer to a retry within the grace window: the rotation it repeats is stored
+    /// already, so only the event is.
+    async fn refreshed_again(
         &self,
         caller: Caller,
         user: UserRecord,
@@ -465,9 +488,7 @@ impl Authenticator {
             Some(session.id),
         )
         .await;
-        let tokens =
-            self.token_pair(&user, session.id, (refresh_token, session.expires_at), now)?;
-        Ok(Authenticated { user, tokens })
+        self.refreshed(user, session.id, (refresh_token, session.expires_at), now)
     }
 
     /// Ends one session, or every session of its user.
@@ -504,32 +525,32 @@ impl Authenticator {
                 (verified.session_id, verified.user_id)
             }
         };
+        let outcome = if all_sessions {
+            "all_sessions"
+        } else {
+            "success"
+        };
+        let audit = self.audit_entry(
+            caller,
+            AuditKind::Logout,
+            outcome,
+            (Some(user_id), Some(session_id)),
+            now,
+        );
         let ended = if all_sessions {
             self.sessions
-                .revoke_all_for_user(user_id, RevokeReason::Logout, now)
+                .revoke_all_for_user(user_id, RevokeReason::Logout, now, &audit)
                 .await?
         } else {
             self.sessions
-                .revoke(session_id, RevokeReason::Logout, now)
+                .revoke(session_id, RevokeReason::Logout, now, &audit)
                 .await?;
             vec![session_id]
         };
         for id in &ended {
             self.revocations.revoke(*id, now);
         }
-        let outcome = if all_sessions {
-            "all_sessions"
-        } else {
-            "success"
-        };
-        self.audit(
-            caller,
-            AuditKind::Logout,
-            outcome,
-            Some(user_id),
-            Some(session_id),
-        )
-        .await;
+        self.auditor.log(&audit);
         Ok(())
     }
 
@@ -575,6 +596,25 @@ impl Authenticator {
         })
     }
 
+    /// An event to store with the change it describes.
+    fn audit_entry(
+        &self,
+        caller: Caller,
+        kind: AuditKind,
+        outcome: &'static str,
+        (user_id, session_id): (Option<Uuid>, Option<Uuid>),
+        now: DateTime<Utc>,
+    ) -> AuditRecord {
+        let event = AuditEvent {
+            kind,
+            outcome,
+            user_id,
+            session_id,
+        };
+        self.auditor.entry(caller, event, now)
+    }
+
+    /// Stores an event that comes with no change of its own.
     async fn audit(
         &self,
         caller: Caller,
@@ -689,18 +729,28 @@ impl Accounts {
         });
         let ((email, name), password) = violations.finish(email.zip(name).zip(password))?;
         let password_hash = hasher.hash(&password).await?;
+        let now = Utc::now();
         let user = NewUser {
             id: Uuid::now_v7(),
             email: email.as_str().to_owned(),
             name: name.as_str().to_owned(),
             role: role.to_owned(),
             password_hash,
-            created_at: Utc::now(),
+            created_at: now,
         };
-        match self.users.create(user).await {
-            Err(StoreError::Conflict) => Err(AuthError::EmailTaken),
-            other => Ok(other?),
-        }
+        let event = AuditEvent {
+            kind: AuditKind::AccountActivity,
+            outcome: "created",
+            user_id: Some(user.id),
+            session_id: None,
+        };
+        let audit = self.auditor.entry(Caller::default(), event, now);
+        let user = match self.users.create(user, &audit).await {
+            Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
+            other => other?,
+        };
+        self.auditor.log(&audit);
+        Ok(user)
     }
 
     /// Activates or deactivates a user; deactivation ends all of the user's sessions.
@@ -712,18 +762,20 @@ impl Accounts {
             .find_by_email(email.as_str())
             .await?
             .ok_or(AuthError::UserNotFound)?;
-        let ended = self
-            .users
-            .set_active(user.id, active, Utc::now())
-            .await?
-            .ok_or(AuthError::UserNotFound)?;
         let event = AuditEvent {
             kind: AuditKind::AccountActivity,
             outcome: if active { "activated" } else { "deactivated" },
             user_id: Some(user.id),
             session_id: None,
         };
-        self.auditor.record(Caller::default(), event).await;
+        let now = Utc::now();
+        let audit = self.auditor.entry(Caller::default(), event, now);
+        let ended = self
+            .users
+            .set_active(user.id, active, now, &audit)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        self.auditor.log(&audit);
         Ok(ended.len())
     }
 }

@@ -66,6 +66,12 @@ impl From<AuthError> for Status {
                 tracing::warn!(error = %format!("{cause:#}"), "database unavailable");
                 Status::unavailable("database unavailable, retry later")
             }
+            // The store has logged which database and why, once; the client learns only
+            // that it is worth retrying later (RESOURCE_EXHAUSTED, as gRPC names a full
+            // file system).
+            AuthError::StorageFull(_) => {
+                Status::resource_exhausted("the database is out of space, retry later")
+            }
             AuthError::Unexpected(cause) => {
                 tracing::error!(error = %format!("{cause:#}"), "internal error");
                 Status::internal("internal error")

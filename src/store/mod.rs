@@ -3,8 +3,11 @@
 //! The domain (`crate::auth`) talks only to the traits and record types defined here; the
 //! one implementation, [`SqlStore`], maps them onto sea-orm and runs on SQLite, PostgreSQL
 //! and MySQL/MariaDB alike. Every database error becomes a [`StoreError`] in one place
-//! (`sql::map_db_err`), which is where "the database is down" and "that key is taken" are
-//! told apart from bugs.
+//! (`sql::errors`), which is where "the database is down", "it is full" and "that key is
+//! taken" are told apart from bugs.
+//!
+//! A method that changes state and has an audit event to go with it takes the event and
+//! stores it in the same transaction: the change and its record are kept or lost together.
 
 mod entities;
 mod sql;
@@ -14,14 +17,21 @@ use chrono::{DateTime, Utc};
 use secrecy::{SecretBox, SecretString};
 use uuid::Uuid;
 
-pub use sql::{QueryCounter, SqlStore, connect, migrate};
+pub use sql::{DatabaseHealth, QueryCounter, SqlStore, connect, migrate};
 
 /// What can go wrong in the store, as the domain needs to tell it apart.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached (connection refused, pool timeout, I/O error).
+    /// The database cannot be reached (connection refused, pool timeout, I/O error), or
+    /// turned the call away for now (shutting down, deadlock): a retry may succeed.
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// The database is out of disk space: writes fail until some is freed.
+    #[error("database out of space")]
+    Full(#[source] anyhow::Error),
+    /// The database refuses writes (a read-only file, a standby after a failover).
+    #[error("database refuses writes")]
+    ReadOnly(#[source] anyhow::Error),
     /// A unique key is already taken.
     #[error("unique constraint violated")]
     Conflict,
@@ -145,12 +155,13 @@ impl KeyRecord {
 #[async_trait]
 pub trait UserStore: Send + Sync + std::fmt::Debug {
     /// Inserts a user; [`StoreError::Conflict`] if the email is taken.
-    async fn create(&self, user: NewUser) -> StoreResult<UserRecord>;
+    async fn create(&self, user: NewUser, audit: &AuditRecord) -> StoreResult<UserRecord>;
     /// Inserts a user and its first session in one transaction.
     async fn create_with_session(
         &self,
         user: NewUser,
         session: NewSession,
+        audit: &AuditRecord,
     ) -> StoreResult<UserRecord>;
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     async fn find_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>>;
@@ -169,13 +180,14 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
         id: Uuid,
         active: bool,
         now: DateTime<Utc>,
+        audit: &AuditRecord,
     ) -> StoreResult<Option<Vec<Uuid>>>;
 }
 
 /// Sessions and their refresh tokens.
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
-    async fn create(&self, session: NewSession) -> StoreResult<()>;
+    async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<()>;
     async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>>;
     /// The session whose current refresh token has this hash.
     async fn find_by_refresh_hash(&self, hash: &str) -> StoreResult<Option<SessionRecord>>;
@@ -185,16 +197,23 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// live and still holds `old_hash`, and records `old_hash` as spent, in one
     /// transaction. Exactly one of several concurrent calls with the same `old_hash`
     /// returns true, on any number of replicas.
-    async fn rotate(&self, rotation: Rotation<'_>) -> StoreResult<bool>;
+    /// The audit event is stored only with a rotation that happened.
+    async fn rotate(&self, rotation: Rotation<'_>, audit: &AuditRecord) -> StoreResult<bool>;
     /// Revokes one live session; false if it was already revoked or does not exist.
-    async fn revoke(&self, id: Uuid, reason: RevokeReason, now: DateTime<Utc>)
-    -> StoreResult<bool>;
+    async fn revoke(
+        &self,
+        id: Uuid,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool>;
     /// Revokes every live session of a user and returns their ids.
     async fn revoke_all_for_user(
         &self,
         user_id: Uuid,
         reason: RevokeReason,
         now: DateTime<Utc>,
+        audit: &AuditRecord,
     ) -> StoreResult<Vec<Uuid>>;
     /// Sessions revoked at or after `since`, with when.
     async fn revoked_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(Uuid, DateTime<Utc>)>>;

@@ -72,10 +72,28 @@ pub struct TestDb {
     _dir: Option<Arc<TempDir>>,
 }
 
+/// Whether the suite runs against SQLite (AUTHD_TEST_DATABASE_URL unset or sqlite:).
+pub fn testing_sqlite() -> bool {
+    let server = std::env::var("AUTHD_TEST_DATABASE_URL").unwrap_or_default();
+    server.is_empty() || server.starts_with("sqlite:")
+}
+
+/// A name for a new test database (`.ci/run` drops every `authd_test_*` afterwards).
+pub fn new_database_name() -> String {
+    format!("authd_test_{}", Uuid::now_v7().simple())
+}
+
+/// A connection to the database server under test, outside any test database.
+pub async fn server_admin() -> sea_orm::DatabaseConnection {
+    let server = std::env::var("AUTHD_TEST_DATABASE_URL").expect("a database server");
+    sea_orm::Database::connect(&server)
+        .await
+        .expect("connect to the test database server")
+}
+
 impl TestDb {
     pub async fn fresh() -> Self {
-        let server = std::env::var("AUTHD_TEST_DATABASE_URL").unwrap_or_default();
-        if server.is_empty() || server.starts_with("sqlite:") {
+        if testing_sqlite() {
             let dir = TempDir::new().expect("temp dir");
             let url = format!(
                 "sqlite://{}?mode=rwc",
@@ -86,19 +104,38 @@ impl TestDb {
                 _dir: Some(Arc::new(dir)),
             };
         }
-        let name = format!("authd_test_{}", Uuid::now_v7().simple());
-        let admin = sea_orm::Database::connect(&server)
-            .await
-            .expect("connect to the test database server");
+        let name = new_database_name();
+        let admin = server_admin().await;
         admin
             .execute_unprepared(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create the test database");
         admin.close().await.expect("close admin connection");
+        Self::on_server(&name)
+    }
+
+    /// The database of this name on the server under test.
+    pub fn on_server(name: &str) -> Self {
+        let server = std::env::var("AUTHD_TEST_DATABASE_URL").expect("a database server");
         Self {
-            url: with_database_name(&server, &name),
+            url: with_database_name(&server, name),
             _dir: None,
         }
+    }
+
+    /// A SQLite database at this path.
+    pub fn sqlite_at(path: &std::path::Path) -> Self {
+        Self {
+            url: format!("sqlite://{}?mode=rwc", path.display()),
+            _dir: None,
+        }
+    }
+
+    /// A connection of the test's own, beside the server's.
+    pub async fn connect(&self) -> sea_orm::DatabaseConnection {
+        sea_orm::Database::connect(&self.url)
+            .await
+            .expect("connect to the test database")
     }
 
     pub fn is_sqlite(&self) -> bool {

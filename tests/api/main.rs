@@ -11,6 +11,8 @@
 mod audit;
 mod cli;
 mod crash;
+mod durability;
+mod faults;
 mod get_me;
 mod health;
 mod helpers;
@@ -26,3 +28,4 @@ mod replicas;
 mod throttle;
 mod tls;
 mod validate;
+mod workload;

@@ -6,3 +6,4 @@ pub(crate) mod sessions;
 pub(crate) mod signing_keys;
 pub(crate) mod spent_refresh_tokens;
 pub(crate) mod users;
+pub(crate) mod write_probe;

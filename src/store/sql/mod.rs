@@ -1,28 +1,24 @@
 //! The sea-orm implementation of the store traits.
 
-use std::{
-    str::FromStr as _,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
+mod errors;
+mod setup;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use migration::{Migrator, MigratorTrait as _};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    RuntimeErr, Set, SqlErr, Statement, TransactionTrait,
-    sea_query::{Expr, ExprTrait as _},
-    sqlx,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, ExprTrait as _, OnConflict},
 };
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use uuid::Uuid;
 
+pub use self::setup::{connect, migrate};
 use super::{
     Admission, AuditRecord, AuditStore, KeyRecord, KeyStore, NewSession, NewUser, RevokeReason,
     Rotation, SessionRecord, SessionStore, StoreError, StoreResult, ThrottleRule, ThrottleStore,
@@ -30,177 +26,12 @@ use super::{
 };
 use crate::config::DatabaseConfig;
 
-/// How long SQLite waits for the write lock before answering "database is locked".
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Opens the connection pool. Statement logging is off: sqlx would log bound values,
-/// and those include password hashes and refresh-token hashes.
-pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
-    let default_pool = match config.backend() {
-        // SQLite has one writer; one connection means no "database is locked" at all.
-        "sqlite" => 1,
-        "postgres" | "postgresql" | "mysql" => 10,
-        _ => anyhow::bail!(
-            "AUTHD_DATABASE_URL: expected a URL starting with sqlite:, postgres: or mysql:"
-        ),
-    };
-    let max_connections = config
-        .max_connections
-        .map_or(default_pool, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
-    open(config, max_connections).await
-}
-
-/// Applies the pending migrations to `db`, the pool opened from `config`. Replicas started
-/// together on an empty database would race to create the same tables, so the run holds
-/// a lock on the whole database for its length; a replica that waited for it finds the
-/// work done and applies nothing.
-pub async fn migrate(db: &DatabaseConnection, config: &DatabaseConfig) -> anyhow::Result<()> {
-    let backend = db.get_database_backend();
-    if backend == DbBackend::Sqlite {
-        let _lock = lock_sqlite_directory(config).await?;
-        return Migrator::up(db, None)
-            .await
-            .context("running database migrations");
-    }
-    // PostgreSQL's and MySQL's locks belong to a session: one connection runs it all.
-    let session = open(config, 1).await?;
-    lock_server_database(&session, backend).await?;
-    let applied = Migrator::up(&session, None)
-        .await
-        .context("running database migrations");
-    // Closing the session releases the lock.
-    session
-        .close()
-        .await
-        .context("closing the migration connection")?;
-    applied
-}
-
-/// Locks the directory of an on-disk SQLite database against other processes migrating
-/// it. The directory rather than the file: closing a descriptor of the database file
-/// would drop the POSIX locks SQLite holds on it in this process. An in-memory database
-/// belongs to one process and needs none.
-async fn lock_sqlite_directory(config: &DatabaseConfig) -> anyhow::Result<Option<std::fs::File>> {
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(config.url.expose_secret())
-        .context("AUTHD_DATABASE_URL: not a SQLite URL")?;
-    let path = options.get_filename();
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    tokio::task::spawn_blocking(move || {
-        let lock = std::fs::File::open(&directory)?;
-        lock.lock()?;
-        std::io::Result::Ok(Some(lock))
-    })
-    .await
-    .context("locking the SQLite directory")?
-    .context("locking the SQLite directory for migrations")
-}
-
-/// How long a starting replica waits for another one's migrations before it gives up.
-const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(600);
-
-/// PostgreSQL's advisory locks are per database; this key is "authd_mg" in ASCII.
-const POSTGRES_MIGRATION_LOCK: i64 = 0x6175_7468_645f_6d67;
-
-async fn lock_server_database(db: &DatabaseConnection, backend: DbBackend) -> anyhow::Result<()> {
-    let try_lock = match backend {
-        DbBackend::Postgres => {
-            format!(
-                "SELECT CAST(CAST(pg_try_advisory_lock({POSTGRES_MIGRATION_LOCK}) AS INTEGER) AS BIGINT)"
-            )
-        }
-        // MySQL's named locks are server-wide: the name carries the database's, hashed to
-        // stay within the 64 characters a lock name may have.
-        _ => "SELECT GET_LOCK(CONCAT('authd-migrate-', MD5(DATABASE())), 0)".to_owned(),
-    };
-    let deadline = Instant::now() + MIGRATION_LOCK_WAIT;
-    let mut announced = false;
-    loop {
-        let row = db
-            .query_one_raw(Statement::from_string(backend, try_lock.clone()))
-            .await
-            .context("taking the migration lock")?
-            .context("taking the migration lock: no answer")?;
-        let taken: Option<i64> = row
-            .try_get_by_index(0)
-            .context("taking the migration lock")?;
-        match taken {
-            Some(1) => return Ok(()),
-            Some(_) => {}
-            None => anyhow::bail!("taking the migration lock: the database answered NULL"),
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "another authd has been migrating this database for {MIGRATION_LOCK_WAIT:?}; \
-             is one stuck?"
-        );
-        if !announced {
-            tracing::info!("waiting for another authd to finish migrating the database");
-            announced = true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
-    let url = config.url.expose_secret();
-    let backend = config.backend();
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(max_connections)
-        .acquire_timeout(config.acquire_timeout)
-        .connect_timeout(config.acquire_timeout)
-        .sqlx_logging(false)
-        .record_stmt_in_spans(false)
-        .map_sqlx_sqlite_opts(|opts| {
-            opts.create_if_missing(true)
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .foreign_keys(true)
-        });
-    Database::connect(options)
-        .await
-        .with_context(|| format!("AUTHD_DATABASE_URL: cannot open the {backend} database"))
-}
-
-/// The one place database errors are classified.
-fn map_db_err(err: DbErr) -> StoreError {
-    if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
-        return StoreError::Conflict;
-    }
-    let unreachable = match &err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => {
-            matches!(
-                **e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::WorkerCrashed
-            )
-        }
-        _ => false,
-    };
-    if unreachable {
-        StoreError::Unavailable(err.into())
-    } else {
-        StoreError::Other(err.into())
-    }
-}
-
 /// The store on a sea-orm connection pool.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     db: DatabaseConnection,
     queries: QueryCounter,
+    writes: Arc<WriteHealth>,
 }
 
 /// How many SQL statements the store has run: proof of which RPCs touch the database
@@ -214,14 +45,77 @@ impl QueryCounter {
     }
 }
 
+/// Whether the database refuses writes (out of space, read-only). Reads still work then,
+/// so a ping alone would call it healthy: this is what keeps health NOT_SERVING from a
+/// refused write until a write goes through again.
+#[derive(Debug)]
+struct WriteHealth {
+    /// The database, as log lines name it.
+    database: String,
+    refused: AtomicBool,
+    /// Writes refused so far, and that count when the health check last looked.
+    refusals: AtomicU64,
+    refusals_seen: AtomicU64,
+}
+
+impl WriteHealth {
+    fn observe(&self, err: &StoreError) {
+        let reason = match err {
+            StoreError::Full(_) => "it is out of space",
+            StoreError::ReadOnly(_) => "it is read-only",
+            _ => return,
+        };
+        self.refusals.fetch_add(1, Ordering::AcqRel);
+        if !self.refused.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                "the {} refuses writes: {reason}; calls that write fail and health reports \
+                 NOT_SERVING until a write goes through again",
+                self.database,
+            );
+        }
+    }
+
+    /// Whether a write was refused since the last call.
+    fn refused_since_last_look(&self) -> bool {
+        let now = self.refusals.load(Ordering::Acquire);
+        self.refusals_seen.swap(now, Ordering::AcqRel) != now
+    }
+
+    fn recovered(&self) {
+        if self.refused.swap(false, Ordering::AcqRel) {
+            tracing::info!("the {} accepts writes again", self.database);
+        }
+    }
+}
+
+/// What the health check found.
+#[derive(Debug)]
+pub enum DatabaseHealth {
+    Serving,
+    /// It answers, but refused a write since the last check, or refuses the check's own.
+    RefusingWrites,
+    Unreachable(StoreError),
+}
+
 impl SqlStore {
-    pub fn new(mut db: DatabaseConnection) -> Self {
+    /// The store on `db`, the pool opened from `config`.
+    pub fn new(mut db: DatabaseConnection, config: &DatabaseConfig) -> Self {
         let queries = QueryCounter::default();
         let counter = Arc::clone(&queries.0);
         db.set_metric_callback(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        Self { db, queries }
+        let writes = Arc::new(WriteHealth {
+            database: setup::database_name(config),
+            refused: AtomicBool::new(false),
+            refusals: AtomicU64::new(0),
+            refusals_seen: AtomicU64::new(0),
+        });
+        Self {
+            db,
+            queries,
+            writes,
+        }
     }
 
     /// Counts every statement run from now on, transactions included.
@@ -234,9 +128,51 @@ impl SqlStore {
         &self.db
     }
 
-    /// One round-trip to the database, for health checks.
-    pub async fn ping(&self) -> StoreResult<()> {
-        self.db.ping().await.map_err(map_db_err)
+    /// Whether the database serves: it answers, and takes writes. After a refused write it
+    /// stays NOT_SERVING for a whole check interval, then until a write of the check's own
+    /// (one row of `write_probe`) goes through with no other refused in between, so a
+    /// database that takes only the smallest writes does not flap back at once.
+    pub async fn check(&self) -> DatabaseHealth {
+        if let Err(err) = self.db.ping().await {
+            return DatabaseHealth::Unreachable(self.error()(err));
+        }
+        if self.writes.refused_since_last_look() {
+            return DatabaseHealth::RefusingWrites;
+        }
+        if !self.writes.refused.load(Ordering::Acquire) {
+            return DatabaseHealth::Serving;
+        }
+        let probe = write_probe::Entity::insert(write_probe::ActiveModel {
+            id: Set(1),
+            written_at: Set(Utc::now()),
+        })
+        .on_conflict(
+            OnConflict::column(write_probe::Column::Id)
+                .update_column(write_probe::Column::WrittenAt)
+                .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await;
+        match probe.map_err(self.error()) {
+            Ok(_) if !self.writes.refused_since_last_look() => {
+                self.writes.recovered();
+                DatabaseHealth::Serving
+            }
+            Ok(_) | Err(StoreError::Full(_) | StoreError::ReadOnly(_)) => {
+                DatabaseHealth::RefusingWrites
+            }
+            Err(err) => DatabaseHealth::Unreachable(err),
+        }
+    }
+
+    /// Maps a database error as the domain sees it, noting a refused write for
+    /// [`Self::check`].
+    fn error(&self) -> impl Fn(DbErr) -> StoreError + '_ {
+        |err| {
+            let err = errors::map_db_err(err);
+            self.writes.observe(&err);
+            err
+        }
     }
 
     async fn revoke_ids(
@@ -274,6 +210,21 @@ impl SqlStore {
             .all(txn)
             .await
     }
+}
+
+async fn insert_audit(db: &impl ConnectionTrait, event: &AuditRecord) -> Result<(), DbErr> {
+    audit_events::Entity::insert(audit_events::ActiveModel {
+        id: Set(event.id),
+        occurred_at: Set(event.occurred_at),
+        kind: Set(event.kind.to_owned()),
+        outcome: Set(event.outcome.to_owned()),
+        user_id: Set(event.user_id),
+        session_id: Set(event.session_id),
+        peer: Set(event.peer.clone()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }
 
 fn user_model(user: NewUser) -> users::ActiveModel {
@@ -351,11 +302,11 @@ impl From<signing_keys::Model> for KeyRecord {
 
 #[async_trait]
 impl UserStore for SqlStore {
-    async fn create(&self, user: NewUser) -> StoreResult<UserRecord> {
-        let model = user_model(user)
-            .insert(&self.db)
-            .await
-            .map_err(map_db_err)?;
+    async fn create(&self, user: NewUser, audit: &AuditRecord) -> StoreResult<UserRecord> {
+        let txn = self.db.begin().await.map_err(self.error())?;
+        let model = user_model(user).insert(&txn).await.map_err(self.error())?;
+        insert_audit(&txn, audit).await.map_err(self.error())?;
+        txn.commit().await.map_err(self.error())?;
         Ok(model.into())
     }
 
@@ -363,14 +314,16 @@ impl UserStore for SqlStore {
         &self,
         user: NewUser,
         session: NewSession,
+        audit: &AuditRecord,
     ) -> StoreResult<UserRecord> {
-        let txn = self.db.begin().await.map_err(map_db_err)?;
-        let model = user_model(user).insert(&txn).await.map_err(map_db_err)?;
+        let txn = self.db.begin().await.map_err(self.error())?;
+        let model = user_model(user).insert(&txn).await.map_err(self.error())?;
         sessions::Entity::insert(session_model(session))
             .exec_without_returning(&txn)
             .await
-            .map_err(map_db_err)?;
-        txn.commit().await.map_err(map_db_err)?;
+            .map_err(self.error())?;
+        insert_audit(&txn, audit).await.map_err(self.error())?;
+        txn.commit().await.map_err(self.error())?;
         Ok(model.into())
     }
 
@@ -379,7 +332,7 @@ impl UserStore for SqlStore {
             .filter(users::Column::Email.eq(email))
             .one(&self.db)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Ok(found.map(Into::into))
     }
 
@@ -387,7 +340,7 @@ impl UserStore for SqlStore {
         let found = users::Entity::find_by_id(id)
             .one(&self.db)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Ok(found.map(Into::into))
     }
 
@@ -406,7 +359,7 @@ impl UserStore for SqlStore {
             .filter(users::Column::Id.eq(id))
             .exec(&self.db)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Ok(())
     }
 
@@ -415,13 +368,14 @@ impl UserStore for SqlStore {
         id: Uuid,
         active: bool,
         now: DateTime<Utc>,
+        audit: &AuditRecord,
     ) -> StoreResult<Option<Vec<Uuid>>> {
-        let txn = self.db.begin().await.map_err(map_db_err)?;
+        let txn = self.db.begin().await.map_err(self.error())?;
         // Existence is checked with a read: MySQL counts only rows an UPDATE changed.
         let exists = users::Entity::find_by_id(id)
             .one(&txn)
             .await
-            .map_err(map_db_err)?
+            .map_err(self.error())?
             .is_some();
         if !exists {
             return Ok(None);
@@ -432,34 +386,39 @@ impl UserStore for SqlStore {
             .filter(users::Column::Id.eq(id))
             .exec(&txn)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         let mut revoked = Vec::new();
         if !active {
-            revoked = Self::live_session_ids(&txn, id).await.map_err(map_db_err)?;
+            revoked = Self::live_session_ids(&txn, id)
+                .await
+                .map_err(self.error())?;
             Self::revoke_ids(&txn, &revoked, RevokeReason::Deactivated, now)
                 .await
-                .map_err(map_db_err)?;
+                .map_err(self.error())?;
         }
-        txn.commit().await.map_err(map_db_err)?;
+        insert_audit(&txn, audit).await.map_err(self.error())?;
+        txn.commit().await.map_err(self.error())?;
         Ok(Some(revoked))
     }
 }
 
 #[async_trait]
 impl SessionStore for SqlStore {
-    async fn create(&self, session: NewSession) -> StoreResult<()> {
+    async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<()> {
+        let txn = self.db.begin().await.map_err(self.error())?;
         sessions::Entity::insert(session_model(session))
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&txn)
             .await
-            .map_err(map_db_err)?;
-        Ok(())
+            .map_err(self.error())?;
+        insert_audit(&txn, audit).await.map_err(self.error())?;
+        txn.commit().await.map_err(self.error())
     }
 
     async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
         let found = sessions::Entity::find_by_id(id)
             .one(&self.db)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Ok(found.map(Into::into))
     }
 
@@ -468,7 +427,7 @@ impl SessionStore for SqlStore {
             .filter(sessions::Column::RefreshHash.eq(hash))
             .one(&self.db)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Ok(found.map(Into::into))
     }
 
@@ -476,12 +435,12 @@ impl SessionStore for SqlStore {
         let found = spent_refresh_tokens::Entity::find_by_id(hash.to_owned())
             .one(&self.db)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Ok(found.map(|spent| spent.session_id))
     }
 
-    async fn rotate(&self, rotation: Rotation<'_>) -> StoreResult<bool> {
-        let txn = self.db.begin().await.map_err(map_db_err)?;
+    async fn rotate(&self, rotation: Rotation<'_>, audit: &AuditRecord) -> StoreResult<bool> {
+        let txn = self.db.begin().await.map_err(self.error())?;
         // The WHERE clause is the compare-and-swap: of several concurrent rotations of the
         // same token, the database lets exactly one UPDATE match the old hash.
         let updated = sessions::Entity::update_many()
@@ -505,7 +464,7 @@ impl SessionStore for SqlStore {
             .filter(sessions::Column::ExpiresAt.gt(rotation.now))
             .exec(&txn)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         if updated.rows_affected != 1 {
             return Ok(false);
         }
@@ -516,10 +475,11 @@ impl SessionStore for SqlStore {
         })
         .exec_without_returning(&txn)
         .await
-        .map_err(map_db_err)?;
-        // Both writes or neither: a crash here leaves the old token current and the new one
+        .map_err(self.error())?;
+        insert_audit(&txn, audit).await.map_err(self.error())?;
+        // All writes or none: a crash here leaves the old token current and the new one
         // unknown, never both valid.
-        txn.commit().await.map_err(map_db_err)?;
+        txn.commit().await.map_err(self.error())?;
         Ok(true)
     }
 
@@ -528,7 +488,9 @@ impl SessionStore for SqlStore {
         id: Uuid,
         reason: RevokeReason,
         now: DateTime<Utc>,
+        audit: &AuditRecord,
     ) -> StoreResult<bool> {
+        let txn = self.db.begin().await.map_err(self.error())?;
         let updated = sessions::Entity::update_many()
             .col_expr(sessions::Column::RevokedAt, Expr::value(now))
             .col_expr(
@@ -537,9 +499,11 @@ impl SessionStore for SqlStore {
             )
             .filter(sessions::Column::Id.eq(id))
             .filter(sessions::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&txn)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
+        insert_audit(&txn, audit).await.map_err(self.error())?;
+        txn.commit().await.map_err(self.error())?;
         Ok(updated.rows_affected == 1)
     }
 
@@ -548,15 +512,17 @@ impl SessionStore for SqlStore {
         user_id: Uuid,
         reason: RevokeReason,
         now: DateTime<Utc>,
+        audit: &AuditRecord,
     ) -> StoreResult<Vec<Uuid>> {
-        let txn = self.db.begin().await.map_err(map_db_err)?;
+        let txn = self.db.begin().await.map_err(self.error())?;
         let ids = Self::live_session_ids(&txn, user_id)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Self::revoke_ids(&txn, &ids, reason, now)
             .await
-            .map_err(map_db_err)?;
-        txn.commit().await.map_err(map_db_err)?;
+            .map_err(self.error())?;
+        insert_audit(&txn, audit).await.map_err(self.error())?;
+        txn.commit().await.map_err(self.error())?;
         Ok(ids)
     }
 
@@ -569,7 +535,7 @@ impl SessionStore for SqlStore {
             .into_tuple()
             .all(&self.db)
             .await
-            .map_err(map_db_err)
+            .map_err(self.error())
     }
 }
 
@@ -583,7 +549,7 @@ impl KeyStore for SqlStore {
             .order_by_asc(signing_keys::Column::Kid)
             .all(&self.db)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Ok(keys.into_iter().map(Into::into).collect())
     }
 
@@ -598,7 +564,7 @@ impl KeyStore for SqlStore {
         })
         .exec_without_returning(&self.db)
         .await
-        .map_err(map_db_err)?;
+        .map_err(self.error())?;
         Ok(())
     }
 
@@ -609,7 +575,7 @@ impl KeyStore for SqlStore {
             .filter(signing_keys::Column::RetiredAt.is_null())
             .exec(&self.db)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Ok(())
     }
 }
@@ -661,7 +627,7 @@ impl ThrottleStore for SqlStore {
             if admit()
                 .exec(&self.db)
                 .await
-                .map_err(map_db_err)?
+                .map_err(self.error())?
                 .rows_affected
                 == 1
             {
@@ -670,7 +636,7 @@ impl ThrottleStore for SqlStore {
             let row = login_throttle::Entity::find_by_id(key.to_owned())
                 .one(&self.db)
                 .await
-                .map_err(map_db_err)?;
+                .map_err(self.error())?;
             if let Some(row) = row {
                 let closed = row.failures >= rule.max_failures && row.blocked_until > now_ms;
                 if closed {
@@ -690,7 +656,7 @@ impl ThrottleStore for SqlStore {
             })
             .exec_without_returning(&self.db)
             .await
-            .map_err(map_db_err);
+            .map_err(self.error());
             match inserted {
                 Ok(_) | Err(StoreError::Conflict) => {}
                 Err(err) => return Err(err),
@@ -709,7 +675,7 @@ impl ThrottleStore for SqlStore {
             .filter(login_throttle::Column::Key.eq(key))
             .exec(&self.db)
             .await
-            .map_err(map_db_err)?;
+            .map_err(self.error())?;
         Ok(())
     }
 }
@@ -717,18 +683,6 @@ impl ThrottleStore for SqlStore {
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn record(&self, event: &AuditRecord) -> StoreResult<()> {
-        audit_events::Entity::insert(audit_events::ActiveModel {
-            id: Set(event.id),
-            occurred_at: Set(event.occurred_at),
-            kind: Set(event.kind.to_owned()),
-            outcome: Set(event.outcome.to_owned()),
-            user_id: Set(event.user_id),
-            session_id: Set(event.session_id),
-            peer: Set(event.peer.clone()),
-        })
-        .exec_without_returning(&self.db)
-        .await
-        .map_err(map_db_err)?;
-        Ok(())
+        insert_audit(&self.db, event).await.map_err(self.error())
     }
 }

@@ -1,0 +1,214 @@
+//! Opening, migrating and keeping healthy the connection pool.
+
+use std::{
+    str::FromStr as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use migration::{Migrator, MigratorTrait as _};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, DbBackend, Statement,
+    TransactionTrait as _, sqlx,
+};
+use secrecy::ExposeSecret as _;
+
+use crate::config::{DatabaseConfig, SqliteSynchronous};
+
+/// How long SQLite waits for the write lock before answering "database is locked".
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the connection pool. Statement logging is off: sqlx would log bound values,
+/// and those include password hashes and refresh-token hashes.
+pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+    let default_pool = match config.backend() {
+        // SQLite has one writer; one connection means no "database is locked" at all.
+        "sqlite" => 1,
+        "postgres" | "postgresql" | "mysql" => 10,
+        _ => anyhow::bail!(
+            "AUTHD_DATABASE_URL: expected a URL starting with sqlite:, postgres: or mysql:"
+        ),
+    };
+    let max_connections = config
+        .max_connections
+        .map_or(default_pool, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
+    open(config, max_connections).await
+}
+
+/// Applies the pending migrations to `db`, the pool opened from `config`. Replicas started
+/// together on an empty database would race to create the same tables, so the run holds
+/// a lock on the whole database for its length; a replica that waited for it finds the
+/// work done and applies nothing.
+pub async fn migrate(db: &DatabaseConnection, config: &DatabaseConfig) -> anyhow::Result<()> {
+    let backend = db.get_database_backend();
+    if backend == DbBackend::Sqlite {
+        let _lock = lock_sqlite_directory(config).await?;
+        // SQLite's DDL is transactional: the pending migrations commit together or not at
+        // all, so a process killed half-way never leaves a table without its migration
+        // record, which the next start would trip over. (PostgreSQL runs each migration in
+        // a transaction of its own; MySQL's DDL commits statement by statement.)
+        let txn = db.begin().await.context("running database migrations")?;
+        Migrator::up(&txn, None)
+            .await
+            .context("running database migrations")?;
+        return txn.commit().await.context("committing database migrations");
+    }
+    // PostgreSQL's and MySQL's locks belong to a session: one connection runs it all.
+    let session = open(config, 1).await?;
+    lock_server_database(&session, backend).await?;
+    let applied = Migrator::up(&session, None)
+        .await
+        .context("running database migrations");
+    // Closing the session releases the lock.
+    session
+        .close()
+        .await
+        .context("closing the migration connection")?;
+    applied
+}
+
+/// Locks the directory of an on-disk SQLite database against other processes migrating
+/// it. The directory rather than the file: closing a descriptor of the database file
+/// would drop the POSIX locks SQLite holds on it in this process. An in-memory database
+/// belongs to one process and needs none.
+async fn lock_sqlite_directory(config: &DatabaseConfig) -> anyhow::Result<Option<std::fs::File>> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(config.url.expose_secret())
+        .context("AUTHD_DATABASE_URL: not a SQLite URL")?;
+    let path = options.get_filename();
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    tokio::task::spawn_blocking(move || {
+        let lock = std::fs::File::open(&directory)?;
+        lock.lock()?;
+        std::io::Result::Ok(Some(lock))
+    })
+    .await
+    .context("locking the SQLite directory")?
+    .context("locking the SQLite directory for migrations")
+}
+
+/// How long a starting replica waits for another one's migrations before it gives up.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// PostgreSQL's advisory locks are per database; this key is "authd_mg" in ASCII.
+const POSTGRES_MIGRATION_LOCK: i64 = 0x6175_7468_645f_6d67;
+
+async fn lock_server_database(db: &DatabaseConnection, backend: DbBackend) -> anyhow::Result<()> {
+    let try_lock = match backend {
+        DbBackend::Postgres => {
+            format!(
+                "SELECT CAST(CAST(pg_try_advisory_lock({POSTGRES_MIGRATION_LOCK}) AS INTEGER) AS BIGINT)"
+            )
+        }
+        // MySQL's named locks are server-wide: the name carries the database's, hashed to
+        // stay within the 64 characters a lock name may have.
+        _ => "SELECT GET_LOCK(CONCAT('authd-migrate-', MD5(DATABASE())), 0)".to_owned(),
+    };
+    let deadline = Instant::now() + MIGRATION_LOCK_WAIT;
+    let mut announced = false;
+    loop {
+        let row = db
+            .query_one_raw(Statement::from_string(backend, try_lock.clone()))
+            .await
+            .context("taking the migration lock")?
+            .context("taking the migration lock: no answer")?;
+        let taken: Option<i64> = row
+            .try_get_by_index(0)
+            .context("taking the migration lock")?;
+        match taken {
+            Some(1) => return Ok(()),
+            Some(_) => {}
+            None => anyhow::bail!("taking the migration lock: the database answered NULL"),
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "another authd has been migrating this database for {MIGRATION_LOCK_WAIT:?}; \
+             is one stuck?"
+        );
+        if !announced {
+            tracing::info!("waiting for another authd to finish migrating the database");
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+    let url = config.url.expose_secret();
+    let backend = config.backend();
+    let synchronous = match config.sqlite_synchronous {
+        SqliteSynchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,
+        SqliteSynchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
+    };
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_timeout(config.acquire_timeout)
+        .sqlx_logging(false)
+        .record_stmt_in_spans(false)
+        .map_sqlx_sqlite_opts(move |opts| {
+            opts.create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(synchronous)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true)
+        })
+        .map_sqlx_sqlite_before_acquire(|conn, _| Box::pin(async { Ok(outside_transaction(conn)) }))
+        .map_sqlx_postgres_before_acquire(|conn, _| {
+            Box::pin(async { Ok(outside_transaction(conn)) })
+        })
+        .map_sqlx_mysql_before_acquire(|conn, _| Box::pin(async { Ok(outside_transaction(conn)) }));
+    Database::connect(options)
+        .await
+        .with_context(|| format!("AUTHD_DATABASE_URL: cannot open the {backend} database"))
+}
+
+/// Whether a pooled connection may be handed out again: only if no transaction is left
+/// open on it. This is the one guard for every transaction authd runs (the store's, the
+/// migrations', the command line's), so it sits in the pool rather than at each call site.
+///
+/// A transaction dropped without a commit is rolled back before its connection returns to
+/// the pool. If that rollback fails too, the connection still counts itself inside a
+/// transaction, and SQLite shows why that must never be reused: after a COMMIT that fails
+/// with SQLITE_FULL or SQLITE_IOERR, SQLite may already have rolled the transaction back, so
+/// the ROLLBACK fails ("no transaction is active") and the driver keeps its depth at one.
+/// Its next BEGIN becomes a SAVEPOINT, which can leave a real transaction open that every
+/// later "commit" only releases a savepoint inside: calls answered OK whose writes never
+/// reach the file. Such a connection is closed (which rolls back whatever it holds) and a
+/// fresh one opened in its place.
+fn outside_transaction<C: sqlx::Connection>(conn: &mut C) -> bool {
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("discarding a database connection left inside a failed transaction");
+    }
+    clean
+}
+
+/// The database a URL names, for log lines: the SQLite file, or the server and database
+/// name, never the user or password.
+pub(super) fn database_name(config: &DatabaseConfig) -> String {
+    let url = config.url.expose_secret();
+    let named = match config.backend() {
+        "sqlite" => sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .map(|o| format!("SQLite database {}", o.get_filename().display())),
+        "mysql" => sqlx::mysql::MySqlConnectOptions::from_str(url).map(|o| {
+            let name = o.get_database().unwrap_or_default();
+            format!("MySQL database {name} on {}:{}", o.get_host(), o.get_port())
+        }),
+        _ => sqlx::postgres::PgConnectOptions::from_str(url).map(|o| {
+            let name = o.get_database().unwrap_or_default();
+            format!(
+                "PostgreSQL database {name} on {}:{}",
+                o.get_host(),
+                o.get_port()
+            )
+        }),
+    };
+    named.unwrap_or_else(|_| format!("{} database", config.backend()))
+}

@@ -1,0 +1,191 @@
+//! Faults injected while clients write (see `workload`): the authd process killed with
+//! SIGKILL at random moments, and the database's connections killed under it. After each,
+//! every acknowledged write is in the database and nothing cut off is half-applied; the
+//! counts are printed (`cargo test faults -- --nocapture`).
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait as _, DbBackend};
+
+use crate::{
+    helpers::{TestDb, connect_authd, free_port, spawn_app, start_authd, testing_sqlite},
+    workload::{Journal, OnFailure, Rpc, Workload},
+};
+
+const RPCS: [Rpc; 5] = [
+    Rpc::Register,
+    Rpc::Login,
+    Rpc::Refresh,
+    Rpc::Logout,
+    Rpc::LogoutAll,
+];
+
+/// Moments to kill at, spread over a round: random, from a seed printed with the results
+/// (`FAULT_SEED` replays one).
+struct Moments(u64);
+
+impl Moments {
+    fn new() -> Self {
+        let seed = std::env::var("FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                now.map_or(1, |d| d.subsec_nanos().into()) | 1
+            });
+        eprintln!("FAULT_SEED={seed}");
+        Self(seed)
+    }
+
+    /// A moment between `from` and `to` (xorshift64).
+    fn between(&mut self, from: Duration, to: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let span = (to - from).as_micros() as u64;
+        from + Duration::from_micros(self.0 % span.max(1))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_moments_every_acknowledged_write_is_kept_and_none_half_applied() {
+    /// Rounds per RPC: each kills the server a random few milliseconds after a client
+    /// starts calling that RPC, so the kill lands before, inside or after its writes.
+    const ROUNDS: usize = 4;
+    let db = TestDb::fresh().await;
+    let port = free_port();
+    let mut moments = Moments::new();
+    let mut journal = Journal::default();
+    for (round, target) in RPCS.iter().flat_map(|rpc| [*rpc; ROUNDS]).enumerate() {
+        let mut server = start_authd(&db, port, &[]);
+        let channel = connect_authd(port).await;
+        let (announce, mut calls) = tokio::sync::mpsc::unbounded_channel();
+        let prefix = format!("kill{round}");
+        let workload = Workload::announcing(&channel, &prefix, 4, OnFailure::Stop, Some(announce));
+        while calls.recv().await.is_some_and(|rpc| rpc != target) {}
+        tokio::time::sleep(moments.between(Duration::ZERO, Duration::from_millis(4))).await;
+        server.kill();
+        journal.absorb(workload.finish().await);
+    }
+
+    let _server = start_authd(&db, port, &[]);
+    let channel = connect_authd(port).await;
+    let report = journal.verify(&db, &channel).await;
+    eprintln!(
+        "authd killed {} times under load:\n{report}",
+        RPCS.len() * ROUNDS
+    );
+    for rpc in RPCS {
+        assert!(report.cut_off(rpc) > 0, "no kill landed inside a {rpc:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_connections_killed_under_load_lose_nothing_acknowledged() {
+    if testing_sqlite() {
+        eprintln!("skipped: SQLite has no server connections to kill");
+        return;
+    }
+    let app = spawn_app().await;
+    let killer = app.db.connect().await;
+    let backend = killer.get_database_backend();
+    let current = if backend == DbBackend::Postgres {
+        "SELECT current_database()"
+    } else {
+        "SELECT DATABASE()"
+    };
+    let name = killer
+        .query_one_raw(sea_orm::Statement::from_string(backend, current))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<String>(0)
+        .unwrap();
+    let workload = Workload::start(&app.channel, "conn-kill", 4, OnFailure::Continue);
+    let mut moments = Moments::new();
+    let mut kills = 0;
+    for _ in 0..25 {
+        tokio::time::sleep(moments.between(Duration::from_millis(10), Duration::from_millis(120)))
+            .await;
+        kills += kill_connections(&killer, &name).await;
+    }
+    // Then a quiet spell in which the pool must recover by itself.
+    let before = workload.acknowledged();
+    for _ in 0..200 {
+        if workload.acknowledged() > before + 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        workload.acknowledged() > before + 20,
+        "writes did not resume after the connections were killed"
+    );
+    let journal = workload.finish().await;
+    let report = journal.verify(&app.db, &app.channel).await;
+    eprintln!("{kills} database connections killed under load:\n{report}");
+    killer.close().await.unwrap();
+    app.stop().await;
+}
+
+/// Kills every connection to database `name` but the caller's; returns how many.
+async fn kill_connections(conn: &sea_orm::DatabaseConnection, name: &str) -> usize {
+    let backend = conn.get_database_backend();
+    let sql = if backend == DbBackend::Postgres {
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        )
+    } else {
+        format!(
+            "SELECT id FROM information_schema.processlist \
+             WHERE db = '{name}' AND id <> CONNECTION_ID()"
+        )
+    };
+    let rows = conn
+        .query_all_raw(sea_orm::Statement::from_string(backend, sql))
+        .await
+        .unwrap();
+    if backend == DbBackend::Postgres {
+        return rows.len();
+    }
+    let mut killed = 0;
+    for row in rows {
+        let id: i64 = row.try_get_by_index(0).unwrap();
+        // The connection may have ended by itself meanwhile.
+        if conn
+            .execute_unprepared(&format!("KILL CONNECTION {id}"))
+            .await
+            .is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_migrating_a_new_database_the_next_start_completes_the_schema() {
+    const ROUNDS: usize = 8;
+    let mut moments = Moments::new();
+    for _ in 0..ROUNDS {
+        let db = TestDb::fresh().await;
+        let port = free_port();
+        let mut first = start_authd(&db, port, &[]);
+        tokio::time::sleep(moments.between(Duration::from_millis(5), Duration::from_millis(150)))
+            .await;
+        first.kill();
+        let _second = start_authd(&db, port, &[]);
+        let mut client = authd::proto::auth::v1::auth_service_client::AuthServiceClient::new(
+            connect_authd(port).await,
+        );
+        client
+            .register(authd::proto::auth::v1::RegisterRequest {
+                email: "after-the-kill@example.com".into(),
+                password: crate::helpers::PASSWORD.into(),
+                name: "Migrated".into(),
+            })
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,532 @@
+//! A writing workload for fault tests: clients that each run every writing RPC in turn,
+//! a journal of what was acknowledged and what was cut off, and the check that follows a
+//! fault: every acknowledged write is in the database, and every write cut off is there
+//! whole or not at all.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use authd::proto::auth::v1::{self as pb, InactiveReason, auth_service_client::AuthServiceClient};
+use sea_orm::{ConnectionTrait as _, DatabaseConnection, DbBackend, Statement, Value};
+use sha2::{Digest as _, Sha256};
+use tokio::{sync::mpsc, task::JoinSet};
+use tonic::{Code, Status, transport::Channel};
+
+use crate::helpers::{PASSWORD, TestDb, with_bearer};
+
+/// The writing RPCs, in the order each client runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rpc {
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    LogoutAll,
+}
+
+/// A write whose answer came back OK.
+#[derive(Debug)]
+enum Acknowledged {
+    Register { email: String, refresh: String },
+    Login { refresh: String },
+    Refresh { old: String, new: String },
+    Logout { refresh: String, access: String },
+    LogoutAll { email: String },
+}
+
+/// A write whose answer never came (or came as a fault): it may or may not have happened.
+#[derive(Debug)]
+enum CutOff {
+    Register { email: String },
+    Login { email: String, sessions_before: i64 },
+    Refresh { old: String },
+    Logout { refresh: String },
+    LogoutAll { email: String },
+}
+
+/// What happened to the writes cut off, per RPC, once the database is looked at.
+#[derive(Debug, Default)]
+struct Count {
+    acknowledged: usize,
+    cut_off_applied: usize,
+    cut_off_not_applied: usize,
+}
+
+/// Everything the clients saw.
+#[derive(Debug, Default)]
+pub struct Journal {
+    acknowledged: Vec<Acknowledged>,
+    cut_off: Vec<CutOff>,
+    /// Failures that are not a fault's clear status: each one is a bug.
+    wrong: Vec<String>,
+}
+
+/// How the clients react to a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The server was killed: stop.
+    Stop,
+    /// The database faltered: start a new sequence after a pause.
+    Continue,
+}
+
+/// Clients running the workload until [`Workload::finish`].
+pub struct Workload {
+    journal: Arc<Mutex<Journal>>,
+    stop: Arc<AtomicBool>,
+    clients: JoinSet<()>,
+}
+
+impl Workload {
+    /// `clients` clients on `channel`, their emails starting with `prefix`.
+    pub fn start(channel: &Channel, prefix: &str, clients: usize, on_failure: OnFailure) -> Self {
+        Self::announcing(channel, prefix, clients, on_failure, None)
+    }
+
+    /// As [`Self::start`], the clients sending each RPC's name just before they call it.
+    pub fn announcing(
+        channel: &Channel,
+        prefix: &str,
+        clients: usize,
+        on_failure: OnFailure,
+        announce: Option<mpsc::UnboundedSender<Rpc>>,
+    ) -> Self {
+        let journal = Arc::new(Mutex::new(Journal::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+        for id in 0..clients {
+            let client = Client {
+                api: AuthServiceClient::new(channel.clone()),
+                journal: Arc::clone(&journal),
+                prefix: format!("{prefix}-{id}"),
+                on_failure,
+                announce: announce.clone(),
+            };
+            tasks.spawn(client.run(Arc::clone(&stop)));
+        }
+        Self {
+            journal,
+            stop,
+            clients: tasks,
+        }
+    }
+
+    /// Stops the clients and returns what they saw.
+    pub async fn finish(mut self) -> Journal {
+        self.stop.store(true, Ordering::SeqCst);
+        while let Some(joined) = self.clients.join_next().await {
+            joined.unwrap();
+        }
+        std::mem::take(&mut *self.journal.lock().unwrap())
+    }
+
+    /// How many writes were acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.journal.lock().unwrap().acknowledged.len()
+    }
+}
+
+impl Journal {
+    pub fn absorb(&mut self, other: Journal) {
+        self.acknowledged.extend(other.acknowledged);
+        self.cut_off.extend(other.cut_off);
+        self.wrong.extend(other.wrong);
+    }
+
+    /// Checks the database against the journal and returns the counts, per RPC. Panics on
+    /// an acknowledged write that is missing, a write applied in part, or a wrong answer.
+    pub async fn verify(&self, db: &TestDb, channel: &Channel) -> Report {
+        assert!(
+            self.wrong.is_empty(),
+            "calls failed with something other than a fault's clear status: {:?}",
+            self.wrong
+        );
+        let store = Db(db.connect().await);
+        let mut counts: BTreeMap<Rpc, Count> = BTreeMap::new();
+        for ack in &self.acknowledged {
+            let (rpc, kept) = match ack {
+                Acknowledged::Register { email, refresh } => (
+                    Rpc::Register,
+                    store.user_exists(email).await && store.refresh_known(refresh).await,
+                ),
+                Acknowledged::Login { refresh } => (Rpc::Login, store.refresh_known(refresh).await),
+                Acknowledged::Refresh { old, new } => (
+                    Rpc::Refresh,
+                    store.refresh_spent(old).await && store.refresh_known(new).await,
+                ),
+                Acknowledged::Logout { refresh, access } => {
+                    let validated = AuthServiceClient::new(channel.clone())
+                        .validate_token(pb::ValidateTokenRequest {
+                            token: access.clone(),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    let revoked = !validated.active
+                        && validated.reason() == InactiveReason::Revoked
+                        && store.session_revoked(refresh).await;
+                    (Rpc::Logout, revoked)
+                }
+                Acknowledged::LogoutAll { email } => {
+                    (Rpc::LogoutAll, store.live_sessions(email).await == 0)
+                }
+            };
+            assert!(kept, "acknowledged but not in the database: {ack:?}");
+            counts.entry(rpc).or_default().acknowledged += 1;
+        }
+        for cut in &self.cut_off {
+            let (rpc, applied) = match cut {
+                CutOff::Register { email } => (Rpc::Register, store.user_exists(email).await),
+                CutOff::Login {
+                    email,
+                    sessions_before,
+                } => {
+                    let sessions = store.sessions(email).await;
+                    assert!(
+                        sessions == *sessions_before || sessions == sessions_before + 1,
+                        "{email}: {sessions} sessions after {sessions_before} and one login"
+                    );
+                    (Rpc::Login, sessions > *sessions_before)
+                }
+                CutOff::Refresh { old } => {
+                    let spent = store.refresh_spent(old).await;
+                    assert!(
+                        spent || store.refresh_current(old).await,
+                        "a token cut off mid-rotation is neither current nor spent"
+                    );
+                    (Rpc::Refresh, spent)
+                }
+                CutOff::Logout { refresh } => (Rpc::Logout, store.session_revoked(refresh).await),
+                CutOff::LogoutAll { email } => {
+                    // Two sessions were live before it: both end, or neither.
+                    let live = store.live_sessions(email).await;
+                    assert!(live != 1, "{email}: logout of all sessions applied in part");
+                    (Rpc::LogoutAll, live == 0)
+                }
+            };
+            let count = counts.entry(rpc).or_default();
+            if applied {
+                count.cut_off_applied += 1;
+            } else {
+                count.cut_off_not_applied += 1;
+            }
+        }
+        store.assert_whole().await;
+        store.0.close().await.unwrap();
+        Report(counts)
+    }
+}
+
+/// The counts of a verified run, printed in the test's output.
+pub struct Report(BTreeMap<Rpc, Count>);
+
+impl Report {
+    /// Calls of this RPC cut off by the fault.
+    pub fn cut_off(&self, rpc: Rpc) -> usize {
+        self.0
+            .get(&rpc)
+            .map_or(0, |c| c.cut_off_applied + c.cut_off_not_applied)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (rpc, c) in &self.0 {
+            writeln!(
+                f,
+                "  {rpc:?}: {} acknowledged, all kept; cut off: {} applied whole, {} not applied",
+                c.acknowledged, c.cut_off_applied, c.cut_off_not_applied,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+struct Client {
+    api: AuthServiceClient<Channel>,
+    journal: Arc<Mutex<Journal>>,
+    prefix: String,
+    on_failure: OnFailure,
+    announce: Option<mpsc::UnboundedSender<Rpc>>,
+}
+
+/// The statuses a fault may answer with: the server gone (the transport's), or the
+/// database gone or full. Anything else is a wrong answer.
+fn is_fault(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::ResourceExhausted
+    )
+}
+
+impl Client {
+    async fn run(mut self, stop: Arc<AtomicBool>) {
+        let mut n = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let email = format!("{}-{n}@example.com", self.prefix);
+            n += 1;
+            if self.sequence(&email).await.is_err() {
+                if self.on_failure == OnFailure::Stop {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    fn calling(&self, rpc: Rpc) {
+        if let Some(announce) = &self.announce {
+            let _ = announce.send(rpc);
+        }
+    }
+
+    fn ack(&self, ack: Acknowledged) {
+        self.journal.lock().unwrap().acknowledged.push(ack);
+    }
+
+    /// Records a failed call: a cut-off write when the failure is a fault's.
+    fn failed(&self, status: Status, cut: CutOff) -> Result<(), ()> {
+        let mut journal = self.journal.lock().unwrap();
+        if is_fault(&status) {
+            journal.cut_off.push(cut);
+        } else {
+            journal.wrong.push(format!("{cut:?}: {status:?}"));
+        }
+        Err(())
+    }
+
+    /// Register, log in twice, refresh five times, log one session out, then all of them.
+    async fn sequence(&mut self, email: &str) -> Result<(), ()> {
+        self.calling(Rpc::Register);
+        let registered = match self
+            .api
+            .register(pb::RegisterRequest {
+                email: email.to_owned(),
+                password: PASSWORD.to_owned(),
+                name: "Fault".to_owned(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().tokens.unwrap(),
+            Err(s) => {
+                return self.failed(
+                    s,
+                    CutOff::Register {
+                        email: email.into(),
+                    },
+                );
+            }
+        };
+        self.ack(Acknowledged::Register {
+            email: email.to_owned(),
+            refresh: registered.refresh_token.clone(),
+        });
+        let mut logins = Vec::new();
+        for sessions_before in [1, 2] {
+            let request = pb::LoginRequest {
+                email: email.to_owned(),
+                password: PASSWORD.to_owned(),
+            };
+            self.calling(Rpc::Login);
+            let tokens = match self.api.login(request).await {
+                Ok(r) => r.into_inner().tokens.unwrap(),
+                Err(s) => {
+                    let email = email.to_owned();
+                    return self.failed(
+                        s,
+                        CutOff::Login {
+                            email,
+                            sessions_before,
+                        },
+                    );
+                }
+            };
+            self.ack(Acknowledged::Login {
+                refresh: tokens.refresh_token.clone(),
+            });
+            logins.push(tokens);
+        }
+        let mut current = registered.refresh_token;
+        for _ in 0..5 {
+            let request = pb::RefreshRequest {
+                refresh_token: current.clone(),
+            };
+            self.calling(Rpc::Refresh);
+            let new = match self.api.refresh(request).await {
+                Ok(r) => r.into_inner().tokens.unwrap().refresh_token,
+                Err(s) => return self.failed(s, CutOff::Refresh { old: current }),
+            };
+            self.ack(Acknowledged::Refresh {
+                old: std::mem::replace(&mut current, new.clone()),
+                new,
+            });
+        }
+        let first = &logins[0];
+        let request = pb::LogoutRequest {
+            refresh_token: first.refresh_token.clone(),
+            all_sessions: false,
+        };
+        self.calling(Rpc::Logout);
+        if let Err(s) = self.api.logout(request).await {
+            let refresh = first.refresh_token.clone();
+            return self.failed(s, CutOff::Logout { refresh });
+        }
+        self.ack(Acknowledged::Logout {
+            refresh: first.refresh_token.clone(),
+            access: first.access_token.clone(),
+        });
+        let request = with_bearer(
+            pb::LogoutRequest {
+                refresh_token: String::new(),
+                all_sessions: true,
+            },
+            Some(&logins[1].access_token),
+        );
+        self.calling(Rpc::LogoutAll);
+        if let Err(s) = self.api.logout(request).await {
+            return self.failed(
+                s,
+                CutOff::LogoutAll {
+                    email: email.into(),
+                },
+            );
+        }
+        self.ack(Acknowledged::LogoutAll {
+            email: email.to_owned(),
+        });
+        Ok(())
+    }
+}
+
+/// The test's own view of the database.
+struct Db(DatabaseConnection);
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Db {
+    async fn count(&self, sql: &str, values: Vec<Value>) -> i64 {
+        let backend = self.0.get_database_backend();
+        let sql = if backend == DbBackend::Postgres {
+            // $1, $2, ... in place of each ?
+            let mut numbered = String::new();
+            for (i, part) in sql.split('?').enumerate() {
+                if i > 0 {
+                    numbered.push_str(&format!("${i}"));
+                }
+                numbered.push_str(part);
+            }
+            numbered
+        } else {
+            sql.to_owned()
+        };
+        let row = self
+            .0
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    async fn user_exists(&self, email: &str) -> bool {
+        self.count(
+            "SELECT COUNT(*) FROM users WHERE email = ?",
+            vec![email.into()],
+        )
+        .await
+            == 1
+    }
+
+    async fn refresh_current(&self, token: &str) -> bool {
+        let sql = "SELECT COUNT(*) FROM sessions WHERE refresh_hash = ?";
+        self.count(sql, vec![token_hash(token).into()]).await == 1
+    }
+
+    async fn refresh_spent(&self, token: &str) -> bool {
+        let sql = "SELECT COUNT(*) FROM spent_refresh_tokens WHERE token_hash = ?";
+        self.count(sql, vec![token_hash(token).into()]).await == 1
+    }
+
+    /// Current or spent: the session it started or rotated into was stored.
+    async fn refresh_known(&self, token: &str) -> bool {
+        self.refresh_current(token).await || self.refresh_spent(token).await
+    }
+
+    async fn session_revoked(&self, token: &str) -> bool {
+        let sql = "SELECT COUNT(*) FROM sessions WHERE refresh_hash = ? AND revoked_at IS NOT NULL";
+        self.count(sql, vec![token_hash(token).into()]).await == 1
+    }
+
+    async fn sessions(&self, email: &str) -> i64 {
+        let sql = "SELECT COUNT(*) FROM sessions s JOIN users u ON s.user_id = u.id \
+                   WHERE u.email = ?";
+        self.count(sql, vec![email.into()]).await
+    }
+
+    async fn live_sessions(&self, email: &str) -> i64 {
+        let sql = "SELECT COUNT(*) FROM sessions s JOIN users u ON s.user_id = u.id \
+                   WHERE u.email = ? AND s.revoked_at IS NULL";
+        self.count(sql, vec![email.into()]).await
+    }
+
+    /// What every write leaves whole or not at all, over the whole database: a user with
+    /// its first session and its event; a session with the event of the call that started
+    /// it; one spent token and one event per rotation; an event for every session logged
+    /// out, and a logged-out session for every event.
+    async fn assert_whole(&self) {
+        let checks = [
+            (
+                "users without a session or a register event",
+                "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
+                 (SELECT 1 FROM sessions s WHERE s.user_id = u.id) OR NOT EXISTS \
+                 (SELECT 1 FROM audit_events a WHERE a.user_id = u.id AND a.kind = 'register')",
+            ),
+            (
+                "sessions without the event that started them",
+                "SELECT COUNT(*) FROM sessions s WHERE NOT EXISTS \
+                 (SELECT 1 FROM audit_events a WHERE a.session_id = s.id \
+                  AND a.kind IN ('register', 'login') AND a.outcome = 'success')",
+            ),
+            (
+                "events of sessions that were never stored",
+                "SELECT COUNT(*) FROM audit_events a \
+                 WHERE a.kind IN ('register', 'login') AND a.outcome = 'success' \
+                 AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = a.session_id)",
+            ),
+            (
+                "rotations without their spent token or their event",
+                "SELECT COUNT(*) FROM sessions s WHERE s.generation <> \
+                 (SELECT COUNT(*) FROM spent_refresh_tokens t WHERE t.session_id = s.id) \
+                 OR s.generation <> (SELECT COUNT(*) FROM audit_events a \
+                  WHERE a.session_id = s.id AND a.kind = 'refresh')",
+            ),
+            (
+                "sessions logged out without an event",
+                "SELECT COUNT(*) FROM sessions s WHERE s.revoked_reason = 'logout' \
+                 AND NOT EXISTS (SELECT 1 FROM audit_events a WHERE a.kind = 'logout' \
+                  AND (a.session_id = s.id OR (a.outcome = 'all_sessions' \
+                       AND a.user_id = s.user_id)))",
+            ),
+            (
+                "logout events whose sessions are live",
+                "SELECT COUNT(*) FROM audit_events a JOIN sessions s \
+                 ON (a.outcome = 'success' AND s.id = a.session_id) \
+                 OR (a.outcome = 'all_sessions' AND s.user_id = a.user_id) \
+                 WHERE a.kind = 'logout' AND s.revoked_at IS NULL",
+            ),
+        ];
+        for (what, sql) in checks {
+            let found = self.count(sql, Vec::new()).await;
+            assert_eq!(found, 0, "{what}: {found}");
+        }
+    }
+}
