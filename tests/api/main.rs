@@ -27,5 +27,6 @@ mod register;
 mod replicas;
 mod throttle;
 mod tls;
+mod upgrade;
 mod validate;
 mod workload;
