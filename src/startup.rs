@@ -80,12 +80,17 @@ impl App {
         }
 
         let db = store::connect(&config.database).await?;
-        store::migrate(&db, &config.database).await?;
-        let store = SqlStore::new(db, &config.database);
+        let store = SqlStore::new(db.clone(), &config.database);
         let store_arc = Arc::new(store.clone());
-
-        let keyring =
-            Keyring::load(store_arc.as_ref(), &config.tokens, &sealer, Utc::now()).await?;
+        // On a first start the signing key and the refresh key are made under the same lock
+        // as the schema, so replicas started together all settle on the same ones.
+        let (keyring, refresh_key) = store::migrate_then(&db, &config.database, async || {
+            let keyring =
+                Keyring::load(store_arc.as_ref(), &config.tokens, &sealer, Utc::now()).await?;
+            let refresh_key = RefreshKey::load_or_create(store_arc.as_ref(), &sealer).await?;
+            Ok((keyring, refresh_key))
+        })
+        .await?;
         let revocations = Arc::new(Revocations::new(
             config.tokens.access_ttl,
             config.tokens.clock_leeway,
@@ -106,7 +111,7 @@ impl App {
             throttle: store_arc.clone(),
             throttle_rule,
             auditor: Auditor::new(store_arc.clone()),
-            refresh_key: RefreshKey::load_or_create(store_arc.as_ref(), &sealer).await?,
+            refresh_key,
             refresh_reuse_grace: config.tokens.refresh_reuse_grace,
             hasher,
             policy,

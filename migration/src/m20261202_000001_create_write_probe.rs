@@ -8,14 +8,16 @@ pub(crate) struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // One row that the health check rewrites while the database refuses writes (out of
-        // space, read-only), to see when writes go through again; a ping only reads.
+        // Rows the health check writes, and deletes in the same transaction, while the
+        // database refuses writes (out of space, read-only), to see when writes go through
+        // again; a ping only reads.
         once::create_table(
             manager,
             Table::create()
                 .table(WriteProbe::Table)
-                .col(integer(WriteProbe::Id).primary_key())
-                .col(timestamp_with_time_zone(WriteProbe::WrittenAt)),
+                .col(uuid(WriteProbe::Id).primary_key())
+                .col(timestamp_with_time_zone(WriteProbe::WrittenAt))
+                .col(blob(WriteProbe::Payload)),
         )
         .await
     }
@@ -32,4 +34,5 @@ enum WriteProbe {
     Table,
     Id,
     WrittenAt,
+    Payload,
 }

@@ -76,7 +76,7 @@ pub enum AuthError {
 impl From<StoreError> for AuthError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(cause) | StoreError::ReadOnly(cause) => {
+            StoreError::Unavailable(cause) | StoreError::WritesFailing(cause) => {
                 Self::Unavailable(cause)
             }
             StoreError::Full(cause) => Self::StorageFull(cause),

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{SecretBox, SecretString};
 use uuid::Uuid;
 
-pub use sql::{DatabaseHealth, QueryCounter, SqlStore, connect, migrate};
+pub use sql::{DatabaseHealth, QueryCounter, SqlStore, connect, migrate, migrate_then};
 
 /// What can go wrong in the store, as the domain needs to tell it apart.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +29,10 @@ pub enum StoreError {
     /// The database is out of disk space: writes fail until some is freed.
     #[error("database out of space")]
     Full(#[source] anyhow::Error),
-    /// The database refuses writes (a read-only file, a standby after a failover).
+    /// The database refuses writes: read-only (a standby after a failover, a read-only
+    /// file) or its storage failing (I/O errors).
     #[error("database refuses writes")]
-    ReadOnly(#[source] anyhow::Error),
+    WritesFailing(#[source] anyhow::Error),
     /// A unique key is already taken.
     #[error("unique constraint violated")]
     Conflict,

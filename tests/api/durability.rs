@@ -9,15 +9,20 @@ use std::{
     time::Duration,
 };
 
-use authd::config::Config;
+use authd::{
+    config::Config,
+    store::{self, AuditRecord, AuditStore as _, RevokeReason, SessionStore as _, SqlStore},
+};
+use chrono::Utc;
+use uuid::Uuid;
 
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, DbBackend, Statement};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::{
-    PASSWORD, TestDb, assert_code, new_database_name, server_admin, spawn_app, spawn_app_with,
-    testing_sqlite,
+    DbProxy, PASSWORD, TestDb, assert_code, new_database_name, server_admin, spawn_app,
+    spawn_app_with, test_config, testing_sqlite,
 };
 
 /// The emails the database holds, read through a connection of the test's own: only
@@ -165,13 +170,13 @@ impl Tmpfs {
         &self.dir
     }
 
-    fn resize(&self, kib: u64) {
-        let status = Command::new("mount")
+    /// Whether the remount went through (never panics: it runs when a test unwinds too).
+    fn resize(&self, kib: u64) -> bool {
+        Command::new("mount")
             .args(["-o", &format!("remount,size={kib}k")])
             .arg(self.path())
             .status()
-            .unwrap();
-        assert!(status.success(), "remount failed");
+            .is_ok_and(|s| s.success())
     }
 
     fn used_kib(&self) -> u64 {
@@ -283,17 +288,21 @@ impl SmallDisk {
 
     /// Leaves `kib` free.
     fn shrink_to_free(&self, kib: u64) {
-        self.disk.resize(self.disk.used_kib() + kib);
+        assert!(
+            self.disk.resize(self.disk.used_kib() + kib),
+            "remount failed"
+        );
     }
 
-    fn grow(&self) {
-        self.disk.resize(FULL_SIZE_KIB);
+    fn grow(&self) -> bool {
+        self.disk.resize(FULL_SIZE_KIB)
     }
 }
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        self.grow();
+        // Room first, so the server can finish whatever it writes there.
+        let _ = self.grow();
         let name = std::mem::take(&mut self.name);
         let dropped = name.is_empty()
             || std::thread::spawn(move || {
@@ -333,6 +342,8 @@ impl Drop for SmallDisk {
     }
 }
 
+const PROBE_INTERVAL: Duration = Duration::from_millis(300);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_clearly_and_every_ok_survives_a_restart() {
     let small = match SmallDisk::create().await {
@@ -342,7 +353,7 @@ async fn a_full_disk_refuses_writes_clearly_and_every_ok_survives_a_restart() {
             return;
         }
     };
-    let config = |config: &mut Config| config.health_probe_interval = Duration::from_millis(300);
+    let config = |config: &mut Config| config.health_probe_interval = PROBE_INTERVAL;
     let app = spawn_app_with(small.db.clone(), config).await;
     let (early_email, early_tokens) = app.new_user().await;
     let mut acknowledged = vec![early_email.clone()];
@@ -385,9 +396,16 @@ async fn a_full_disk_refuses_writes_clearly_and_every_ok_survives_a_restart() {
             .active
     );
     app.wait_for_health(ServingStatus::NotServing).await;
+    // With no calls at all, the health check's own writes keep finding the disk full.
+    tokio::time::sleep(PROBE_INTERVAL * 4).await;
+    assert_eq!(
+        app.health_status("").await.unwrap(),
+        ServingStatus::NotServing,
+        "health came back while the disk is still full"
+    );
 
     // Space comes back: writes work again without a restart.
-    small.grow();
+    assert!(small.grow(), "remount failed");
     app.wait_for_health(ServingStatus::Serving).await;
     let late = "after-the-disk-grew@example.com";
     app.register(late, PASSWORD, "Late").await.unwrap();
@@ -404,5 +422,124 @@ async fn a_full_disk_refuses_writes_clearly_and_every_ok_survives_a_restart() {
             .unwrap_or_else(|status| panic!("{email} was answered OK but is gone: {status:?}"));
     }
     app.rotate(&current).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_cut_off_at_every_point_leave_the_next_write_committed() {
+    if testing_sqlite() {
+        eprintln!("skipped: SQLite's driver rolls back a BEGIN whose caller went away itself");
+        return;
+    }
+    let db = TestDb::fresh().await;
+    let direct = test_config(&db).database;
+    let migrated = store::connect(&direct).await.unwrap();
+    store::migrate(&migrated, &direct).await.unwrap();
+    // A slow network to the database, and a pool of one connection.
+    let proxy = DbProxy::start_with_delay(db.server_addr().unwrap(), LATENCY).await;
+    let mut config = test_config(&db.via(proxy.addr)).database;
+    config.max_connections = Some(std::num::NonZeroUsize::MIN);
+    let pool = store::connect(&config).await.unwrap();
+    let store = SqlStore::new(pool.clone(), &config);
+
+    // Revocations cut off a little later each time, over the pool's check, BEGIN, the
+    // UPDATE and the COMMIT (as a client's deadline or the request timeout cut calls off),
+    // each followed by a write on that one connection: it must be committed, not held in
+    // a transaction the driver does not know it opened.
+    for step in 0..40u32 {
+        let outcome = |what: &str| -> &'static str { format!("{what}-{step}").leak() };
+        let _ = tokio::time::timeout(
+            LATENCY * step / 2,
+            store.revoke(
+                Uuid::now_v7(),
+                RevokeReason::Logout,
+                Utc::now(),
+                &audit(outcome("cut")),
+            ),
+        )
+        .await;
+        let after = outcome("after");
+        store.record(&audit(after)).await.unwrap();
+        let seen = migrated
+            .query_all_raw(Statement::from_string(
+                migrated.get_database_backend(),
+                format!("SELECT outcome FROM audit_events WHERE outcome = '{after}'"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "the write after a cut-off call {step} was not committed"
+        );
+    }
+    migrated.close().await.unwrap();
+    pool.close().await.unwrap();
+}
+
+const LATENCY: Duration = Duration::from_millis(5);
+
+fn audit(outcome: &'static str) -> AuditRecord {
+    AuditRecord {
+        id: Uuid::now_v7(),
+        occurred_at: Utc::now(),
+        kind: "test",
+        outcome,
+        user_id: None,
+        session_id: None,
+        peer: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_connections_are_reused_not_reopened() {
+    if testing_sqlite() {
+        eprintln!("skipped: SQLite has no server connections");
+        return;
+    }
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+    let conn = app.db.connect().await;
+    let backend = conn.get_database_backend();
+    let database = app.db.url.rsplit('/').next().unwrap().to_owned();
+    let sql = if backend == DbBackend::Postgres {
+        format!(
+            "SELECT CAST(pid AS BIGINT) FROM pg_stat_activity \
+             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        )
+    } else {
+        format!(
+            "SELECT CAST(id AS SIGNED) FROM information_schema.processlist \
+             WHERE db = '{database}' AND id <> CONNECTION_ID()"
+        )
+    };
+    let connections = async || -> BTreeSet<i64> {
+        conn.query_all_raw(Statement::from_string(backend, sql.clone()))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get_by_index(0).unwrap())
+            .collect()
+    };
+
+    // Calls enough for the pool to open what it needs, then the ones counted.
+    let mut current = tokens.refresh_token;
+    for _ in 0..20 {
+        current = app.rotate(&current).await.refresh_token;
+    }
+    let before = connections().await;
+    for _ in 0..50 {
+        current = app.rotate(&current).await.refresh_token;
+    }
+    let after = connections().await;
+    // The pool checks each connection before handing it out; a check that misjudged a
+    // healthy one would close it and open another, every call.
+    let opened: Vec<_> = after.difference(&before).collect();
+    assert!(
+        opened.len() <= 2,
+        "50 calls opened {} connections: {opened:?}",
+        opened.len()
+    );
+    conn.close().await.unwrap();
     app.stop().await;
 }

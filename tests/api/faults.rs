@@ -5,20 +5,14 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait as _, DbBackend};
+use authd::proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use migration::MigratorTrait as _;
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 
 use crate::{
-    helpers::{TestDb, connect_authd, free_port, spawn_app, start_authd, testing_sqlite},
-    workload::{Journal, OnFailure, Rpc, Workload},
+    helpers::{PASSWORD, TestDb, connect_authd, free_port, spawn_app, start_authd, testing_sqlite},
+    workload::{Journal, OnFailure, Options, Rpc, Workload},
 };
-
-const RPCS: [Rpc; 5] = [
-    Rpc::Register,
-    Rpc::Login,
-    Rpc::Refresh,
-    Rpc::Logout,
-    Rpc::LogoutAll,
-];
 
 /// Moments to kill at, spread over a round: random, from a seed printed with the results
 /// (`FAULT_SEED` replays one).
@@ -49,21 +43,25 @@ impl Moments {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_moments_every_acknowledged_write_is_kept_and_none_half_applied() {
-    /// Rounds per RPC: each kills the server a random few milliseconds after a client
-    /// starts calling that RPC, so the kill lands before, inside or after its writes.
+    /// Rounds per RPC: each kills the server at a random moment of a call of that RPC.
     const ROUNDS: usize = 4;
     let db = TestDb::fresh().await;
     let port = free_port();
     let mut moments = Moments::new();
     let mut journal = Journal::default();
-    for (round, target) in RPCS.iter().flat_map(|rpc| [*rpc; ROUNDS]).enumerate() {
+    for (round, target) in Rpc::ALL.iter().flat_map(|rpc| [*rpc; ROUNDS]).enumerate() {
         let mut server = start_authd(&db, port, &[]);
         let channel = connect_authd(port).await;
         let (announce, mut calls) = tokio::sync::mpsc::unbounded_channel();
         let prefix = format!("kill{round}");
-        let workload = Workload::announcing(&channel, &prefix, 4, OnFailure::Stop, Some(announce));
+        let options = Options::new(OnFailure::Stop).announcing(announce);
+        let workload = Workload::start_with(&channel, &prefix, 4, options);
         while calls.recv().await.is_some_and(|rpc| rpc != target) {}
-        tokio::time::sleep(moments.between(Duration::ZERO, Duration::from_millis(4))).await;
+        // Near the end of such a call as measured so far (a call that hashes a password
+        // writes only after the hash), so the kill lands before, inside or after its commit.
+        let end = journal.typical(target).unwrap_or(Duration::ZERO);
+        let spread = Duration::from_millis(4);
+        tokio::time::sleep(moments.between(end.saturating_sub(spread), end + spread)).await;
         server.kill();
         journal.absorb(workload.finish().await);
     }
@@ -73,9 +71,9 @@ async fn killed_at_random_moments_every_acknowledged_write_is_kept_and_none_half
     let report = journal.verify(&db, &channel).await;
     eprintln!(
         "authd killed {} times under load:\n{report}",
-        RPCS.len() * ROUNDS
+        Rpc::ALL.len() * ROUNDS
     );
-    for rpc in RPCS {
+    for rpc in Rpc::ALL {
         assert!(report.cut_off(rpc) > 0, "no kill landed inside a {rpc:?}");
     }
 }
@@ -87,7 +85,10 @@ async fn database_connections_killed_under_load_lose_nothing_acknowledged() {
         return;
     }
     let app = spawn_app().await;
-    let killer = app.db.connect().await;
+    // One connection, which the kills spare.
+    let mut options = sea_orm::ConnectOptions::new(app.db.url.clone());
+    options.max_connections(1);
+    let killer = sea_orm::Database::connect(options).await.unwrap();
     let backend = killer.get_database_backend();
     let current = if backend == DbBackend::Postgres {
         "SELECT current_database()"
@@ -95,7 +96,7 @@ async fn database_connections_killed_under_load_lose_nothing_acknowledged() {
         "SELECT DATABASE()"
     };
     let name = killer
-        .query_one_raw(sea_orm::Statement::from_string(backend, current))
+        .query_one_raw(Statement::from_string(backend, current))
         .await
         .unwrap()
         .unwrap()
@@ -133,8 +134,8 @@ async fn kill_connections(conn: &sea_orm::DatabaseConnection, name: &str) -> usi
     let backend = conn.get_database_backend();
     let sql = if backend == DbBackend::Postgres {
         format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid() AND pg_terminate_backend(pid)"
         )
     } else {
         format!(
@@ -143,7 +144,7 @@ async fn kill_connections(conn: &sea_orm::DatabaseConnection, name: &str) -> usi
         )
     };
     let rows = conn
-        .query_all_raw(sea_orm::Statement::from_string(backend, sql))
+        .query_all_raw(Statement::from_string(backend, sql))
         .await
         .unwrap();
     if backend == DbBackend::Postgres {
@@ -166,26 +167,86 @@ async fn kill_connections(conn: &sea_orm::DatabaseConnection, name: &str) -> usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_while_migrating_a_new_database_the_next_start_completes_the_schema() {
-    const ROUNDS: usize = 8;
+    const ROUNDS: usize = 12;
     let mut moments = Moments::new();
+    // How long a first start takes here, to kill at random moments within it.
+    let first_start = {
+        let (db, port) = (TestDb::fresh().await, free_port());
+        let started = std::time::Instant::now();
+        let _server = start_authd(&db, port, &[]);
+        connect_authd(port).await;
+        started.elapsed()
+    };
+    let mut killed_before_the_schema_was_done = 0;
     for _ in 0..ROUNDS {
         let db = TestDb::fresh().await;
         let port = free_port();
         let mut first = start_authd(&db, port, &[]);
-        tokio::time::sleep(moments.between(Duration::from_millis(5), Duration::from_millis(150)))
-            .await;
+        tokio::time::sleep(moments.between(Duration::ZERO, first_start * 3 / 4)).await;
         first.kill();
+        if applied_migrations(&db).await < migration::Migrator::migrations().len() {
+            killed_before_the_schema_was_done += 1;
+        }
+
         let _second = start_authd(&db, port, &[]);
-        let mut client = authd::proto::auth::v1::auth_service_client::AuthServiceClient::new(
-            connect_authd(port).await,
-        );
+        let mut client = AuthServiceClient::new(connect_authd(port).await);
         client
-            .register(authd::proto::auth::v1::RegisterRequest {
+            .register(pb::RegisterRequest {
                 email: "after-the-kill@example.com".into(),
-                password: crate::helpers::PASSWORD.into(),
+                password: PASSWORD.into(),
                 name: "Migrated".into(),
             })
             .await
             .unwrap();
     }
+    eprintln!(
+        "{killed_before_the_schema_was_done} of {ROUNDS} kills came before the schema was done"
+    );
+    assert!(
+        killed_before_the_schema_was_done > 0,
+        "no kill landed before the migrations were done"
+    );
+}
+
+/// How many migrations the database records as applied.
+async fn applied_migrations(db: &TestDb) -> usize {
+    let conn = db.connect().await;
+    let backend = conn.get_database_backend();
+    let applied = conn
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COUNT(*) FROM seaql_migrations",
+        ))
+        .await
+        // No table yet: none applied.
+        .map_or(0, |row| {
+            row.and_then(|r| r.try_get_by_index::<i64>(0).ok())
+                .unwrap_or(0)
+        });
+    conn.close().await.unwrap();
+    usize::try_from(applied).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_cut_off_by_deadlines_at_random_moments_lose_nothing_acknowledged() {
+    let app = spawn_app().await;
+    // Deadlines around each call's own length: the server gives up on calls at every
+    // point, their transactions' BEGIN and COMMIT included.
+    let options = Options::new(OnFailure::Continue).deadlines();
+    let cut = Workload::start_with(&app.channel, "deadline", 4, options);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut journal = cut.finish().await;
+    // Then calls with time enough, on the connections those left behind.
+    let calm = Workload::start(&app.channel, "calm", 4, OnFailure::Continue);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    journal.absorb(calm.finish().await);
+
+    // Read through another connection while the server runs: a write acknowledged inside
+    // a transaction that was never committed is not there.
+    let report = journal.verify(&app.db, &app.channel).await;
+    eprintln!("calls cut off by their deadlines:\n{report}");
+    for rpc in Rpc::ALL {
+        assert!(report.cut_off(rpc) > 0, "no deadline cut off a {rpc:?}");
+    }
+    app.stop().await;
 }

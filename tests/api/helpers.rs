@@ -530,6 +530,12 @@ pub struct DbProxy {
 
 impl DbProxy {
     pub async fn start(target: SocketAddr) -> Self {
+        Self::start_with_delay(target, Duration::ZERO).await
+    }
+
+    /// A proxy that holds every chunk of bytes, either way, for `delay` before passing it
+    /// on: a slow network, in which a call can be cut off in the middle of a round trip.
+    pub async fn start_with_delay(target: SocketAddr, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let up = Arc::new(AtomicBool::new(true));
@@ -543,10 +549,20 @@ impl DbProxy {
                         continue; // dropped: the connection is refused
                     }
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let Ok(mut outbound) = TcpStream::connect(target).await else {
+                            return;
+                        };
+                        if delay.is_zero() {
                             let _ =
                                 tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
                         }
+                        let (from_client, to_client) = inbound.into_split();
+                        let (from_server, to_server) = outbound.into_split();
+                        tokio::join!(
+                            pump(from_client, to_server, delay),
+                            pump(from_server, to_client, delay)
+                        );
                     });
                     connections.lock().expect("lock").push(task.abort_handle());
                 }
@@ -579,4 +595,24 @@ impl Drop for DbProxy {
         self.accept.abort();
         self.cut();
     }
+}
+
+/// Copies bytes from `from` to `to`, each chunk `delay` late.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0; 64 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_orm::DbBackend;
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -154,5 +154,104 @@ async fn database_restarted_under_load_loses_nothing_acknowledged() {
     let journal = workload.finish().await;
     let report = journal.verify(&app.db, &app.channel).await;
     eprintln!("database server restarted under load:\n{report}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "holds every commit of the MariaDB server; run alone (see module docs)"]
+async fn a_commit_cut_off_by_a_killed_connection_is_unavailable_and_later_writes_are_kept() {
+    let Some((app, backend)) = app_on_a_server().await else {
+        return;
+    };
+    // One session: MariaDB's backup stages belong to the session that takes them.
+    let mut options = sea_orm::ConnectOptions::new(app.db.url.clone());
+    options.max_connections(1);
+    let admin = sea_orm::Database::connect(options).await.unwrap();
+    let database = app.db.url.rsplit('/').next().unwrap().to_owned();
+    // Hold the COMMIT: PostgreSQL by a deferred trigger that sleeps, MariaDB by blocking
+    // every commit on the server.
+    let hold = if backend == DbBackend::Postgres {
+        vec![
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$",
+            "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON users \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
+             WHEN (NEW.email LIKE 'held-%') EXECUTE FUNCTION slow_commit()",
+        ]
+    } else {
+        vec!["BACKUP STAGE START", "BACKUP STAGE BLOCK_COMMIT"]
+    };
+    for statement in hold {
+        admin.execute_unprepared(statement).await.unwrap();
+    }
+
+    let held = tokio::spawn({
+        let app_client = app.client.clone();
+        async move {
+            let mut client = app_client;
+            client
+                .register(authd::proto::auth::v1::RegisterRequest {
+                    email: "held-commit@example.com".into(),
+                    password: PASSWORD.into(),
+                    name: "Held".into(),
+                })
+                .await
+        }
+    });
+    // Wait for its COMMIT to hang, then kill the connection it runs on.
+    let committing = if backend == DbBackend::Postgres {
+        format!(
+            "SELECT pid FROM pg_stat_activity WHERE datname = '{database}' \
+             AND state = 'active' AND query = 'COMMIT'"
+        )
+    } else {
+        format!(
+            "SELECT id FROM information_schema.processlist \
+             WHERE db = '{database}' AND info = 'COMMIT'"
+        )
+    };
+    let mut victim = None;
+    for _ in 0..400 {
+        let rows = admin
+            .query_all_raw(Statement::from_string(backend, committing.clone()))
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            victim = Some(if backend == DbBackend::Postgres {
+                i64::from(row.try_get_by_index::<i32>(0).unwrap())
+            } else {
+                row.try_get_by_index::<i64>(0).unwrap()
+            });
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let victim = victim.expect("the Register never reached its COMMIT");
+    let kill = if backend == DbBackend::Postgres {
+        format!("SELECT pg_terminate_backend({victim})")
+    } else {
+        format!("KILL CONNECTION {victim}")
+    };
+    admin.execute_unprepared(&kill).await.unwrap();
+    if backend != DbBackend::Postgres {
+        admin.execute_unprepared("BACKUP STAGE END").await.unwrap();
+    }
+
+    assert_code(held.await.unwrap(), Code::Unavailable);
+    // The next writes go through on a fresh connection and are kept; the held one is not.
+    let (email, tokens) = app.new_user().await;
+    app.rotate(&tokens.refresh_token).await;
+    let stored: Vec<String> = admin
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT email FROM users ORDER BY email",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get_by_index(0).unwrap())
+        .collect();
+    assert_eq!(stored, vec![email]);
+    admin.close().await.unwrap();
     app.stop().await;
 }

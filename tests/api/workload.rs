@@ -10,14 +10,14 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use authd::proto::auth::v1::{self as pb, InactiveReason, auth_service_client::AuthServiceClient};
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, DbBackend, Statement, Value};
 use sha2::{Digest as _, Sha256};
 use tokio::{sync::mpsc, task::JoinSet};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, IntoRequest, Request, Status, transport::Channel};
 
 use crate::helpers::{PASSWORD, TestDb, with_bearer};
 
@@ -29,6 +29,16 @@ pub enum Rpc {
     Refresh,
     Logout,
     LogoutAll,
+}
+
+impl Rpc {
+    pub const ALL: [Rpc; 5] = [
+        Rpc::Register,
+        Rpc::Login,
+        Rpc::Refresh,
+        Rpc::Logout,
+        Rpc::LogoutAll,
+    ];
 }
 
 /// A write whose answer came back OK.
@@ -63,9 +73,43 @@ struct Count {
 #[derive(Debug, Default)]
 pub struct Journal {
     acknowledged: Vec<Acknowledged>,
+    /// How long each acknowledged call took.
+    took: Vec<(Rpc, Duration)>,
     cut_off: Vec<CutOff>,
     /// Failures that are not a fault's clear status: each one is a bug.
     wrong: Vec<String>,
+}
+
+/// How the clients run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    on_failure: OnFailure,
+    /// Where each RPC's name is sent just before it is called.
+    announce: Option<mpsc::UnboundedSender<Rpc>>,
+    /// One call of each sequence (each RPC in turn) gets a deadline at a random fraction
+    /// (0.1 to 1.5) of what such calls took so far: the server gives up on it at whatever
+    /// point it has reached, a transaction's BEGIN or COMMIT included.
+    deadlines: bool,
+}
+
+impl Options {
+    pub fn new(on_failure: OnFailure) -> Self {
+        Self {
+            on_failure,
+            announce: None,
+            deadlines: false,
+        }
+    }
+
+    pub fn announcing(mut self, announce: mpsc::UnboundedSender<Rpc>) -> Self {
+        self.announce = Some(announce);
+        self
+    }
+
+    pub fn deadlines(mut self) -> Self {
+        self.deadlines = true;
+        self
+    }
 }
 
 /// How the clients react to a failed call.
@@ -87,17 +131,10 @@ pub struct Workload {
 impl Workload {
     /// `clients` clients on `channel`, their emails starting with `prefix`.
     pub fn start(channel: &Channel, prefix: &str, clients: usize, on_failure: OnFailure) -> Self {
-        Self::announcing(channel, prefix, clients, on_failure, None)
+        Self::start_with(channel, prefix, clients, Options::new(on_failure))
     }
 
-    /// As [`Self::start`], the clients sending each RPC's name just before they call it.
-    pub fn announcing(
-        channel: &Channel,
-        prefix: &str,
-        clients: usize,
-        on_failure: OnFailure,
-        announce: Option<mpsc::UnboundedSender<Rpc>>,
-    ) -> Self {
+    pub fn start_with(channel: &Channel, prefix: &str, clients: usize, options: Options) -> Self {
         let journal = Arc::new(Mutex::new(Journal::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
@@ -106,8 +143,10 @@ impl Workload {
                 api: AuthServiceClient::new(channel.clone()),
                 journal: Arc::clone(&journal),
                 prefix: format!("{prefix}-{id}"),
-                on_failure,
-                announce: announce.clone(),
+                options: options.clone(),
+                calling: None,
+                random: 0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1),
+                cutting: None,
             };
             tasks.spawn(client.run(Arc::clone(&stop)));
         }
@@ -134,8 +173,21 @@ impl Workload {
 }
 
 impl Journal {
+    /// The median time an acknowledged call of `rpc` took, if any was.
+    pub fn typical(&self, rpc: Rpc) -> Option<Duration> {
+        let mut took: Vec<Duration> = self
+            .took
+            .iter()
+            .filter(|(r, _)| *r == rpc)
+            .map(|(_, d)| *d)
+            .collect();
+        took.sort();
+        took.get(took.len() / 2).copied()
+    }
+
     pub fn absorb(&mut self, other: Journal) {
         self.acknowledged.extend(other.acknowledged);
+        self.took.extend(other.took);
         self.cut_off.extend(other.cut_off);
         self.wrong.extend(other.wrong);
     }
@@ -253,17 +305,27 @@ struct Client {
     api: AuthServiceClient<Channel>,
     journal: Arc<Mutex<Journal>>,
     prefix: String,
-    on_failure: OnFailure,
-    announce: Option<mpsc::UnboundedSender<Rpc>>,
+    options: Options,
+    /// The call in flight, and when it started.
+    calling: Option<(Rpc, Instant)>,
+    /// xorshift64 state, for deadlines.
+    random: u64,
+    /// The RPC whose call gets a deadline in this sequence.
+    cutting: Option<Rpc>,
 }
 
-/// The statuses a fault may answer with: the server gone (the transport's), or the
-/// database gone or full. Anything else is a wrong answer.
-fn is_fault(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::ResourceExhausted
-    )
+/// The statuses a fault may answer with: the database gone, refusing writes or full; and,
+/// where the server itself was killed, the client's own transport error. Anything else,
+/// a server-sent UNKNOWN or INTERNAL included, is a wrong answer.
+fn is_fault(status: &Status, options: &Options) -> bool {
+    // The client makes a status up from a failed connection, with that failure as its
+    // source; a status the server sent has none.
+    let transport = matches!(status.code(), Code::Unknown | Code::Cancelled)
+        && std::error::Error::source(status).is_some();
+    let out_of_time = matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded);
+    matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+        || (transport && options.on_failure == OnFailure::Stop)
+        || (out_of_time && options.deadlines)
 }
 
 impl Client {
@@ -271,9 +333,10 @@ impl Client {
         let mut n = 0;
         while !stop.load(Ordering::SeqCst) {
             let email = format!("{}-{n}@example.com", self.prefix);
+            self.cutting = Some(Rpc::ALL[n % Rpc::ALL.len()]);
             n += 1;
             if self.sequence(&email).await.is_err() {
-                if self.on_failure == OnFailure::Stop {
+                if self.options.on_failure == OnFailure::Stop {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -281,20 +344,37 @@ impl Client {
         }
     }
 
-    fn calling(&self, rpc: Rpc) {
-        if let Some(announce) = &self.announce {
+    /// Announces a call of `rpc` and makes its request, with a deadline if there are.
+    fn calling<T>(&mut self, rpc: Rpc, message: impl IntoRequest<T>) -> Request<T> {
+        if let Some(announce) = &self.options.announce {
             let _ = announce.send(rpc);
         }
+        let mut request = message.into_request();
+        let typical = self.journal.lock().unwrap().typical(rpc);
+        let cut = self.options.deadlines && Some(rpc) == self.cutting;
+        if let Some(typical) = typical.filter(|_| cut) {
+            self.random ^= self.random << 13;
+            self.random ^= self.random >> 7;
+            self.random ^= self.random << 17;
+            let tenths = 1 + self.random % 15;
+            request.set_timeout(typical * u32::try_from(tenths).unwrap() / 10);
+        }
+        self.calling = Some((rpc, Instant::now()));
+        request
     }
 
     fn ack(&self, ack: Acknowledged) {
-        self.journal.lock().unwrap().acknowledged.push(ack);
+        let mut journal = self.journal.lock().unwrap();
+        journal.acknowledged.push(ack);
+        if let Some((rpc, started)) = self.calling {
+            journal.took.push((rpc, started.elapsed()));
+        }
     }
 
     /// Records a failed call: a cut-off write when the failure is a fault's.
     fn failed(&self, status: Status, cut: CutOff) -> Result<(), ()> {
         let mut journal = self.journal.lock().unwrap();
-        if is_fault(&status) {
+        if is_fault(&status, &self.options) {
             journal.cut_off.push(cut);
         } else {
             journal.wrong.push(format!("{cut:?}: {status:?}"));
@@ -304,16 +384,15 @@ impl Client {
 
     /// Register, log in twice, refresh five times, log one session out, then all of them.
     async fn sequence(&mut self, email: &str) -> Result<(), ()> {
-        self.calling(Rpc::Register);
-        let registered = match self
-            .api
-            .register(pb::RegisterRequest {
+        let request = self.calling(
+            Rpc::Register,
+            pb::RegisterRequest {
                 email: email.to_owned(),
                 password: PASSWORD.to_owned(),
                 name: "Fault".to_owned(),
-            })
-            .await
-        {
+            },
+        );
+        let registered = match self.api.register(request).await {
             Ok(r) => r.into_inner().tokens.unwrap(),
             Err(s) => {
                 return self.failed(
@@ -334,7 +413,7 @@ impl Client {
                 email: email.to_owned(),
                 password: PASSWORD.to_owned(),
             };
-            self.calling(Rpc::Login);
+            let request = self.calling(Rpc::Login, request);
             let tokens = match self.api.login(request).await {
                 Ok(r) => r.into_inner().tokens.unwrap(),
                 Err(s) => {
@@ -358,7 +437,7 @@ impl Client {
             let request = pb::RefreshRequest {
                 refresh_token: current.clone(),
             };
-            self.calling(Rpc::Refresh);
+            let request = self.calling(Rpc::Refresh, request);
             let new = match self.api.refresh(request).await {
                 Ok(r) => r.into_inner().tokens.unwrap().refresh_token,
                 Err(s) => return self.failed(s, CutOff::Refresh { old: current }),
@@ -373,7 +452,7 @@ impl Client {
             refresh_token: first.refresh_token.clone(),
             all_sessions: false,
         };
-        self.calling(Rpc::Logout);
+        let request = self.calling(Rpc::Logout, request);
         if let Err(s) = self.api.logout(request).await {
             let refresh = first.refresh_token.clone();
             return self.failed(s, CutOff::Logout { refresh });
@@ -389,7 +468,7 @@ impl Client {
             },
             Some(&logins[1].access_token),
         );
-        self.calling(Rpc::LogoutAll);
+        let request = self.calling(Rpc::LogoutAll, request);
         if let Err(s) = self.api.logout(request).await {
             return self.failed(
                 s,

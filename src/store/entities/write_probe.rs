@@ -1,12 +1,13 @@
 use sea_orm::entity::prelude::*;
 
-/// One row, rewritten by the health check while the database refuses writes.
+/// Rows the health check writes (and deletes again) while the database refuses writes.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "write_probe")]
 pub(crate) struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub(crate) id: i32,
+    pub(crate) id: Uuid,
     pub(crate) written_at: DateTimeUtc,
+    pub(crate) payload: Vec<u8>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -19,8 +19,9 @@ enum Class {
     Unavailable,
     /// Out of disk or tablespace.
     Full,
-    /// Refuses writes: a read-only file, a standby after a failover, read-only mode.
-    ReadOnly,
+    /// Refuses writes: read-only (a standby after a failover, a read-only file or mode),
+    /// or its storage fails (I/O errors, which may also be a disk that filled up).
+    WritesFailing,
 }
 
 pub(super) fn map_db_err(err: DbErr) -> StoreError {
@@ -38,7 +39,7 @@ pub(super) fn map_db_err(err: DbErr) -> StoreError {
     match class {
         Some(Class::Unavailable) => StoreError::Unavailable(err.into()),
         Some(Class::Full) => StoreError::Full(err.into()),
-        Some(Class::ReadOnly) => StoreError::ReadOnly(err.into()),
+        Some(Class::WritesFailing) => StoreError::WritesFailing(err.into()),
         None => StoreError::Other(err.into()),
     }
 }
@@ -75,11 +76,10 @@ fn classify_sqlite(primary: i32) -> Option<Class> {
     match primary {
         // SQLITE_FULL: the disk (or the file system's quota) is full.
         13 => Some(Class::Full),
-        // SQLITE_READONLY
-        8 => Some(Class::ReadOnly),
-        // SQLITE_BUSY (the write lock stayed taken past the busy timeout), SQLITE_IOERR,
-        // SQLITE_CANTOPEN
-        5 | 10 | 14 => Some(Class::Unavailable),
+        // SQLITE_READONLY, SQLITE_IOERR (ENOSPC at fsync is one)
+        8 | 10 => Some(Class::WritesFailing),
+        // SQLITE_BUSY (the write lock stayed taken past the busy timeout), SQLITE_CANTOPEN
+        5 | 14 => Some(Class::Unavailable),
         _ => None,
     }
 }
@@ -88,7 +88,8 @@ fn classify_sqlite(primary: i32) -> Option<Class> {
 fn classify_postgres(sqlstate: &str) -> Option<Class> {
     match sqlstate {
         "53100" => Some(Class::Full),
-        "25006" => Some(Class::ReadOnly),
+        // read_only_sql_transaction; io_error (class 58: the server's own files)
+        "25006" | "58030" => Some(Class::WritesFailing),
         // Connection exceptions; the server shutting down, restarting or terminating this
         // session (pg_terminate_backend); too many connections; out of memory; a
         // serialization failure or deadlock (the transaction was rolled back: retry it).
@@ -106,8 +107,9 @@ fn classify_mysql(number: u16) -> Option<Class> {
         // ER_DISK_FULL, ER_RECORD_FILE_FULL ("the table is full")
         1021 | 1114 => Some(Class::Full),
         // ER_OPTION_PREVENTS_STATEMENT (--read-only), ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION,
-        // ER_READ_ONLY_MODE
-        1290 | 1792 | 1836 => Some(Class::ReadOnly),
+        // ER_READ_ONLY_MODE; EE_WRITE, ER_ERROR_ON_WRITE, ER_GET_ERRNO ("got error N from
+        // storage engine", 28 being ENOSPC), ER_ERROR_DURING_COMMIT
+        1290 | 1792 | 1836 | 3 | 1026 | 1030 | 1180 => Some(Class::WritesFailing),
         // ER_SERVER_SHUTDOWN, ER_CON_COUNT_ERROR, ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK,
         // ER_CONNECTION_KILLED, ER_QUERY_INTERRUPTED
         1053 | 1040 | 1205 | 1213 | 1927 | 1317 => Some(Class::Unavailable),
@@ -122,8 +124,8 @@ mod tests {
     #[test]
     fn sqlite_extended_codes_fall_in_their_primary_class() {
         // SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED, SQLITE_BUSY_SNAPSHOT
-        assert_eq!(classify_sqlite(778 & 0xff), Some(Class::Unavailable));
-        assert_eq!(classify_sqlite(1032 & 0xff), Some(Class::ReadOnly));
+        assert_eq!(classify_sqlite(778 & 0xff), Some(Class::WritesFailing));
+        assert_eq!(classify_sqlite(1032 & 0xff), Some(Class::WritesFailing));
         assert_eq!(classify_sqlite(517 & 0xff), Some(Class::Unavailable));
         assert_eq!(classify_sqlite(13), Some(Class::Full));
         // SQLITE_CONSTRAINT_CHECK and SQLITE_CORRUPT are bugs or damage, not outages.
@@ -134,7 +136,7 @@ mod tests {
     #[test]
     fn postgres_sqlstates_are_classified_by_meaning() {
         assert_eq!(classify_postgres("53100"), Some(Class::Full));
-        assert_eq!(classify_postgres("25006"), Some(Class::ReadOnly));
+        assert_eq!(classify_postgres("25006"), Some(Class::WritesFailing));
         assert_eq!(classify_postgres("08006"), Some(Class::Unavailable));
         assert_eq!(classify_postgres("57P01"), Some(Class::Unavailable));
         assert_eq!(classify_postgres("40001"), Some(Class::Unavailable));
@@ -145,7 +147,8 @@ mod tests {
     #[test]
     fn mysql_error_numbers_are_classified_by_meaning() {
         assert_eq!(classify_mysql(1114), Some(Class::Full));
-        assert_eq!(classify_mysql(1290), Some(Class::ReadOnly));
+        assert_eq!(classify_mysql(1290), Some(Class::WritesFailing));
+        assert_eq!(classify_mysql(1180), Some(Class::WritesFailing));
         assert_eq!(classify_mysql(1927), Some(Class::Unavailable));
         assert_eq!(classify_mysql(1062), None);
     }

@@ -1,24 +1,30 @@
 //! The sea-orm implementation of the store traits.
 
 mod errors;
+mod health;
 mod setup;
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicU64, Ordering},
 };
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, ExprTrait as _, OnConflict},
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+    sea_query::{Expr, ExprTrait as _},
 };
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use uuid::Uuid;
 
-pub use self::setup::{connect, migrate};
+use self::health::WriteHealth;
+pub use self::{
+    health::DatabaseHealth,
+    setup::{connect, migrate, migrate_then},
+};
 use super::{
     Admission, AuditRecord, AuditStore, KeyRecord, KeyStore, NewSession, NewUser, RevokeReason,
     Rotation, SessionRecord, SessionStore, StoreError, StoreResult, ThrottleRule, ThrottleStore,
@@ -34,6 +40,19 @@ pub struct SqlStore {
     writes: Arc<WriteHealth>,
 }
 
+/// Runs a transaction on a task of its own, to its end even if its caller goes away (a
+/// client's deadline, the request timeout). The drivers are not safe to stop in the middle
+/// of a transaction's conversation: a BEGIN whose answer never arrives leaves the server
+/// inside a transaction the PostgreSQL and MySQL drivers do not count, and a MySQL
+/// connection stopped there can hang the next use of it for good.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = StoreResult<T>> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|err| StoreError::Other(anyhow::anyhow!("store task failed: {err}")))?
+}
+
 /// How many SQL statements the store has run: proof of which RPCs touch the database
 /// (ValidateToken must not).
 #[derive(Debug, Clone, Default)]
@@ -45,58 +64,6 @@ impl QueryCounter {
     }
 }
 
-/// Whether the database refuses writes (out of space, read-only). Reads still work then,
-/// so a ping alone would call it healthy: this is what keeps health NOT_SERVING from a
-/// refused write until a write goes through again.
-#[derive(Debug)]
-struct WriteHealth {
-    /// The database, as log lines name it.
-    database: String,
-    refused: AtomicBool,
-    /// Writes refused so far, and that count when the health check last looked.
-    refusals: AtomicU64,
-    refusals_seen: AtomicU64,
-}
-
-impl WriteHealth {
-    fn observe(&self, err: &StoreError) {
-        let reason = match err {
-            StoreError::Full(_) => "it is out of space",
-            StoreError::ReadOnly(_) => "it is read-only",
-            _ => return,
-        };
-        self.refusals.fetch_add(1, Ordering::AcqRel);
-        if !self.refused.swap(true, Ordering::AcqRel) {
-            tracing::error!(
-                "the {} refuses writes: {reason}; calls that write fail and health reports \
-                 NOT_SERVING until a write goes through again",
-                self.database,
-            );
-        }
-    }
-
-    /// Whether a write was refused since the last call.
-    fn refused_since_last_look(&self) -> bool {
-        let now = self.refusals.load(Ordering::Acquire);
-        self.refusals_seen.swap(now, Ordering::AcqRel) != now
-    }
-
-    fn recovered(&self) {
-        if self.refused.swap(false, Ordering::AcqRel) {
-            tracing::info!("the {} accepts writes again", self.database);
-        }
-    }
-}
-
-/// What the health check found.
-#[derive(Debug)]
-pub enum DatabaseHealth {
-    Serving,
-    /// It answers, but refused a write since the last check, or refuses the check's own.
-    RefusingWrites,
-    Unreachable(StoreError),
-}
-
 impl SqlStore {
     /// The store on `db`, the pool opened from `config`.
     pub fn new(mut db: DatabaseConnection, config: &DatabaseConfig) -> Self {
@@ -105,12 +72,10 @@ impl SqlStore {
         db.set_metric_callback(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        let writes = Arc::new(WriteHealth {
-            database: setup::database_name(config),
-            refused: AtomicBool::new(false),
-            refusals: AtomicU64::new(0),
-            refusals_seen: AtomicU64::new(0),
-        });
+        let writes = Arc::new(WriteHealth::new(
+            setup::database_name(config),
+            setup::sqlite_directory(config),
+        ));
         Self {
             db,
             queries,
@@ -128,41 +93,35 @@ impl SqlStore {
         &self.db
     }
 
-    /// Whether the database serves: it answers, and takes writes. After a refused write it
-    /// stays NOT_SERVING for a whole check interval, then until a write of the check's own
-    /// (one row of `write_probe`) goes through with no other refused in between, so a
-    /// database that takes only the smallest writes does not flap back at once.
+    /// Whether the database serves: it answers, and takes writes (see `health`).
     pub async fn check(&self) -> DatabaseHealth {
         if let Err(err) = self.db.ping().await {
             return DatabaseHealth::Unreachable(self.error()(err));
         }
-        if self.writes.refused_since_last_look() {
+        let start = match self.writes.look() {
+            Ok(health) => return health,
+            Err(start) => start,
+        };
+        if !self.writes.room_on_disk() {
             return DatabaseHealth::RefusingWrites;
         }
-        if !self.writes.refused.load(Ordering::Acquire) {
-            return DatabaseHealth::Serving;
-        }
-        let probe = write_probe::Entity::insert(write_probe::ActiveModel {
-            id: Set(1),
-            written_at: Set(Utc::now()),
-        })
-        .on_conflict(
-            OnConflict::column(write_probe::Column::Id)
-                .update_column(write_probe::Column::WrittenAt)
-                .to_owned(),
-        )
-        .exec_without_returning(&self.db)
-        .await;
-        match probe.map_err(self.error()) {
-            Ok(_) if !self.writes.refused_since_last_look() => {
-                self.writes.recovered();
-                DatabaseHealth::Serving
-            }
-            Ok(_) | Err(StoreError::Full(_) | StoreError::ReadOnly(_)) => {
+        match health::probe_write(&self.db).await.map_err(self.error()) {
+            Ok(()) => self.writes.probed(start),
+            Err(StoreError::Full(_) | StoreError::WritesFailing(_)) => {
                 DatabaseHealth::RefusingWrites
             }
             Err(err) => DatabaseHealth::Unreachable(err),
         }
+    }
+
+    async fn begin(&self) -> StoreResult<DatabaseTransaction> {
+        self.db.begin().await.map_err(self.error())
+    }
+
+    /// Stores the audit event of the change `txn` made, and commits both.
+    async fn commit_with(&self, txn: DatabaseTransaction, audit: &AuditRecord) -> StoreResult<()> {
+        insert_audit(&txn, audit).await.map_err(self.error())?;
+        txn.commit().await.map_err(self.error())
     }
 
     /// Maps a database error as the domain sees it, noting a refused write for
@@ -303,11 +262,14 @@ impl From<signing_keys::Model> for KeyRecord {
 #[async_trait]
 impl UserStore for SqlStore {
     async fn create(&self, user: NewUser, audit: &AuditRecord) -> StoreResult<UserRecord> {
-        let txn = self.db.begin().await.map_err(self.error())?;
-        let model = user_model(user).insert(&txn).await.map_err(self.error())?;
-        insert_audit(&txn, audit).await.map_err(self.error())?;
-        txn.commit().await.map_err(self.error())?;
-        Ok(model.into())
+        let (store, audit) = (self.clone(), audit.clone());
+        detached(async move {
+            let txn = store.begin().await?;
+            let model = user_model(user).insert(&txn).await.map_err(store.error())?;
+            store.commit_with(txn, &audit).await?;
+            Ok(model.into())
+        })
+        .await
     }
 
     async fn create_with_session(
@@ -316,15 +278,18 @@ impl UserStore for SqlStore {
         session: NewSession,
         audit: &AuditRecord,
     ) -> StoreResult<UserRecord> {
-        let txn = self.db.begin().await.map_err(self.error())?;
-        let model = user_model(user).insert(&txn).await.map_err(self.error())?;
-        sessions::Entity::insert(session_model(session))
-            .exec_without_returning(&txn)
-            .await
-            .map_err(self.error())?;
-        insert_audit(&txn, audit).await.map_err(self.error())?;
-        txn.commit().await.map_err(self.error())?;
-        Ok(model.into())
+        let (store, audit) = (self.clone(), audit.clone());
+        detached(async move {
+            let txn = store.begin().await?;
+            let model = user_model(user).insert(&txn).await.map_err(store.error())?;
+            sessions::Entity::insert(session_model(session))
+                .exec_without_returning(&txn)
+                .await
+                .map_err(store.error())?;
+            store.commit_with(txn, &audit).await?;
+            Ok(model.into())
+        })
+        .await
     }
 
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
@@ -370,48 +335,54 @@ impl UserStore for SqlStore {
         now: DateTime<Utc>,
         audit: &AuditRecord,
     ) -> StoreResult<Option<Vec<Uuid>>> {
-        let txn = self.db.begin().await.map_err(self.error())?;
-        // Existence is checked with a read: MySQL counts only rows an UPDATE changed.
-        let exists = users::Entity::find_by_id(id)
-            .one(&txn)
-            .await
-            .map_err(self.error())?
-            .is_some();
-        if !exists {
-            return Ok(None);
-        }
-        users::Entity::update_many()
-            .col_expr(users::Column::Active, Expr::value(active))
-            .col_expr(users::Column::UpdatedAt, Expr::value(now))
-            .filter(users::Column::Id.eq(id))
-            .exec(&txn)
-            .await
-            .map_err(self.error())?;
-        let mut revoked = Vec::new();
-        if !active {
-            revoked = Self::live_session_ids(&txn, id)
+        let (store, audit) = (self.clone(), audit.clone());
+        detached(async move {
+            let txn = store.begin().await?;
+            // Existence is checked with a read: MySQL counts only rows an UPDATE changed.
+            let exists = users::Entity::find_by_id(id)
+                .one(&txn)
                 .await
-                .map_err(self.error())?;
-            Self::revoke_ids(&txn, &revoked, RevokeReason::Deactivated, now)
+                .map_err(store.error())?
+                .is_some();
+            if !exists {
+                return Ok(None);
+            }
+            users::Entity::update_many()
+                .col_expr(users::Column::Active, Expr::value(active))
+                .col_expr(users::Column::UpdatedAt, Expr::value(now))
+                .filter(users::Column::Id.eq(id))
+                .exec(&txn)
                 .await
-                .map_err(self.error())?;
-        }
-        insert_audit(&txn, audit).await.map_err(self.error())?;
-        txn.commit().await.map_err(self.error())?;
-        Ok(Some(revoked))
+                .map_err(store.error())?;
+            let mut revoked = Vec::new();
+            if !active {
+                revoked = Self::live_session_ids(&txn, id)
+                    .await
+                    .map_err(store.error())?;
+                Self::revoke_ids(&txn, &revoked, RevokeReason::Deactivated, now)
+                    .await
+                    .map_err(store.error())?;
+            }
+            store.commit_with(txn, &audit).await?;
+            Ok(Some(revoked))
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<()> {
-        let txn = self.db.begin().await.map_err(self.error())?;
-        sessions::Entity::insert(session_model(session))
-            .exec_without_returning(&txn)
-            .await
-            .map_err(self.error())?;
-        insert_audit(&txn, audit).await.map_err(self.error())?;
-        txn.commit().await.map_err(self.error())
+        let (store, audit) = (self.clone(), audit.clone());
+        detached(async move {
+            let txn = store.begin().await?;
+            sessions::Entity::insert(session_model(session))
+                .exec_without_returning(&txn)
+                .await
+                .map_err(store.error())?;
+            store.commit_with(txn, &audit).await
+        })
+        .await
     }
 
     async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
@@ -440,47 +411,47 @@ impl SessionStore for SqlStore {
     }
 
     async fn rotate(&self, rotation: Rotation<'_>, audit: &AuditRecord) -> StoreResult<bool> {
-        let txn = self.db.begin().await.map_err(self.error())?;
-        // The WHERE clause is the compare-and-swap: of several concurrent rotations of the
-        // same token, the database lets exactly one UPDATE match the old hash.
-        let updated = sessions::Entity::update_many()
-            .col_expr(
-                sessions::Column::RefreshHash,
-                Expr::value(rotation.new_hash),
-            )
-            .col_expr(
-                sessions::Column::Generation,
-                Expr::col(sessions::Column::Generation).add(1),
-            )
-            .col_expr(sessions::Column::LastUsedAt, Expr::value(rotation.now))
-            .col_expr(sessions::Column::RotatedAt, Expr::value(rotation.now))
-            .col_expr(
-                sessions::Column::ExpiresAt,
-                Expr::value(rotation.expires_at),
-            )
-            .filter(sessions::Column::Id.eq(rotation.session_id))
-            .filter(sessions::Column::RefreshHash.eq(rotation.old_hash))
-            .filter(sessions::Column::RevokedAt.is_null())
-            .filter(sessions::Column::ExpiresAt.gt(rotation.now))
-            .exec(&txn)
+        let (store, audit) = (self.clone(), audit.clone());
+        let (old_hash, new_hash) = (rotation.old_hash.to_owned(), rotation.new_hash.to_owned());
+        let (session_id, now, expires_at) =
+            (rotation.session_id, rotation.now, rotation.expires_at);
+        detached(async move {
+            let txn = store.begin().await?;
+            // The WHERE clause is the compare-and-swap: of several concurrent rotations of the
+            // same token, the database lets exactly one UPDATE match the old hash.
+            let updated = sessions::Entity::update_many()
+                .col_expr(sessions::Column::RefreshHash, Expr::value(new_hash))
+                .col_expr(
+                    sessions::Column::Generation,
+                    Expr::col(sessions::Column::Generation).add(1),
+                )
+                .col_expr(sessions::Column::LastUsedAt, Expr::value(now))
+                .col_expr(sessions::Column::RotatedAt, Expr::value(now))
+                .col_expr(sessions::Column::ExpiresAt, Expr::value(expires_at))
+                .filter(sessions::Column::Id.eq(session_id))
+                .filter(sessions::Column::RefreshHash.eq(old_hash.as_str()))
+                .filter(sessions::Column::RevokedAt.is_null())
+                .filter(sessions::Column::ExpiresAt.gt(now))
+                .exec(&txn)
+                .await
+                .map_err(store.error())?;
+            if updated.rows_affected != 1 {
+                return Ok(false);
+            }
+            spent_refresh_tokens::Entity::insert(spent_refresh_tokens::ActiveModel {
+                token_hash: Set(old_hash),
+                session_id: Set(session_id),
+                spent_at: Set(now),
+            })
+            .exec_without_returning(&txn)
             .await
-            .map_err(self.error())?;
-        if updated.rows_affected != 1 {
-            return Ok(false);
-        }
-        spent_refresh_tokens::Entity::insert(spent_refresh_tokens::ActiveModel {
-            token_hash: Set(rotation.old_hash.to_owned()),
-            session_id: Set(rotation.session_id),
-            spent_at: Set(rotation.now),
+            .map_err(store.error())?;
+            // All writes or none: a crash here leaves the old token current and the new one
+            // unknown, never both valid.
+            store.commit_with(txn, &audit).await?;
+            Ok(true)
         })
-        .exec_without_returning(&txn)
         .await
-        .map_err(self.error())?;
-        insert_audit(&txn, audit).await.map_err(self.error())?;
-        // All writes or none: a crash here leaves the old token current and the new one
-        // unknown, never both valid.
-        txn.commit().await.map_err(self.error())?;
-        Ok(true)
     }
 
     async fn revoke(
@@ -490,21 +461,24 @@ impl SessionStore for SqlStore {
         now: DateTime<Utc>,
         audit: &AuditRecord,
     ) -> StoreResult<bool> {
-        let txn = self.db.begin().await.map_err(self.error())?;
-        let updated = sessions::Entity::update_many()
-            .col_expr(sessions::Column::RevokedAt, Expr::value(now))
-            .col_expr(
-                sessions::Column::RevokedReason,
-                Expr::value(reason.as_str()),
-            )
-            .filter(sessions::Column::Id.eq(id))
-            .filter(sessions::Column::RevokedAt.is_null())
-            .exec(&txn)
-            .await
-            .map_err(self.error())?;
-        insert_audit(&txn, audit).await.map_err(self.error())?;
-        txn.commit().await.map_err(self.error())?;
-        Ok(updated.rows_affected == 1)
+        let (store, audit) = (self.clone(), audit.clone());
+        detached(async move {
+            let txn = store.begin().await?;
+            let updated = sessions::Entity::update_many()
+                .col_expr(sessions::Column::RevokedAt, Expr::value(now))
+                .col_expr(
+                    sessions::Column::RevokedReason,
+                    Expr::value(reason.as_str()),
+                )
+                .filter(sessions::Column::Id.eq(id))
+                .filter(sessions::Column::RevokedAt.is_null())
+                .exec(&txn)
+                .await
+                .map_err(store.error())?;
+            store.commit_with(txn, &audit).await?;
+            Ok(updated.rows_affected == 1)
+        })
+        .await
     }
 
     async fn revoke_all_for_user(
@@ -514,16 +488,19 @@ impl SessionStore for SqlStore {
         now: DateTime<Utc>,
         audit: &AuditRecord,
     ) -> StoreResult<Vec<Uuid>> {
-        let txn = self.db.begin().await.map_err(self.error())?;
-        let ids = Self::live_session_ids(&txn, user_id)
-            .await
-            .map_err(self.error())?;
-        Self::revoke_ids(&txn, &ids, reason, now)
-            .await
-            .map_err(self.error())?;
-        insert_audit(&txn, audit).await.map_err(self.error())?;
-        txn.commit().await.map_err(self.error())?;
-        Ok(ids)
+        let (store, audit) = (self.clone(), audit.clone());
+        detached(async move {
+            let txn = store.begin().await?;
+            let ids = Self::live_session_ids(&txn, user_id)
+                .await
+                .map_err(store.error())?;
+            Self::revoke_ids(&txn, &ids, reason, now)
+                .await
+                .map_err(store.error())?;
+            store.commit_with(txn, &audit).await?;
+            Ok(ids)
+        })
+        .await
     }
 
     async fn revoked_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(Uuid, DateTime<Utc>)>> {

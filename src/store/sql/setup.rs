@@ -1,6 +1,7 @@
 //! Opening, migrating and keeping healthy the connection pool.
 
 use std::{
+    path::PathBuf,
     str::FromStr as _,
     time::{Duration, Instant},
 };
@@ -9,7 +10,8 @@ use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait as _};
 use sea_orm::{
     ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, DbBackend, Statement,
-    TransactionTrait as _, sqlx,
+    TransactionTrait as _,
+    sqlx::{self, Row as _},
 };
 use secrecy::ExposeSecret as _;
 
@@ -35,36 +37,51 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnecti
     open(config, max_connections).await
 }
 
-/// Applies the pending migrations to `db`, the pool opened from `config`. Replicas started
-/// together on an empty database would race to create the same tables, so the run holds
-/// a lock on the whole database for its length; a replica that waited for it finds the
-/// work done and applies nothing.
+/// Applies the pending migrations to `db`, the pool opened from `config`.
 pub async fn migrate(db: &DatabaseConnection, config: &DatabaseConfig) -> anyhow::Result<()> {
+    migrate_then(db, config, async || Ok(())).await
+}
+
+/// Applies the pending migrations, then runs `then` (the first start's one-time set-up,
+/// such as the first keys), all under one lock on the whole database: replicas started
+/// together on an empty database would otherwise race to create the same tables and
+/// each make keys of its own. A replica that waited for the lock finds the work done.
+pub async fn migrate_then<T>(
+    db: &DatabaseConnection,
+    config: &DatabaseConfig,
+    then: impl AsyncFnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let backend = db.get_database_backend();
     if backend == DbBackend::Sqlite {
         let _lock = lock_sqlite_directory(config).await?;
         // SQLite's DDL is transactional: the pending migrations commit together or not at
         // all, so a process killed half-way never leaves a table without its migration
         // record, which the next start would trip over. (PostgreSQL runs each migration in
-        // a transaction of its own; MySQL's DDL commits statement by statement.)
+        // a transaction of its own; MySQL's DDL commits statement by statement, which the
+        // migrations themselves allow for.)
         let txn = db.begin().await.context("running database migrations")?;
         Migrator::up(&txn, None)
             .await
             .context("running database migrations")?;
-        return txn.commit().await.context("committing database migrations");
+        txn.commit()
+            .await
+            .context("committing database migrations")?;
+        return then().await;
     }
-    // PostgreSQL's and MySQL's locks belong to a session: one connection runs it all.
+    // PostgreSQL's and MySQL's locks belong to a session: one connection holds it while
+    // the migrations run on it and `then` runs on the pool.
     let session = open(config, 1).await?;
     lock_server_database(&session, backend).await?;
-    let applied = Migrator::up(&session, None)
-        .await
-        .context("running database migrations");
+    let done = match Migrator::up(&session, None).await {
+        Ok(()) => then().await,
+        Err(err) => Err(anyhow::Error::from(err).context("running database migrations")),
+    };
     // Closing the session releases the lock.
     session
         .close()
         .await
         .context("closing the migration connection")?;
-    applied
+    done
 }
 
 /// Locks the directory of an on-disk SQLite database against other processes migrating
@@ -72,15 +89,8 @@ pub async fn migrate(db: &DatabaseConnection, config: &DatabaseConfig) -> anyhow
 /// would drop the POSIX locks SQLite holds on it in this process. An in-memory database
 /// belongs to one process and needs none.
 async fn lock_sqlite_directory(config: &DatabaseConfig) -> anyhow::Result<Option<std::fs::File>> {
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(config.url.expose_secret())
-        .context("AUTHD_DATABASE_URL: not a SQLite URL")?;
-    let path = options.get_filename();
-    if !path.is_file() {
+    let Some(directory) = sqlite_directory(config) else {
         return Ok(None);
-    }
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-        _ => std::path::PathBuf::from("."),
     };
     tokio::task::spawn_blocking(move || {
         let lock = std::fs::File::open(&directory)?;
@@ -90,6 +100,23 @@ async fn lock_sqlite_directory(config: &DatabaseConfig) -> anyhow::Result<Option
     .await
     .context("locking the SQLite directory")?
     .context("locking the SQLite directory for migrations")
+}
+
+/// The directory of an on-disk SQLite database; `None` for other databases, and for a
+/// SQLite database in memory or not made yet.
+pub(super) fn sqlite_directory(config: &DatabaseConfig) -> Option<PathBuf> {
+    if config.backend() != "sqlite" {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(config.url.expose_secret()).ok()?;
+    let path = options.get_filename();
+    if !path.is_file() {
+        return None;
+    }
+    Some(match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    })
 }
 
 /// How long a starting replica waits for another one's migrations before it gives up.
@@ -159,11 +186,37 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
         })
-        .map_sqlx_sqlite_before_acquire(|conn, _| Box::pin(async { Ok(outside_transaction(conn)) }))
-        .map_sqlx_postgres_before_acquire(|conn, _| {
-            Box::pin(async { Ok(outside_transaction(conn)) })
+        .map_sqlx_sqlite_before_acquire(|conn, _| {
+            Box::pin(async { Ok(outside_transaction(conn) || discarding()) })
         })
-        .map_sqlx_mysql_before_acquire(|conn, _| Box::pin(async { Ok(outside_transaction(conn)) }));
+        .map_sqlx_postgres_before_acquire(|conn, _| {
+            Box::pin(async {
+                // Doubles as the liveness check the pool would otherwise make. The two
+                // times are equal only in a statement's own implicit transaction; it must
+                // go as one simple-protocol message (raw_sql), since with the extended
+                // protocol each message restarts the statement's clock.
+                let outside = outside_transaction(conn)
+                    && sqlx::raw_sql("SELECT statement_timestamp() = transaction_timestamp()")
+                        .fetch_one(&mut *conn)
+                        .await?
+                        .try_get::<bool, _>(0)?;
+                Ok(outside || discarding())
+            })
+        })
+        .map_sqlx_mysql_before_acquire(|conn, _| {
+            Box::pin(async {
+                if !outside_transaction(conn) {
+                    return Ok(discarding());
+                }
+                // Ends a transaction the driver does not count, and is the liveness check.
+                sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+                Ok(true)
+            })
+        });
+    if config.backend() != "sqlite" {
+        // The checks above reach the server: the pool's own ping would be a second trip.
+        options.test_before_acquire(false);
+    }
     Database::connect(options)
         .await
         .with_context(|| format!("AUTHD_DATABASE_URL: cannot open the {backend} database"))
@@ -182,12 +235,20 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
 /// later "commit" only releases a savepoint inside: calls answered OK whose writes never
 /// reach the file. Such a connection is closed (which rolls back whatever it holds) and a
 /// fresh one opened in its place.
+///
+/// On SQLite the driver's count is exact: one worker thread runs BEGIN, COMMIT and
+/// ROLLBACK in order, and rolls back a BEGIN whose caller went away. PostgreSQL's and
+/// MySQL's drivers count a BEGIN only once its answer arrives, so a call cancelled in
+/// between (a client's deadline, the request timeout) leaves the server inside a
+/// transaction the driver does not count: for them the pool asks the server too (`open`).
 fn outside_transaction<C: sqlx::Connection>(conn: &mut C) -> bool {
-    let clean = !conn.is_in_transaction();
-    if !clean {
-        tracing::warn!("discarding a database connection left inside a failed transaction");
-    }
-    clean
+    !conn.is_in_transaction()
+}
+
+/// Says so in the log, and answers "do not reuse".
+fn discarding() -> bool {
+    tracing::warn!("discarding a database connection left inside a transaction");
+    false
 }
 
 /// The database a URL names, for log lines: the SQLite file, or the server and database
