@@ -131,6 +131,12 @@ impl TestDb {
         }
     }
 
+    /// The database's name on its server.
+    pub fn name(&self) -> String {
+        let path = self.url.rsplit('/').next().unwrap_or_default();
+        path.split('?').next().unwrap_or_default().to_owned()
+    }
+
     /// A connection of the test's own, beside the server's.
     pub async fn connect(&self) -> sea_orm::DatabaseConnection {
         sea_orm::Database::connect(&self.url)

@@ -167,7 +167,7 @@ async fn a_commit_cut_off_by_a_killed_connection_is_unavailable_and_later_writes
     let mut options = sea_orm::ConnectOptions::new(app.db.url.clone());
     options.max_connections(1);
     let admin = sea_orm::Database::connect(options).await.unwrap();
-    let database = app.db.url.rsplit('/').next().unwrap().to_owned();
+    let database = app.db.name();
     // Hold the COMMIT: PostgreSQL by a deferred trigger that sleeps, MariaDB by blocking
     // every commit on the server.
     let hold = if backend == DbBackend::Postgres {

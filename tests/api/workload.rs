@@ -61,6 +61,18 @@ enum CutOff {
     LogoutAll { email: String },
 }
 
+impl CutOff {
+    fn rpc(&self) -> Rpc {
+        match self {
+            Self::Register { .. } => Rpc::Register,
+            Self::Login { .. } => Rpc::Login,
+            Self::Refresh { .. } => Rpc::Refresh,
+            Self::Logout { .. } => Rpc::Logout,
+            Self::LogoutAll { .. } => Rpc::LogoutAll,
+        }
+    }
+}
+
 /// What happened to the writes cut off, per RPC, once the database is looked at.
 #[derive(Debug, Default)]
 struct Count {
@@ -147,6 +159,7 @@ impl Workload {
                 calling: None,
                 random: 0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1),
                 cutting: None,
+                deadline: false,
             };
             tasks.spawn(client.run(Arc::clone(&stop)));
         }
@@ -169,6 +182,14 @@ impl Workload {
     /// How many writes were acknowledged so far.
     pub fn acknowledged(&self) -> usize {
         self.journal.lock().unwrap().acknowledged.len()
+    }
+
+    /// Whether a call of every RPC was cut off so far.
+    pub fn cut_off_every_rpc(&self) -> bool {
+        let journal = self.journal.lock().unwrap();
+        Rpc::ALL
+            .iter()
+            .all(|rpc| journal.cut_off.iter().any(|cut| cut.rpc() == *rpc))
     }
 }
 
@@ -312,12 +333,15 @@ struct Client {
     random: u64,
     /// The RPC whose call gets a deadline in this sequence.
     cutting: Option<Rpc>,
+    /// Whether the call in flight has a deadline.
+    deadline: bool,
 }
 
-/// The statuses a fault may answer with: the database gone, refusing writes or full; and,
-/// where the server itself was killed, the client's own transport error. Anything else,
-/// a server-sent UNKNOWN or INTERNAL included, is a wrong answer.
-fn is_fault(status: &Status, options: &Options) -> bool {
+/// The statuses a fault may answer with: the database gone, refusing writes or full; where
+/// the server itself was killed, the client's own transport error; for a call given a
+/// deadline, running out of time. Anything else, a server-sent UNKNOWN or INTERNAL
+/// included, is a wrong answer.
+fn is_fault(status: &Status, options: &Options, had_deadline: bool) -> bool {
     // The client makes a status up from a failed connection, with that failure as its
     // source; a status the server sent has none.
     let transport = matches!(status.code(), Code::Unknown | Code::Cancelled)
@@ -325,7 +349,7 @@ fn is_fault(status: &Status, options: &Options) -> bool {
     let out_of_time = matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded);
     matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
         || (transport && options.on_failure == OnFailure::Stop)
-        || (out_of_time && options.deadlines)
+        || (out_of_time && had_deadline)
 }
 
 impl Client {
@@ -352,7 +376,9 @@ impl Client {
         let mut request = message.into_request();
         let typical = self.journal.lock().unwrap().typical(rpc);
         let cut = self.options.deadlines && Some(rpc) == self.cutting;
+        self.deadline = false;
         if let Some(typical) = typical.filter(|_| cut) {
+            self.deadline = true;
             self.random ^= self.random << 13;
             self.random ^= self.random >> 7;
             self.random ^= self.random << 17;
@@ -374,7 +400,7 @@ impl Client {
     /// Records a failed call: a cut-off write when the failure is a fault's.
     fn failed(&self, status: Status, cut: CutOff) -> Result<(), ()> {
         let mut journal = self.journal.lock().unwrap();
-        if is_fault(&status, &self.options) {
+        if is_fault(&status, &self.options, self.deadline) {
             journal.cut_off.push(cut);
         } else {
             journal.wrong.push(format!("{cut:?}: {status:?}"));

@@ -48,9 +48,14 @@ struct State {
     seen: u64,
 }
 
-/// Until which refusal count a probe vouches for writes, when it started.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ProbeStart(u64);
+/// What the check learns without writing.
+#[derive(Debug)]
+pub(super) enum Look {
+    Known(DatabaseHealth),
+    /// Writes were refused; a write of the check's own must tell whether they are back.
+    /// Holds the refusal count at the start, which the probe's success must find unchanged.
+    Probe(u64),
+}
 
 impl WriteHealth {
     pub(super) fn new(database: String, sqlite_directory: Option<PathBuf>) -> Self {
@@ -98,25 +103,25 @@ impl WriteHealth {
         }
     }
 
-    /// What the check can say without writing; `Err` when it must probe. A refusal since
-    /// the last look keeps health NOT_SERVING for a whole interval before any probe, so
-    /// clients' failing writes and the probe's passing one do not flap it back at once.
-    pub(super) fn look(&self) -> Result<DatabaseHealth, ProbeStart> {
+    /// What the check can say without writing. A refusal since the last look keeps health
+    /// NOT_SERVING for a whole interval before any probe, so clients' failing writes and
+    /// the probe's passing one do not flap it back at once.
+    pub(super) fn look(&self) -> Look {
         let mut state = self.state();
         if state.refusals != state.seen {
             state.seen = state.refusals;
-            return Ok(DatabaseHealth::RefusingWrites);
+            return Look::Known(DatabaseHealth::RefusingWrites);
         }
         if !state.refusing {
-            return Ok(DatabaseHealth::Serving);
+            return Look::Known(DatabaseHealth::Serving);
         }
-        Err(ProbeStart(state.refusals))
+        Look::Probe(state.refusals)
     }
 
     /// A probe's write went through: writes are back, unless another was refused meanwhile.
-    pub(super) fn probed(&self, start: ProbeStart) -> DatabaseHealth {
+    pub(super) fn probed(&self, refusals_at_start: u64) -> DatabaseHealth {
         let mut state = self.state();
-        if state.refusals != start.0 {
+        if state.refusals != refusals_at_start {
             return DatabaseHealth::RefusingWrites;
         }
         state.refusing = false;

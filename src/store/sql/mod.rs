@@ -4,9 +4,12 @@ mod errors;
 mod health;
 mod setup;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -20,7 +23,7 @@ use sea_orm::{
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use uuid::Uuid;
 
-use self::health::WriteHealth;
+use self::health::{Look, WriteHealth};
 pub use self::{
     health::DatabaseHealth,
     setup::{connect, migrate, migrate_then},
@@ -40,18 +43,10 @@ pub struct SqlStore {
     writes: Arc<WriteHealth>,
 }
 
-/// Runs a transaction on a task of its own, to its end even if its caller goes away (a
-/// client's deadline, the request timeout). The drivers are not safe to stop in the middle
-/// of a transaction's conversation: a BEGIN whose answer never arrives leaves the server
-/// inside a transaction the PostgreSQL and MySQL drivers do not count, and a MySQL
-/// connection stopped there can hang the next use of it for good.
-async fn detached<T: Send + 'static>(
-    work: impl Future<Output = StoreResult<T>> + Send + 'static,
-) -> StoreResult<T> {
-    tokio::spawn(work)
-        .await
-        .map_err(|err| StoreError::Other(anyhow::anyhow!("store task failed: {err}")))?
-}
+/// How long a store call may take before it is given up (and its connection checked
+/// before any reuse): a database that stopped answering must not hold a pool connection,
+/// or shutdown, for ever.
+const STORE_CALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// How many SQL statements the store has run: proof of which RPCs touch the database
 /// (ValidateToken must not).
@@ -98,19 +93,46 @@ impl SqlStore {
         if let Err(err) = self.db.ping().await {
             return DatabaseHealth::Unreachable(self.error()(err));
         }
-        let start = match self.writes.look() {
-            Ok(health) => return health,
-            Err(start) => start,
+        let refusals = match self.writes.look() {
+            Look::Known(health) => return health,
+            Look::Probe(refusals) => refusals,
         };
         if !self.writes.room_on_disk() {
             return DatabaseHealth::RefusingWrites;
         }
-        match health::probe_write(&self.db).await.map_err(self.error()) {
-            Ok(()) => self.writes.probed(start),
+        // Mapped without `error()`: the probe's own refusal is no news to count.
+        match health::probe_write(&self.db)
+            .await
+            .map_err(errors::map_db_err)
+        {
+            Ok(()) => self.writes.probed(refusals),
             Err(StoreError::Full(_) | StoreError::WritesFailing(_)) => {
                 DatabaseHealth::RefusingWrites
             }
             Err(err) => DatabaseHealth::Unreachable(err),
+        }
+    }
+
+    /// Runs `work` on a task of its own, to its end (or [`STORE_CALL_LIMIT`]) even if its
+    /// caller goes away (a client's deadline, the request timeout). The drivers are not
+    /// safe to stop in the middle of a conversation: a BEGIN whose answer never arrives
+    /// leaves the server inside a transaction the PostgreSQL and MySQL drivers do not
+    /// count, and a MySQL connection stopped mid-transaction can hang its next use for
+    /// good. Every store method runs this way.
+    async fn detached<T, F>(&self, work: impl FnOnce(SqlStore) -> F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        let work = tokio::time::timeout(STORE_CALL_LIMIT, work(self.clone()));
+        match tokio::spawn(work).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(_)) => Err(StoreError::Unavailable(anyhow::anyhow!(
+                "the database did not answer within {STORE_CALL_LIMIT:?}"
+            ))),
+            Err(err) => Err(StoreError::Other(anyhow::anyhow!(
+                "store task failed: {err}"
+            ))),
         }
     }
 
@@ -262,8 +284,8 @@ impl From<signing_keys::Model> for KeyRecord {
 #[async_trait]
 impl UserStore for SqlStore {
     async fn create(&self, user: NewUser, audit: &AuditRecord) -> StoreResult<UserRecord> {
-        let (store, audit) = (self.clone(), audit.clone());
-        detached(async move {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
             let txn = store.begin().await?;
             let model = user_model(user).insert(&txn).await.map_err(store.error())?;
             store.commit_with(txn, &audit).await?;
@@ -278,8 +300,8 @@ impl UserStore for SqlStore {
         session: NewSession,
         audit: &AuditRecord,
     ) -> StoreResult<UserRecord> {
-        let (store, audit) = (self.clone(), audit.clone());
-        detached(async move {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
             let txn = store.begin().await?;
             let model = user_model(user).insert(&txn).await.map_err(store.error())?;
             sessions::Entity::insert(session_model(session))
@@ -293,20 +315,27 @@ impl UserStore for SqlStore {
     }
 
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
-        let found = users::Entity::find()
-            .filter(users::Column::Email.eq(email))
-            .one(&self.db)
-            .await
-            .map_err(self.error())?;
-        Ok(found.map(Into::into))
+        let email = email.to_owned();
+        self.detached(move |store| async move {
+            let found = users::Entity::find()
+                .filter(users::Column::Email.eq(email))
+                .one(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(found.map(Into::into))
+        })
+        .await
     }
 
     async fn find_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
-        let found = users::Entity::find_by_id(id)
-            .one(&self.db)
-            .await
-            .map_err(self.error())?;
-        Ok(found.map(Into::into))
+        self.detached(move |store| async move {
+            let found = users::Entity::find_by_id(id)
+                .one(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(found.map(Into::into))
+        })
+        .await
     }
 
     async fn update_password_hash(
@@ -315,17 +344,20 @@ impl UserStore for SqlStore {
         password_hash: SecretString,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        users::Entity::update_many()
-            .col_expr(
-                users::Column::PasswordHash,
-                Expr::value(password_hash.expose_secret().to_owned()),
-            )
-            .col_expr(users::Column::UpdatedAt, Expr::value(now))
-            .filter(users::Column::Id.eq(id))
-            .exec(&self.db)
-            .await
-            .map_err(self.error())?;
-        Ok(())
+        self.detached(move |store| async move {
+            users::Entity::update_many()
+                .col_expr(
+                    users::Column::PasswordHash,
+                    Expr::value(password_hash.expose_secret().to_owned()),
+                )
+                .col_expr(users::Column::UpdatedAt, Expr::value(now))
+                .filter(users::Column::Id.eq(id))
+                .exec(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(())
+        })
+        .await
     }
 
     async fn set_active(
@@ -335,8 +367,8 @@ impl UserStore for SqlStore {
         now: DateTime<Utc>,
         audit: &AuditRecord,
     ) -> StoreResult<Option<Vec<Uuid>>> {
-        let (store, audit) = (self.clone(), audit.clone());
-        detached(async move {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
             let txn = store.begin().await?;
             // Existence is checked with a read: MySQL counts only rows an UPDATE changed.
             let exists = users::Entity::find_by_id(id)
@@ -373,8 +405,8 @@ impl UserStore for SqlStore {
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<()> {
-        let (store, audit) = (self.clone(), audit.clone());
-        detached(async move {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
             let txn = store.begin().await?;
             sessions::Entity::insert(session_model(session))
                 .exec_without_returning(&txn)
@@ -386,36 +418,47 @@ impl SessionStore for SqlStore {
     }
 
     async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
-        let found = sessions::Entity::find_by_id(id)
-            .one(&self.db)
-            .await
-            .map_err(self.error())?;
-        Ok(found.map(Into::into))
+        self.detached(move |store| async move {
+            let found = sessions::Entity::find_by_id(id)
+                .one(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(found.map(Into::into))
+        })
+        .await
     }
 
     async fn find_by_refresh_hash(&self, hash: &str) -> StoreResult<Option<SessionRecord>> {
-        let found = sessions::Entity::find()
-            .filter(sessions::Column::RefreshHash.eq(hash))
-            .one(&self.db)
-            .await
-            .map_err(self.error())?;
-        Ok(found.map(Into::into))
+        let hash = hash.to_owned();
+        self.detached(move |store| async move {
+            let found = sessions::Entity::find()
+                .filter(sessions::Column::RefreshHash.eq(hash))
+                .one(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(found.map(Into::into))
+        })
+        .await
     }
 
     async fn find_spent(&self, hash: &str) -> StoreResult<Option<Uuid>> {
-        let found = spent_refresh_tokens::Entity::find_by_id(hash.to_owned())
-            .one(&self.db)
-            .await
-            .map_err(self.error())?;
-        Ok(found.map(|spent| spent.session_id))
+        let hash = hash.to_owned();
+        self.detached(move |store| async move {
+            let found = spent_refresh_tokens::Entity::find_by_id(hash.to_owned())
+                .one(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(found.map(|spent| spent.session_id))
+        })
+        .await
     }
 
     async fn rotate(&self, rotation: Rotation<'_>, audit: &AuditRecord) -> StoreResult<bool> {
-        let (store, audit) = (self.clone(), audit.clone());
+        let audit = audit.clone();
         let (old_hash, new_hash) = (rotation.old_hash.to_owned(), rotation.new_hash.to_owned());
         let (session_id, now, expires_at) =
             (rotation.session_id, rotation.now, rotation.expires_at);
-        detached(async move {
+        self.detached(move |store| async move {
             let txn = store.begin().await?;
             // The WHERE clause is the compare-and-swap: of several concurrent rotations of the
             // same token, the database lets exactly one UPDATE match the old hash.
@@ -461,8 +504,8 @@ impl SessionStore for SqlStore {
         now: DateTime<Utc>,
         audit: &AuditRecord,
     ) -> StoreResult<bool> {
-        let (store, audit) = (self.clone(), audit.clone());
-        detached(async move {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
             let txn = store.begin().await?;
             let updated = sessions::Entity::update_many()
                 .col_expr(sessions::Column::RevokedAt, Expr::value(now))
@@ -488,8 +531,8 @@ impl SessionStore for SqlStore {
         now: DateTime<Utc>,
         audit: &AuditRecord,
     ) -> StoreResult<Vec<Uuid>> {
-        let (store, audit) = (self.clone(), audit.clone());
-        detached(async move {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
             let txn = store.begin().await?;
             let ids = Self::live_session_ids(&txn, user_id)
                 .await
@@ -504,56 +547,71 @@ impl SessionStore for SqlStore {
     }
 
     async fn revoked_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(Uuid, DateTime<Utc>)>> {
-        sessions::Entity::find()
-            .select_only()
-            .column(sessions::Column::Id)
-            .column(sessions::Column::RevokedAt)
-            .filter(sessions::Column::RevokedAt.gte(since))
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(self.error())
+        self.detached(move |store| async move {
+            sessions::Entity::find()
+                .select_only()
+                .column(sessions::Column::Id)
+                .column(sessions::Column::RevokedAt)
+                .filter(sessions::Column::RevokedAt.gte(since))
+                .into_tuple()
+                .all(&store.db)
+                .await
+                .map_err(store.error())
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl KeyStore for SqlStore {
     async fn live_keys(&self, algorithm: &str) -> StoreResult<Vec<KeyRecord>> {
-        let keys = signing_keys::Entity::find()
-            .filter(signing_keys::Column::Algorithm.eq(algorithm))
-            .filter(signing_keys::Column::RetiredAt.is_null())
-            .order_by_asc(signing_keys::Column::CreatedAt)
-            .order_by_asc(signing_keys::Column::Kid)
-            .all(&self.db)
-            .await
-            .map_err(self.error())?;
-        Ok(keys.into_iter().map(Into::into).collect())
+        let algorithm = algorithm.to_owned();
+        self.detached(move |store| async move {
+            let keys = signing_keys::Entity::find()
+                .filter(signing_keys::Column::Algorithm.eq(algorithm))
+                .filter(signing_keys::Column::RetiredAt.is_null())
+                .order_by_asc(signing_keys::Column::CreatedAt)
+                .order_by_asc(signing_keys::Column::Kid)
+                .all(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(keys.into_iter().map(Into::into).collect())
+        })
+        .await
     }
 
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
-        signing_keys::Entity::insert(signing_keys::ActiveModel {
+        let model = signing_keys::ActiveModel {
             kid: Set(key.kid.clone()),
             algorithm: Set(key.algorithm.clone()),
             private_key: Set(key.private_key.expose_secret().clone()),
             public_key: Set(key.public_key.clone()),
             created_at: Set(key.created_at),
             retired_at: Set(None),
+        };
+        self.detached(move |store| async move {
+            signing_keys::Entity::insert(model)
+                .exec_without_returning(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(())
         })
-        .exec_without_returning(&self.db)
         .await
-        .map_err(self.error())?;
-        Ok(())
     }
 
     async fn retire_key(&self, kid: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        signing_keys::Entity::update_many()
-            .col_expr(signing_keys::Column::RetiredAt, Expr::value(now))
-            .filter(signing_keys::Column::Kid.eq(kid))
-            .filter(signing_keys::Column::RetiredAt.is_null())
-            .exec(&self.db)
-            .await
-            .map_err(self.error())?;
-        Ok(())
+        let kid = kid.to_owned();
+        self.detached(move |store| async move {
+            signing_keys::Entity::update_many()
+                .col_expr(signing_keys::Column::RetiredAt, Expr::value(now))
+                .filter(signing_keys::Column::Kid.eq(kid))
+                .filter(signing_keys::Column::RetiredAt.is_null())
+                .exec(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -565,101 +623,114 @@ impl ThrottleStore for SqlStore {
         rule: &ThrottleRule,
         now_ms: i64,
     ) -> StoreResult<Admission> {
-        use login_throttle::Column;
-        // One conditional UPDATE is the whole check: the WHERE clause admits the attempt
-        // only below the limit or after the wait, and the SET counts it and, from the
-        // limit on, starts the next (longer) wait at once, so concurrent attempts after
-        // the window opens see it closed again. `blocked_until` is assigned before
-        // `failures` because MySQL evaluates SET left to right with the new values.
-        let failures = Expr::col(Column::Failures);
-        let excess = failures.clone().add(2 - rule.max_failures);
-        let window = Expr::case(
-            excess
-                .clone()
-                .mul(rule.base_window_ms)
-                .gt(rule.max_window_ms),
-            rule.max_window_ms,
-        )
-        .finally(excess.mul(rule.base_window_ms));
-        let blocked_until = Expr::case(
-            failures.clone().add(1).gte(rule.max_failures),
-            Expr::val(now_ms).add(Into::<Expr>::into(window)),
-        )
-        .finally(0i64);
-        let admit = || {
-            login_throttle::Entity::update_many()
-                .col_expr(Column::BlockedUntil, blocked_until.clone().into())
-                .col_expr(Column::Failures, failures.clone().add(1))
-                .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
-                .filter(Column::Key.eq(key))
-                .filter(
-                    Condition::any()
-                        .add(Column::Failures.lt(rule.max_failures))
-                        .add(Column::BlockedUntil.lte(now_ms)),
-                )
-        };
-        // Each round either admits, finds the counter closed, or sees it created or
-        // reopened by a concurrent attempt since its UPDATE and tries again.
-        for _ in 0..4 {
-            if admit()
-                .exec(&self.db)
-                .await
-                .map_err(self.error())?
-                .rows_affected
-                == 1
-            {
-                return Ok(Admission::Admitted);
-            }
-            let row = login_throttle::Entity::find_by_id(key.to_owned())
-                .one(&self.db)
-                .await
-                .map_err(self.error())?;
-            if let Some(row) = row {
-                let closed = row.failures >= rule.max_failures && row.blocked_until > now_ms;
-                if closed {
-                    return Ok(Admission::Throttled {
-                        until_ms: row.blocked_until,
-                    });
+        let (key, rule) = (key.to_owned(), *rule);
+        self.detached(move |store| async move {
+            let key = key.as_str();
+            use login_throttle::Column;
+            // One conditional UPDATE is the whole check: the WHERE clause admits the attempt
+            // only below the limit or after the wait, and the SET counts it and, from the
+            // limit on, starts the next (longer) wait at once, so concurrent attempts after
+            // the window opens see it closed again. `blocked_until` is assigned before
+            // `failures` because MySQL evaluates SET left to right with the new values.
+            let failures = Expr::col(Column::Failures);
+            let excess = failures.clone().add(2 - rule.max_failures);
+            let window = Expr::case(
+                excess
+                    .clone()
+                    .mul(rule.base_window_ms)
+                    .gt(rule.max_window_ms),
+                rule.max_window_ms,
+            )
+            .finally(excess.mul(rule.base_window_ms));
+            let blocked_until = Expr::case(
+                failures.clone().add(1).gte(rule.max_failures),
+                Expr::val(now_ms).add(Into::<Expr>::into(window)),
+            )
+            .finally(0i64);
+            let admit = || {
+                login_throttle::Entity::update_many()
+                    .col_expr(Column::BlockedUntil, blocked_until.clone().into())
+                    .col_expr(Column::Failures, failures.clone().add(1))
+                    .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+                    .filter(Column::Key.eq(key))
+                    .filter(
+                        Condition::any()
+                            .add(Column::Failures.lt(rule.max_failures))
+                            .add(Column::BlockedUntil.lte(now_ms)),
+                    )
+            };
+            // Each round either admits, finds the counter closed, or sees it created or
+            // reopened by a concurrent attempt since its UPDATE and tries again.
+            for _ in 0..4 {
+                if admit()
+                    .exec(&store.db)
+                    .await
+                    .map_err(store.error())?
+                    .rows_affected
+                    == 1
+                {
+                    return Ok(Admission::Admitted);
                 }
-                continue;
+                let row = login_throttle::Entity::find_by_id(key.to_owned())
+                    .one(&store.db)
+                    .await
+                    .map_err(store.error())?;
+                if let Some(row) = row {
+                    let closed = row.failures >= rule.max_failures && row.blocked_until > now_ms;
+                    if closed {
+                        return Ok(Admission::Throttled {
+                            until_ms: row.blocked_until,
+                        });
+                    }
+                    continue;
+                }
+                // First attempt for this key: create its counter (a concurrent first attempt
+                // may win that race, which is fine) and try again.
+                let inserted = login_throttle::Entity::insert(login_throttle::ActiveModel {
+                    key: Set(key.to_owned()),
+                    failures: Set(0),
+                    blocked_until: Set(0),
+                    updated_at: Set(Utc::now()),
+                })
+                .exec_without_returning(&store.db)
+                .await
+                .map_err(store.error());
+                match inserted {
+                    Ok(_) | Err(StoreError::Conflict) => {}
+                    Err(err) => return Err(err),
+                }
             }
-            // First attempt for this key: create its counter (a concurrent first attempt
-            // may win that race, which is fine) and try again.
-            let inserted = login_throttle::Entity::insert(login_throttle::ActiveModel {
-                key: Set(key.to_owned()),
-                failures: Set(0),
-                blocked_until: Set(0),
-                updated_at: Set(Utc::now()),
-            })
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(self.error());
-            match inserted {
-                Ok(_) | Err(StoreError::Conflict) => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Err(StoreError::Other(anyhow::anyhow!(
-            "login throttle counter kept changing under concurrent attempts"
-        )))
+            Err(StoreError::Other(anyhow::anyhow!(
+                "login throttle counter kept changing under concurrent attempts"
+            )))
+        })
+        .await
     }
 
     async fn reset_login_failures(&self, key: &str) -> StoreResult<()> {
-        login_throttle::Entity::update_many()
-            .col_expr(login_throttle::Column::Failures, Expr::value(0i64))
-            .col_expr(login_throttle::Column::BlockedUntil, Expr::value(0i64))
-            .col_expr(login_throttle::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(login_throttle::Column::Key.eq(key))
-            .exec(&self.db)
-            .await
-            .map_err(self.error())?;
-        Ok(())
+        let key = key.to_owned();
+        self.detached(move |store| async move {
+            login_throttle::Entity::update_many()
+                .col_expr(login_throttle::Column::Failures, Expr::value(0i64))
+                .col_expr(login_throttle::Column::BlockedUntil, Expr::value(0i64))
+                .col_expr(login_throttle::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(login_throttle::Column::Key.eq(key))
+                .exec(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(())
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn record(&self, event: &AuditRecord) -> StoreResult<()> {
-        insert_audit(&self.db, event).await.map_err(self.error())
+        let event = event.clone();
+        self.detached(move |store| async move {
+            insert_audit(&store.db, &event).await.map_err(store.error())
+        })
+        .await
     }
 }

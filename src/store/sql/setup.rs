@@ -68,20 +68,66 @@ pub async fn migrate_then<T>(
             .context("committing database migrations")?;
         return then().await;
     }
-    // PostgreSQL's and MySQL's locks belong to a session: one connection holds it while
-    // the migrations run on it and `then` runs on the pool.
-    let session = open(config, 1).await?;
+    // PostgreSQL's and MySQL's locks belong to a session: one connection, which the pool
+    // must never replace, holds it while the migrations run on it and `then` on the pool.
+    let session = open_session(config).await?;
     lock_server_database(&session, backend).await?;
     let done = match Migrator::up(&session, None).await {
         Ok(()) => then().await,
         Err(err) => Err(anyhow::Error::from(err).context("running database migrations")),
     };
-    // Closing the session releases the lock.
-    session
+    let released = unlock_server_database(&session, backend).await;
+    let closed = session
         .close()
         .await
-        .context("closing the migration connection")?;
-    done
+        .context("closing the migration connection");
+    let done = done?;
+    released?;
+    closed?;
+    Ok(done)
+}
+
+/// One connection for a session-scoped lock: never recycled for age or idleness, and
+/// without the pool's checks, which would close it (and so drop the lock) on a doubt.
+async fn open_session(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(config.url.expose_secret().to_owned());
+    options
+        .max_connections(1)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_timeout(config.acquire_timeout)
+        .sqlx_logging(false)
+        .map_sqlx_postgres_pool_opts(|pool| pool.max_lifetime(None).idle_timeout(None))
+        .map_sqlx_mysql_pool_opts(|pool| pool.max_lifetime(None).idle_timeout(None));
+    Database::connect(options).await.with_context(|| {
+        format!(
+            "AUTHD_DATABASE_URL: cannot open the {} database",
+            config.backend()
+        )
+    })
+}
+
+/// Releases the migration lock, and says so if it was lost on the way (the session's
+/// connection dropped): the work done meanwhile ran unguarded.
+async fn unlock_server_database(db: &DatabaseConnection, backend: DbBackend) -> anyhow::Result<()> {
+    let unlock = match backend {
+        DbBackend::Postgres => format!(
+            "SELECT CAST(CAST(pg_advisory_unlock({POSTGRES_MIGRATION_LOCK}) AS INTEGER) AS BIGINT)"
+        ),
+        _ => "SELECT RELEASE_LOCK(CONCAT('authd-migrate-', MD5(DATABASE())))".to_owned(),
+    };
+    let held: Option<i64> = db
+        .query_one_raw(Statement::from_string(backend, unlock))
+        .await
+        .context("releasing the migration lock")?
+        .context("releasing the migration lock: no answer")?
+        .try_get_by_index(0)
+        .context("releasing the migration lock")?;
+    anyhow::ensure!(
+        held == Some(1),
+        "the migration lock was lost while migrating (the database connection dropped); \
+         another replica may have migrated at the same time: check the logs and restart"
+    );
+    Ok(())
 }
 
 /// Locks the directory of an on-disk SQLite database against other processes migrating
@@ -165,6 +211,24 @@ async fn lock_server_database(db: &DatabaseConnection, backend: DbBackend) -> an
     }
 }
 
+/// Opens a pool that hands a connection out only if no transaction is left open on it:
+/// the one guard for every transaction authd runs (the store's, the migrations', the
+/// command line's), so it sits in the pool rather than at each call site.
+///
+/// A transaction dropped without a commit is rolled back before its connection returns to
+/// the pool. If that rollback fails too, the connection still counts itself inside a
+/// transaction, and SQLite shows why that must never be reused: after a COMMIT that fails
+/// with SQLITE_FULL or SQLITE_IOERR, SQLite may already have rolled the transaction back,
+/// so the ROLLBACK fails ("no transaction is active") and the driver keeps its depth at
+/// one. Its next BEGIN becomes a SAVEPOINT, which can leave a real transaction open that
+/// every later "commit" only releases a savepoint inside: calls answered OK whose writes
+/// never reach the file.
+///
+/// On SQLite the driver's count is exact: one worker thread runs BEGIN, COMMIT and
+/// ROLLBACK in order, and rolls back a BEGIN whose caller went away. PostgreSQL's and
+/// MySQL's drivers count a BEGIN only once its answer arrives, so a call cut off in
+/// between leaves the server inside a transaction the driver does not count; the store
+/// runs its calls to the end (`SqlStore::detached`), and the pool asks the server too.
 async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
     let url = config.url.expose_secret();
     let backend = config.backend();
@@ -187,7 +251,7 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
                 .foreign_keys(true)
         })
         .map_sqlx_sqlite_before_acquire(|conn, _| {
-            Box::pin(async { Ok(outside_transaction(conn) || discarding()) })
+            Box::pin(async { Ok(reusable(outside_transaction(conn))) })
         })
         .map_sqlx_postgres_before_acquire(|conn, _| {
             Box::pin(async {
@@ -200,13 +264,13 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
                         .fetch_one(&mut *conn)
                         .await?
                         .try_get::<bool, _>(0)?;
-                Ok(outside || discarding())
+                Ok(reusable(outside))
             })
         })
         .map_sqlx_mysql_before_acquire(|conn, _| {
             Box::pin(async {
-                if !outside_transaction(conn) {
-                    return Ok(discarding());
+                if !reusable(outside_transaction(conn)) {
+                    return Ok(false);
                 }
                 // Ends a transaction the driver does not count, and is the liveness check.
                 sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
@@ -222,33 +286,18 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
         .with_context(|| format!("AUTHD_DATABASE_URL: cannot open the {backend} database"))
 }
 
-/// Whether a pooled connection may be handed out again: only if no transaction is left
-/// open on it. This is the one guard for every transaction authd runs (the store's, the
-/// migrations', the command line's), so it sits in the pool rather than at each call site.
-///
-/// A transaction dropped without a commit is rolled back before its connection returns to
-/// the pool. If that rollback fails too, the connection still counts itself inside a
-/// transaction, and SQLite shows why that must never be reused: after a COMMIT that fails
-/// with SQLITE_FULL or SQLITE_IOERR, SQLite may already have rolled the transaction back, so
-/// the ROLLBACK fails ("no transaction is active") and the driver keeps its depth at one.
-/// Its next BEGIN becomes a SAVEPOINT, which can leave a real transaction open that every
-/// later "commit" only releases a savepoint inside: calls answered OK whose writes never
-/// reach the file. Such a connection is closed (which rolls back whatever it holds) and a
-/// fresh one opened in its place.
-///
-/// On SQLite the driver's count is exact: one worker thread runs BEGIN, COMMIT and
-/// ROLLBACK in order, and rolls back a BEGIN whose caller went away. PostgreSQL's and
-/// MySQL's drivers count a BEGIN only once its answer arrives, so a call cancelled in
-/// between (a client's deadline, the request timeout) leaves the server inside a
-/// transaction the driver does not count: for them the pool asks the server too (`open`).
+/// Whether the driver counts no transaction open on `conn`.
 fn outside_transaction<C: sqlx::Connection>(conn: &mut C) -> bool {
     !conn.is_in_transaction()
 }
 
-/// Says so in the log, and answers "do not reuse".
-fn discarding() -> bool {
-    tracing::warn!("discarding a database connection left inside a transaction");
-    false
+/// The pool's verdict on a connection: reuse it, or close it (which rolls back whatever it
+/// holds) and open a fresh one.
+fn reusable(outside_transaction: bool) -> bool {
+    if !outside_transaction {
+        tracing::warn!("discarding a database connection left inside a transaction");
+    }
+    outside_transaction
 }
 
 /// The database a URL names, for log lines: the SQLite file, or the server and database
