@@ -206,6 +206,11 @@ impl Journal {
         took.get(took.len() / 2).copied()
     }
 
+    /// How many calls of `rpc` were cut off.
+    pub fn cut_off(&self, rpc: Rpc) -> usize {
+        self.cut_off.iter().filter(|cut| cut.rpc() == rpc).count()
+    }
+
     pub fn absorb(&mut self, other: Journal) {
         self.acknowledged.extend(other.acknowledged);
         self.took.extend(other.took);

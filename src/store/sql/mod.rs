@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
     TransactionTrait,
     sea_query::{Expr, ExprTrait as _},
 };
@@ -134,6 +134,18 @@ impl SqlStore {
                 "store task failed: {err}"
             ))),
         }
+    }
+
+    /// One row, or none, read on a task of its own (see [`Self::detached`]).
+    async fn find_one<E>(&self, select: Select<E>) -> StoreResult<Option<E::Model>>
+    where
+        E: EntityTrait,
+        E::Model: Send + 'static,
+    {
+        self.detached(
+            move |store| async move { select.one(&store.db).await.map_err(store.error()) },
+        )
+        .await
     }
 
     async fn begin(&self) -> StoreResult<DatabaseTransaction> {
@@ -315,27 +327,15 @@ impl UserStore for SqlStore {
     }
 
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
-        let email = email.to_owned();
-        self.detached(move |store| async move {
-            let found = users::Entity::find()
-                .filter(users::Column::Email.eq(email))
-                .one(&store.db)
-                .await
-                .map_err(store.error())?;
-            Ok(found.map(Into::into))
-        })
-        .await
+        let select = users::Entity::find().filter(users::Column::Email.eq(email));
+        Ok(self.find_one(select).await?.map(Into::into))
     }
 
     async fn find_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
-        self.detached(move |store| async move {
-            let found = users::Entity::find_by_id(id)
-                .one(&store.db)
-                .await
-                .map_err(store.error())?;
-            Ok(found.map(Into::into))
-        })
-        .await
+        Ok(self
+            .find_one(users::Entity::find_by_id(id))
+            .await?
+            .map(Into::into))
     }
 
     async fn update_password_hash(
@@ -418,39 +418,20 @@ impl SessionStore for SqlStore {
     }
 
     async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
-        self.detached(move |store| async move {
-            let found = sessions::Entity::find_by_id(id)
-                .one(&store.db)
-                .await
-                .map_err(store.error())?;
-            Ok(found.map(Into::into))
-        })
-        .await
+        Ok(self
+            .find_one(sessions::Entity::find_by_id(id))
+            .await?
+            .map(Into::into))
     }
 
     async fn find_by_refresh_hash(&self, hash: &str) -> StoreResult<Option<SessionRecord>> {
-        let hash = hash.to_owned();
-        self.detached(move |store| async move {
-            let found = sessions::Entity::find()
-                .filter(sessions::Column::RefreshHash.eq(hash))
-                .one(&store.db)
-                .await
-                .map_err(store.error())?;
-            Ok(found.map(Into::into))
-        })
-        .await
+        let select = sessions::Entity::find().filter(sessions::Column::RefreshHash.eq(hash));
+        Ok(self.find_one(select).await?.map(Into::into))
     }
 
     async fn find_spent(&self, hash: &str) -> StoreResult<Option<Uuid>> {
-        let hash = hash.to_owned();
-        self.detached(move |store| async move {
-            let found = spent_refresh_tokens::Entity::find_by_id(hash.to_owned())
-                .one(&store.db)
-                .await
-                .map_err(store.error())?;
-            Ok(found.map(|spent| spent.session_id))
-        })
-        .await
+        let select = spent_refresh_tokens::Entity::find_by_id(hash.to_owned());
+        Ok(self.find_one(select).await?.map(|spent| spent.session_id))
     }
 
     async fn rotate(&self, rotation: Rotation<'_>, audit: &AuditRecord) -> StoreResult<bool> {
