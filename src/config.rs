@@ -50,7 +50,7 @@ pub struct Config {
     /// How often each replica reads the sessions other replicas revoked; the bound on how
     /// long a token revoked elsewhere can still validate here.
     #[arg(long, env = "AUTHD_REVOCATION_SYNC", value_name = "AUTHD_REVOCATION_SYNC",
-          default_value = "1s", value_parser = parse_duration)]
+          default_value = "1s", value_parser = duration_within(Duration::from_millis(10), Duration::from_secs(3600)))]
     pub revocation_sync: Duration,
 
     /// Serve gRPC server reflection (grpcurl, buf curl); turn off in production if the
@@ -68,8 +68,29 @@ pub struct Config {
 
     /// How often the database is probed for the health service.
     #[arg(long, env = "AUTHD_HEALTH_PROBE_INTERVAL", value_name = "AUTHD_HEALTH_PROBE_INTERVAL",
-          default_value = "2s", value_parser = parse_duration)]
+          default_value = "2s", value_parser = duration_within(Duration::from_millis(10), Duration::from_secs(3600)))]
     pub health_probe_interval: Duration,
+}
+
+impl Config {
+    /// Checks what no single setting can check alone, naming the settings.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let (login, tokens) = (&self.login, &self.tokens);
+        anyhow::ensure!(
+            login.max_window >= login.window,
+            "AUTHD_LOGIN_THROTTLE_MAX_WINDOW: expected at least AUTHD_LOGIN_THROTTLE_WINDOW ({}), got {}",
+            humantime::format_duration(login.window),
+            humantime::format_duration(login.max_window),
+        );
+        // A new key is published two reload intervals before it signs.
+        anyhow::ensure!(
+            tokens.key_rotation > tokens.key_reload_interval * 2,
+            "AUTHD_KEY_ROTATION: expected more than twice AUTHD_KEY_RELOAD_INTERVAL ({}), got {}",
+            humantime::format_duration(tokens.key_reload_interval),
+            humantime::format_duration(tokens.key_rotation),
+        );
+        Ok(())
+    }
 }
 
 /// Where the user and session store lives. Global, so `authd migrate up --database-url ..`
@@ -87,12 +108,13 @@ pub struct DatabaseConfig {
         long = "db-max-connections",
         env = "AUTHD_DB_MAX_CONNECTIONS",
         value_name = "AUTHD_DB_MAX_CONNECTIONS"
-    )]
+    ,
+        value_parser = number_within(NonZeroUsize::MIN, non_zero(1000)))]
     pub max_connections: Option<NonZeroUsize>,
 
     /// How long a request waits for a database connection before it fails with UNAVAILABLE.
     #[arg(long = "db-acquire-timeout", global = true, env = "AUTHD_DB_ACQUIRE_TIMEOUT",
-          value_name = "AUTHD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+          value_name = "AUTHD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(600)))]
     pub acquire_timeout: Duration,
 
     /// SQLite only: `full` writes each commit through to the disk before the call is
@@ -172,24 +194,24 @@ pub struct TokenConfig {
 
     /// Lifetime of access tokens.
     #[arg(long, env = "AUTHD_ACCESS_TTL", value_name = "AUTHD_ACCESS_TTL",
-          default_value = "15m", value_parser = parse_duration)]
+          default_value = "15m", value_parser = duration_within(Duration::from_secs(1), TEN_YEARS))]
     pub access_ttl: Duration,
 
     /// Lifetime of a refresh token; each refresh starts it again (idle expiry).
     #[arg(long, env = "AUTHD_REFRESH_TTL", value_name = "AUTHD_REFRESH_TTL",
-          default_value = "7d", value_parser = parse_duration)]
+          default_value = "7d", value_parser = duration_within(Duration::from_secs(1), TEN_YEARS))]
     pub refresh_ttl: Duration,
 
     /// How long after a rotation the rotated token, presented again, gets the same
     /// successor back (a retried request is not an attack); "0s" turns this off.
     #[arg(long = "refresh-reuse-grace", env = "AUTHD_REFRESH_REUSE_GRACE",
           value_name = "AUTHD_REFRESH_REUSE_GRACE", default_value = "10s",
-          value_parser = parse_duration)]
+          value_parser = duration_within(Duration::ZERO, Duration::from_secs(3600)))]
     pub refresh_reuse_grace: Duration,
 
     /// Absolute session lifetime: refreshing never extends a session past this age.
     #[arg(long, env = "AUTHD_SESSION_MAX_AGE", value_name = "AUTHD_SESSION_MAX_AGE",
-          default_value = "30d", value_parser = parse_duration)]
+          default_value = "30d", value_parser = duration_within(Duration::from_secs(1), TEN_YEARS))]
     pub session_max_age: Duration,
 
     /// HS256 signing secret, at least 32 bytes; without it HS256 uses a random secret
@@ -202,7 +224,7 @@ pub struct TokenConfig {
     /// How long a signing key signs before the next one takes over. The old key keeps
     /// verifying until every token it signed has expired, then is retired.
     #[arg(long = "key-rotation", env = "AUTHD_KEY_ROTATION", value_name = "AUTHD_KEY_ROTATION",
-          default_value = "30d", value_parser = parse_duration)]
+          default_value = "30d", value_parser = duration_within(Duration::from_secs(60), TEN_YEARS))]
     pub key_rotation: Duration,
 
     /// How often each replica re-reads the signing keys. A new key is published two of
@@ -210,7 +232,7 @@ pub struct TokenConfig {
     /// first one.
     #[arg(long = "key-reload-interval", env = "AUTHD_KEY_RELOAD_INTERVAL",
           value_name = "AUTHD_KEY_RELOAD_INTERVAL", default_value = "60s",
-          value_parser = parse_duration)]
+          value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400)))]
     pub key_reload_interval: Duration,
 
     /// Master key (32 bytes, base64 or hex) that seals private keys stored in the
@@ -230,7 +252,7 @@ pub struct TokenConfig {
 
     /// Clock skew tolerated when checking `exp` and `iat`.
     #[arg(long, env = "AUTHD_CLOCK_LEEWAY", value_name = "AUTHD_CLOCK_LEEWAY",
-          default_value = "5s", value_parser = parse_duration)]
+          default_value = "5s", value_parser = duration_within(Duration::ZERO, Duration::from_secs(300)))]
     pub clock_leeway: Duration,
     /// Access tokens whose signature ValidateToken remembers having verified (0 turns the
     /// cache off). Each entry holds one token and its claims, about 1 KiB.
@@ -239,7 +261,8 @@ pub struct TokenConfig {
         env = "AUTHD_VALIDATE_CACHE_ENTRIES",
         value_name = "AUTHD_VALIDATE_CACHE_ENTRIES",
         default_value_t = 10_000
-    )]
+    ,
+        value_parser = number_within(0_usize, 10_000_000))]
     pub validate_cache_entries: usize,
 }
 
@@ -272,7 +295,8 @@ pub struct HashingConfig {
         long = "hash-workers",
         env = "AUTHD_HASH_WORKERS",
         value_name = "AUTHD_HASH_WORKERS"
-    )]
+    ,
+        value_parser = number_within(NonZeroUsize::MIN, non_zero(1024)))]
     pub workers: Option<NonZeroUsize>,
 
     /// Requests allowed to wait for a hash worker; beyond it they get RESOURCE_EXHAUSTED at once.
@@ -281,7 +305,8 @@ pub struct HashingConfig {
         env = "AUTHD_HASH_QUEUE",
         value_name = "AUTHD_HASH_QUEUE",
         default_value = "32"
-    )]
+    ,
+        value_parser = number_within(0_usize, 100_000))]
     pub queue: usize,
 
     /// argon2id memory cost in KiB (at least 19456). Raising it upgrades each stored hash
@@ -291,7 +316,8 @@ pub struct HashingConfig {
         env = "AUTHD_ARGON2_MEMORY_KIB",
         value_name = "AUTHD_ARGON2_MEMORY_KIB",
         default_value = "19456"
-    )]
+    ,
+        value_parser = number_within(19_456_u32, 4 << 20))]
     pub memory_kib: u32,
 
     /// argon2id passes (at least 2).
@@ -300,7 +326,8 @@ pub struct HashingConfig {
         env = "AUTHD_ARGON2_ITERATIONS",
         value_name = "AUTHD_ARGON2_ITERATIONS",
         default_value = "2"
-    )]
+    ,
+        value_parser = number_within(2_u32, 1_000))]
     pub iterations: u32,
 
     /// argon2id lanes (at least 1).
@@ -309,7 +336,8 @@ pub struct HashingConfig {
         env = "AUTHD_ARGON2_PARALLELISM",
         value_name = "AUTHD_ARGON2_PARALLELISM",
         default_value = "1"
-    )]
+    ,
+        value_parser = number_within(1_u32, 64))]
     pub parallelism: u32,
 
     /// Shortest new password accepted, in characters (at least 8).
@@ -318,7 +346,8 @@ pub struct HashingConfig {
         env = "AUTHD_PASSWORD_MIN_LENGTH",
         value_name = "AUTHD_PASSWORD_MIN_LENGTH",
         default_value = "12"
-    )]
+    ,
+        value_parser = number_within(8_usize, 64))]
     pub password_min_length: usize,
 }
 
@@ -343,13 +372,13 @@ pub struct LoginConfig {
     /// The first wait after the limit; each further failure adds as much again.
     #[arg(long = "login-throttle-window", env = "AUTHD_LOGIN_THROTTLE_WINDOW",
           value_name = "AUTHD_LOGIN_THROTTLE_WINDOW", default_value = "30s",
-          value_parser = parse_duration)]
+          value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400)))]
     pub window: Duration,
 
     /// The longest wait (there is never a permanent lock).
     #[arg(long = "login-throttle-max-window", env = "AUTHD_LOGIN_THROTTLE_MAX_WINDOW",
           value_name = "AUTHD_LOGIN_THROTTLE_MAX_WINDOW", default_value = "15m",
-          value_parser = parse_duration)]
+          value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(30 * 86_400)))]
     pub max_window: Duration,
 }
 
@@ -388,7 +417,8 @@ pub struct LimitsConfig {
         env = "AUTHD_MAX_MESSAGE_BYTES",
         value_name = "AUTHD_MAX_MESSAGE_BYTES",
         default_value = "16384"
-    )]
+    ,
+        value_parser = number_within(1024_usize, 4 << 20))]
     pub max_message_bytes: usize,
 
     /// Largest request header list (metadata) accepted, in bytes.
@@ -397,7 +427,8 @@ pub struct LimitsConfig {
         env = "AUTHD_MAX_HEADER_LIST_BYTES",
         value_name = "AUTHD_MAX_HEADER_LIST_BYTES",
         default_value = "16384"
-    )]
+    ,
+        value_parser = number_within(1024_u32, 1 << 20))]
     pub max_header_list_bytes: u32,
 
     /// Concurrent HTTP/2 streams per connection.
@@ -406,7 +437,8 @@ pub struct LimitsConfig {
         env = "AUTHD_MAX_CONCURRENT_STREAMS",
         value_name = "AUTHD_MAX_CONCURRENT_STREAMS",
         default_value = "128"
-    )]
+    ,
+        value_parser = number_within(1_u32, 10_000))]
     pub max_concurrent_streams: u32,
 
     /// Requests in progress across all connections; beyond it, RESOURCE_EXHAUSTED at once.
@@ -415,22 +447,23 @@ pub struct LimitsConfig {
         env = "AUTHD_MAX_CONCURRENT_REQUESTS",
         value_name = "AUTHD_MAX_CONCURRENT_REQUESTS",
         default_value = "1024"
-    )]
+    ,
+        value_parser = number_within(1_usize, 1_000_000))]
     pub max_concurrent_requests: usize,
 
     /// Longest time one call may take before it is cancelled.
     #[arg(long = "request-timeout", env = "AUTHD_REQUEST_TIMEOUT",
-          value_name = "AUTHD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+          value_name = "AUTHD_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(3600)))]
     pub request_timeout: Duration,
 
     /// HTTP/2 keepalive ping interval; an unanswered ping closes the connection.
     #[arg(long = "keepalive-interval", env = "AUTHD_KEEPALIVE_INTERVAL",
-          value_name = "AUTHD_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+          value_name = "AUTHD_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400)))]
     pub keepalive_interval: Duration,
 
     /// How long a keepalive ping may go unanswered.
     #[arg(long = "keepalive-timeout", env = "AUTHD_KEEPALIVE_TIMEOUT",
-          value_name = "AUTHD_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+          value_name = "AUTHD_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(3600)))]
     pub keepalive_timeout: Duration,
 
     /// Login calls per minute from one client address (a token bucket of that size).
@@ -450,6 +483,13 @@ pub struct LimitsConfig {
         default_value = "20"
     )]
     pub register_per_minute: NonZeroU32,
+
+    /// How many leading bits of an IPv6 client address the per-address limits key on
+    /// (a /64 is what one host usually holds).
+    #[arg(long = "rate-limit-ipv6-prefix", env = "AUTHD_RATE_LIMIT_IPV6_PREFIX",
+          value_name = "AUTHD_RATE_LIMIT_IPV6_PREFIX", default_value = "64",
+          value_parser = number_within(32_u8, 128))]
+    pub rate_limit_ipv6_prefix: u8,
 }
 
 /// TLS for the gRPC port (rustls). Plaintext when no certificate is given, for local
@@ -496,6 +536,56 @@ pub struct TlsConfig {
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)
         .map_err(|_| "expected a duration such as \"90s\", \"15m\" or \"7d\"".to_owned())
+}
+
+/// The longest lifetime a token or session may be given: far inside what dates and
+/// stored timestamps can hold.
+const TEN_YEARS: Duration = Duration::from_secs(3650 * 86_400);
+
+/// A duration parser refusing values outside `min..=max`: zero where zero means nothing
+/// (an interval of zero spins or panics a timer), and values so large that date arithmetic
+/// or a stored timestamp would overflow.
+fn duration_within(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |value| {
+        let duration = parse_duration(value)?;
+        if (min..=max).contains(&duration) {
+            Ok(duration)
+        } else {
+            Err(format!(
+                "expected a duration from {} to {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ))
+        }
+    }
+}
+
+const fn non_zero(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
+
+/// A number parser refusing values outside `min..=max`.
+fn number_within<T>(
+    min: T,
+    max: T,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy + Send + Sync + 'static,
+{
+    move |value| {
+        let number = value
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| (min..=max).contains(n));
+        number.ok_or_else(|| format!("expected a whole number from {min} to {max}"))
+    }
 }
 
 #[cfg(test)]

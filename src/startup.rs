@@ -8,10 +8,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use chrono::Utc;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
-};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{
     ServingStatus,
     pb::health_server::HealthServer,
@@ -26,8 +23,7 @@ use crate::{
     },
     config::{Config, HashingConfig, LimitsConfig, TlsConfig, TokenConfig},
     grpc::{
-        AuthGrpc, PeerRateLimits, ValidateCallers, metadata_limit,
-        oversize_message_is_resource_exhausted,
+        AuthGrpc, PeerRateLimits, ValidateCallers, capped, oversize_message_is_resource_exhausted,
     },
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
     store::{self, DatabaseHealth, SessionStore, SqlStore, ThrottleRule},
@@ -69,6 +65,7 @@ impl App {
         let local_addr = listener.local_addr().context("reading the bound address")?;
         // Then everything that needs only the configuration, so a mistake there stops
         // start-up before the database is touched.
+        config.validate()?;
         let sealer = key_sealer(&config)?;
         let policy = password_policy(&config.hashing)?;
         let hasher = PasswordHasher::new(&config.hashing)?;
@@ -123,6 +120,7 @@ impl App {
         let rate_limits = Arc::new(PeerRateLimits::per_minute(
             config.limits.login_per_minute,
             config.limits.register_per_minute,
+            config.limits.rate_limit_ipv6_prefix,
         ));
 
         Ok(Self {
@@ -180,6 +178,9 @@ impl App {
             ),
         ];
 
+        let limits = &self.limits;
+        // Every service on the port gets the same message and metadata caps.
+        let metadata_cap = limits.max_header_list_bytes as usize;
         let (reflection_v1, reflection_v1alpha) = if self.reflection {
             let builder = || {
                 tonic_reflection::server::Builder::configure()
@@ -188,26 +189,35 @@ impl App {
             };
             let v1 = builder()
                 .build_v1()
-                .context("building the reflection service")?;
+                .context("building the reflection service")?
+                .max_decoding_message_size(limits.max_message_bytes);
             let v1alpha = builder()
                 .build_v1alpha()
-                .context("building the reflection service")?;
-            (Some(v1), Some(v1alpha))
+                .context("building the reflection service")?
+                .max_decoding_message_size(limits.max_message_bytes);
+            (
+                Some(capped(v1, metadata_cap)),
+                Some(capped(v1alpha, metadata_cap)),
+            )
         } else {
             (None, None)
         };
 
         tracing::info!(address = %self.local_addr, "authd listening");
         let health_on_shutdown = health.clone();
-        let limits = &self.limits;
-        let auth_service = InterceptedService::new(
+        let auth_service = capped(
             AuthServiceServer::new(AuthGrpc::new(
                 self.auth,
                 self.validate_callers,
                 self.rate_limits,
             ))
             .max_decoding_message_size(limits.max_message_bytes),
-            metadata_limit(limits.max_header_list_bytes as usize),
+            metadata_cap,
+        );
+        let health_service = capped(
+            HealthServer::new(HealthService::from_health_reporter(health))
+                .max_decoding_message_size(limits.max_message_bytes),
+            metadata_cap,
         );
         let mut server = Server::builder();
         if let Some(tls) = self.tls {
@@ -230,9 +240,7 @@ impl App {
                 oversize_message_is_resource_exhausted,
             ))
             .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
-            .add_service(HealthServer::new(HealthService::from_health_reporter(
-                health,
-            )))
+            .add_service(health_service)
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
             .add_service(auth_service)

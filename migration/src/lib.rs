@@ -18,6 +18,7 @@ mod m20261122_000003_create_signing_keys;
 mod m20261122_000004_create_login_throttle;
 mod m20261122_000005_create_audit_events;
 mod m20261202_000001_create_write_probe;
+mod m20261202_000002_email_binary_collation;
 
 /// All of authd's migrations, oldest first.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_create_login_throttle::Migration),
             Box::new(m20261122_000005_create_audit_events::Migration),
             Box::new(m20261202_000001_create_write_probe::Migration),
+            Box::new(m20261202_000002_email_binary_collation::Migration),
         ]
     }
 }

@@ -2,6 +2,8 @@
 
 use email_address::EmailAddress;
 use secrecy::{ExposeSecret, SecretString};
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 
 use super::{
     FieldViolation,
@@ -12,14 +14,16 @@ use super::{
 const EMAIL_MAX_LEN: usize = 254;
 const NAME_MAX_CHARS: usize = 100;
 
-/// A syntactically valid email address, trimmed and lowercased, so the same address in
-/// another letter case is the same account.
+/// A syntactically valid email address, trimmed, lowercased and in Unicode NFC, so the
+/// same address in another letter case or another encoding of the same characters is the
+/// same account. This is the identity: the store compares it byte for byte on every
+/// database, and throttling keys on it too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
-        let email = raw.trim().to_lowercase();
+        let email: String = raw.trim().to_lowercase().nfc().collect();
         if email.is_empty() {
             return Err(FieldViolation::new("email", "email is required"));
         }
@@ -29,7 +33,9 @@ impl Email {
                 format!("email must be at most {EMAIL_MAX_LEN} characters"),
             ));
         }
-        if !EmailAddress::is_valid(&email) {
+        // Invisible characters would make an address that looks like another's.
+        let invisible = |c: char| c.is_control() || c.general_category() == GeneralCategory::Format;
+        if email.chars().any(invisible) || !EmailAddress::is_valid(&email) {
             return Err(FieldViolation::new("email", "email is not a valid address"));
         }
         Ok(Self(email))
@@ -40,7 +46,7 @@ impl Email {
     }
 }
 
-/// A display name: trimmed, 1 to 100 characters, no control characters.
+/// A display name: trimmed, 1 to 100 characters, no control or format characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -60,6 +66,19 @@ impl DisplayName {
             return Err(FieldViolation::new(
                 "name",
                 "name must not contain control characters",
+            ));
+        }
+        // Format characters change how the text around them displays without showing
+        // themselves: a right-to-left override or zero-width characters would let one name
+        // render as another's.
+        if name
+            .chars()
+            .any(|c| c.general_category() == GeneralCategory::Format)
+        {
+            return Err(FieldViolation::new(
+                "name",
+                "name must not contain invisible formatting characters \
+                 (direction overrides, zero-width characters)",
             ));
         }
         Ok(Self(name.to_owned()))

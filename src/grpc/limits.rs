@@ -1,6 +1,6 @@
 //! Status codes for requests that break the transport limits.
 
-use tonic::{Request, Status};
+use tonic::{Request, Status, service::interceptor::InterceptedService};
 
 use http_body::Frame;
 use http_body_util::BodyExt as _;
@@ -51,11 +51,19 @@ fn rewrite(headers: &mut HeaderMap) {
     }
 }
 
+/// `service` behind [`metadata_limit`].
+pub fn capped<S>(
+    service: S,
+    max_metadata_bytes: usize,
+) -> InterceptedService<S, impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone> {
+    InterceptedService::new(service, metadata_limit(max_metadata_bytes))
+}
+
 /// Refuses a call whose metadata exceeds `max_bytes` with RESOURCE_EXHAUSTED. HTTP/2's
 /// own header-list limit sits above this as a backstop, but hyper answers it with HTTP
 /// 431, which gRPC clients can only report as UNKNOWN; checking here first gives them the
 /// status the contract promises.
-pub fn metadata_limit(
+fn metadata_limit(
     max_bytes: usize,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |request: Request<()>| {

@@ -8,6 +8,6 @@ mod rate_limit;
 mod status;
 
 pub use auth_service::AuthGrpc;
-pub use limits::{metadata_limit, oversize_message_is_resource_exhausted};
+pub use limits::{capped, oversize_message_is_resource_exhausted};
 pub use metadata::ValidateCallers;
 pub use rate_limit::PeerRateLimits;

@@ -1,10 +1,16 @@
 //! Per-client-address token buckets for Register and Login (ASVS 2.4.1), so one address
 //! cannot flood account creation or spread password guesses over many accounts.
 //!
-//! The key is the TCP peer address. Behind a proxy every call shares the proxy's address,
-//! so set the rates for the proxy's whole traffic there, or rate-limit at the proxy.
+//! The key is the TCP peer address; for IPv6 its network prefix (a /64 by default): one
+//! host commonly holds a whole /64, and keying on full addresses would give it 2^64
+//! buckets. Behind a proxy every call shares the proxy's address, so set the rates for the
+//! proxy's whole traffic there, or rate-limit at the proxy.
 
-use std::{net::IpAddr, num::NonZeroU32, time::Duration};
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    num::NonZeroU32,
+    time::Duration,
+};
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock as _};
 use tonic::Request;
@@ -16,6 +22,8 @@ use crate::auth::AuthError;
 pub struct PeerRateLimits {
     login: DefaultKeyedRateLimiter<IpAddr>,
     register: DefaultKeyedRateLimiter<IpAddr>,
+    /// How many leading bits of an IPv6 address name one client.
+    ipv6_prefix: u8,
 }
 
 /// Which bucket a call draws from.
@@ -26,11 +34,13 @@ pub(super) enum Bucket {
 }
 
 impl PeerRateLimits {
-    /// Buckets that hold (and refill) this many calls per minute per address.
-    pub fn per_minute(login: NonZeroU32, register: NonZeroU32) -> Self {
+    /// Buckets that hold (and refill) this many calls per minute per client: an IPv4
+    /// address, or an IPv6 network of `ipv6_prefix` bits.
+    pub fn per_minute(login: NonZeroU32, register: NonZeroU32, ipv6_prefix: u8) -> Self {
         Self {
             login: DefaultKeyedRateLimiter::keyed(Quota::per_minute(login)),
             register: DefaultKeyedRateLimiter::keyed(Quota::per_minute(register)),
+            ipv6_prefix,
         }
     }
 
@@ -39,6 +49,7 @@ impl PeerRateLimits {
         let Some(peer) = request.remote_addr().map(|addr| addr.ip()) else {
             return Ok(());
         };
+        let peer = client_key(peer, self.ipv6_prefix);
         let limiter = match bucket {
             Bucket::Login => &self.login,
             Bucket::Register => &self.register,
@@ -55,5 +66,50 @@ impl PeerRateLimits {
     pub fn forget_idle(&self) {
         self.login.retain_recent();
         self.register.retain_recent();
+    }
+}
+
+/// The bucket key of an address: IPv4 as it is (an IPv4-mapped IPv6 address included),
+/// IPv6 with all but its first `prefix` bits cleared.
+fn client_key(address: IpAddr, prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(prefix.min(128)))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(address: &str, prefix: u8) -> String {
+        client_key(address.parse().unwrap(), prefix).to_string()
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_on_their_network() {
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::");
+        assert_eq!(
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff", 64),
+            "2001:db8:1:2::"
+        );
+        assert_ne!(key("2001:db8:1:3::1", 64), key("2001:db8:1:2::1", 64));
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 48), "2001:db8:1::");
+        assert_eq!(key("2001:db8::1", 128), "2001:db8::1");
+    }
+
+    #[test]
+    fn ipv4_clients_are_keyed_on_their_address_mapped_or_not() {
+        assert_eq!(key("192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7", 64), "192.0.2.7");
+        assert_ne!(key("192.0.2.7", 64), key("192.0.2.8", 64));
     }
 }

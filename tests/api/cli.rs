@@ -171,3 +171,53 @@ fn a_short_hs256_secret_stops_start_up_without_echoing_it() {
     );
     assert!(!stderr.contains("only-twenty-bytes-xx"), "{stderr}");
 }
+
+#[test]
+fn settings_out_of_bounds_stop_start_up_naming_the_variable() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let database = dir.path().join("never.db");
+    for (variable, value, expected) in [
+        // Intervals: zero would spin or panic a timer.
+        ("AUTHD_REVOCATION_SYNC", "0s", "from 10ms"),
+        ("AUTHD_HEALTH_PROBE_INTERVAL", "0s", "from 10ms"),
+        ("AUTHD_KEY_RELOAD_INTERVAL", "0s", "from 1s"),
+        ("AUTHD_REQUEST_TIMEOUT", "0s", "from 100ms"),
+        // Lifetimes: zero means nothing, and centuries overflow dates and timestamps.
+        ("AUTHD_ACCESS_TTL", "0s", "from 1s"),
+        ("AUTHD_REFRESH_TTL", "100000000d", "to 9years"),
+        ("AUTHD_SESSION_MAX_AGE", "300years", "to 9years"),
+        // Numbers: zero refuses everything; huge ones are typos.
+        ("AUTHD_MAX_MESSAGE_BYTES", "0", "from 1024"),
+        ("AUTHD_MAX_CONCURRENT_STREAMS", "0", "from 1"),
+        (
+            "AUTHD_HASH_QUEUE",
+            "99999999999999999999",
+            "from 0 to 100000",
+        ),
+        ("AUTHD_ARGON2_ITERATIONS", "1", "from 2"),
+        ("AUTHD_DB_MAX_CONNECTIONS", "0", "from 1"),
+        // Settings that only make sense together.
+        (
+            "AUTHD_LOGIN_THROTTLE_MAX_WINDOW",
+            "10s",
+            "AUTHD_LOGIN_THROTTLE_WINDOW",
+        ),
+        ("AUTHD_KEY_ROTATION", "90s", "AUTHD_KEY_RELOAD_INTERVAL"),
+    ] {
+        let output = authd_bin()
+            .arg("serve")
+            .env("AUTHD_LISTEN", "127.0.0.1:0")
+            .env(
+                "AUTHD_DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", database.display()),
+            )
+            .env(variable, value)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{variable}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+        assert!(stderr.contains(expected), "{variable}={value}: {stderr}");
+    }
+    assert!(!database.exists(), "a bad setting touched the database");
+}

@@ -2,6 +2,11 @@ use std::{num::NonZeroU32, time::Duration};
 
 use authd::proto::auth::v1::ValidateTokenRequest;
 use tonic::{Code, Request};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest,
+};
 use tonic_types::StatusExt as _;
 
 use crate::helpers::{PASSWORD, TestDb, assert_code, spawn_app, spawn_app_with};
@@ -212,5 +217,47 @@ async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
         "the silent connection must have been closed by the server"
     );
     assert_code(app.validate("").await, Code::InvalidArgument);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_have_the_same_caps_as_the_auth_service() {
+    let app = spawn_app().await;
+    let huge = "h".repeat(1 << 20);
+
+    let check = app.health_status(&huge).await;
+    let reflect = async |host: String| {
+        let request = ServerReflectionRequest {
+            host,
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let response = ServerReflectionClient::new(app.channel.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await?;
+        response.into_inner().message().await
+    };
+    // A streaming call: the reflection service ends the stream on a message it could not
+    // decode, so the refusal shows as no answer rather than as a status.
+    let reflection = reflect(huge.clone()).await;
+    let mut padded = Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    padded
+        .metadata_mut()
+        .insert("x-padding", "p".repeat(32 * 1024).parse().unwrap());
+    let metadata = app.health().check(padded).await;
+
+    assert_code(check, Code::ResourceExhausted);
+    assert!(
+        matches!(&reflection, Ok(None))
+            || reflection
+                .as_ref()
+                .is_err_and(|s| s.code() == Code::ResourceExhausted),
+        "a 1 MiB reflection request was answered: {reflection:?}"
+    );
+    assert!(reflect(String::new()).await.unwrap().is_some());
+    assert_code(metadata, Code::ResourceExhausted);
+    // The same services still answer ordinary calls.
+    assert_eq!(app.health_status("").await.unwrap(), ServingStatus::Serving);
     app.stop().await;
 }

@@ -203,3 +203,41 @@ async fn concurrent_registrations_of_one_email_have_exactly_one_winner() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn names_and_emails_with_invisible_formatting_characters_are_refused() {
+    let app = spawn_app().await;
+    // A right-to-left override renders "Admin\u{202E}nimda" as "Adminadmin"; zero-width
+    // characters make a name or an address look like another's.
+    for (email, name, field) in [
+        ("rlo@example.com", "Admin\u{202E}nimda", "name"),
+        ("zwsp@example.com", "Bob\u{200B}", "name"),
+        ("zwj@example.com", "Eve\u{200D}Smith", "name"),
+        ("bom@example.com", "\u{FEFF}Mallory", "name"),
+        ("a\u{200B}lice@example.com", "Alice", "email"),
+    ] {
+        let status = assert_code(
+            app.register(email, PASSWORD, name).await,
+            Code::InvalidArgument,
+        );
+        let violations = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(violations[0].field, field, "{name:?} / {email:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_in_two_unicode_encodings_is_one_account() {
+    let app = spawn_app().await;
+    let composed = "\u{00E9}mile@example.com";
+    let decomposed = "e\u{0301}mile@example.com";
+    app.register(composed, PASSWORD, "Emile").await.unwrap();
+
+    assert_code(
+        app.register(decomposed, PASSWORD, "Emile").await,
+        Code::AlreadyExists,
+    );
+    let user = app.login(decomposed, PASSWORD).await.unwrap().user.unwrap();
+    assert_eq!(user.email, composed);
+    app.stop().await;
+}

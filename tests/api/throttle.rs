@@ -129,3 +129,20 @@ async fn simultaneous_first_logins_are_all_admitted() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_accented_variant_of_an_email_never_opens_the_account_nor_escapes_its_throttle() {
+    let app = throttled_app(Duration::from_secs(600)).await;
+    let (alice, variant) = ("alice@example.com", "\u{00E1}lice@example.com");
+    app.register(alice, PASSWORD, "Alice").await.unwrap();
+
+    // A different address, whatever the database's collation thinks of accents.
+    assert_code(app.login(variant, PASSWORD).await, Code::Unauthenticated);
+    // Alice's failure budget runs out; the variant is no way around it.
+    for _ in 0..10 {
+        assert_code(app.login(alice, WRONG).await, Code::Unauthenticated);
+    }
+    assert_code(app.login(alice, PASSWORD).await, Code::ResourceExhausted);
+    assert_code(app.login(variant, PASSWORD).await, Code::Unauthenticated);
+    app.stop().await;
+}
