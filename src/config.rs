@@ -117,6 +117,14 @@ pub struct DatabaseConfig {
           value_name = "AUTHD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(600)))]
     pub acquire_timeout: Duration,
 
+    /// Longest a database statement or a store call may take: the server cancels a
+    /// statement past it (PostgreSQL), and authd gives a call up (UNAVAILABLE), so a
+    /// black-holed connection cannot hang a call, the health check or the revocation sync.
+    #[arg(long = "db-statement-timeout", global = true, env = "AUTHD_DB_STATEMENT_TIMEOUT",
+          value_name = "AUTHD_DB_STATEMENT_TIMEOUT", default_value = "5s",
+          value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(600)))]
+    pub statement_timeout: Duration,
+
     /// SQLite only: `full` writes each commit through to the disk before the call is
     /// answered, so an answered call survives a power cut; `normal` leaves the last commits
     /// in the OS cache (a crash of authd loses nothing, a power cut may lose them).
@@ -147,6 +155,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("backend", &self.backend())
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .finish()
     }

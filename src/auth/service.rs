@@ -281,7 +281,18 @@ impl Authenticator {
             (Some(user.id), Some(session_id)),
             now,
         );
-        self.sessions.create(session, &audit).await?;
+        // Deactivated while the password was being checked: no session.
+        if !self.sessions.create(session, &audit).await? {
+            self.audit(
+                caller,
+                AuditKind::Login,
+                "account_disabled",
+                Some(user.id),
+                None,
+            )
+            .await;
+            return Err(AuthError::AccountDisabled);
+        }
         tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
         self.auditor.log(&audit);
         let tokens =

@@ -188,7 +188,10 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
 /// Sessions and their refresh tokens.
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
-    async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<()>;
+    /// Starts a session only if its user is active at that moment, serialized with
+    /// [`UserStore::set_active`]: a deactivation either comes first (false: nothing is
+    /// stored) or finds the new session and ends it.
+    async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<bool>;
     async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>>;
     /// The session whose current refresh token has this hash.
     async fn find_by_refresh_hash(&self, hash: &str) -> StoreResult<Option<SessionRecord>>;

@@ -10,7 +10,10 @@ use migration::MigratorTrait as _;
 use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 
 use crate::{
-    helpers::{PASSWORD, TestDb, connect_authd, free_port, spawn_app, start_authd, testing_sqlite},
+    helpers::{
+        PASSWORD, TestDb, connect_authd, free_port, spawn_app, spawn_app_with, start_authd,
+        testing_sqlite,
+    },
     workload::{Journal, OnFailure, Options, Rpc, Workload},
 };
 
@@ -263,5 +266,48 @@ async fn calls_cut_off_by_deadlines_at_random_moments_lose_nothing_acknowledged(
     for rpc in Rpc::ALL {
         assert!(report.cut_off(rpc) > 0, "no deadline cut off a {rpc:?}");
     }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_by_a_lock_held_elsewhere_is_unavailable_within_the_statement_timeout() {
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.database.statement_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (email, _) = app.new_user().await;
+    // Another client of the database holds the user's row (SQLite: the whole write lock).
+    let mut options = sea_orm::ConnectOptions::new(app.db.url.clone());
+    options.max_connections(1);
+    let holder = sea_orm::Database::connect(options).await.unwrap();
+    let backend = holder.get_database_backend();
+    let hold = if backend == DbBackend::Sqlite {
+        "BEGIN IMMEDIATE".to_owned()
+    } else {
+        "BEGIN".to_owned()
+    };
+    holder.execute_unprepared(&hold).await.unwrap();
+    if backend != DbBackend::Sqlite {
+        holder
+            .execute_unprepared(&format!(
+                "SELECT id FROM users WHERE email = '{email}' FOR UPDATE"
+            ))
+            .await
+            .unwrap();
+    }
+
+    let started = std::time::Instant::now();
+    let login = app.login(&email, PASSWORD).await;
+    let waited = started.elapsed();
+
+    holder.execute_unprepared("ROLLBACK").await.unwrap();
+    crate::helpers::assert_code(login, tonic::Code::Unavailable);
+    assert!(
+        waited < Duration::from_secs(5),
+        "the login waited {waited:?}"
+    );
+    // The lock gone, the same login goes through.
+    app.login(&email, PASSWORD).await.unwrap();
+    holder.close().await.unwrap();
     app.stop().await;
 }

@@ -156,3 +156,52 @@ async fn database_outage_turns_health_not_serving_fails_fast_and_recovers() {
     assert!(app.validate(&tokens.access_token).await.unwrap().active);
     app.stop().await;
 }
+
+/// Needs a network database: the proxy in front of it stops passing bytes, closing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_database_fails_calls_within_the_statement_timeout_and_recovers() {
+    let db = TestDb::fresh().await;
+    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
+        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+        return;
+    };
+    let proxy = DbProxy::start(target).await;
+    let app = spawn_app_with(db.via(proxy.addr), |config| {
+        config.database.acquire_timeout = Duration::from_secs(1);
+        config.database.statement_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (email, tokens) = app.new_user().await;
+
+    proxy.stall();
+
+    // Calls, the health check and the revocation sync all give up instead of hanging.
+    let started = Instant::now();
+    assert_code(app.login(&email, PASSWORD).await, Code::Unavailable);
+    assert_code(app.refresh(&tokens.refresh_token).await, Code::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "calls hung for {:?}",
+        started.elapsed()
+    );
+    app.wait_for_health(ServingStatus::NotServing).await;
+    let mut vouched = true;
+    for _ in 0..100 {
+        vouched = app.validate(&tokens.access_token).await.is_ok();
+        if !vouched {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !vouched,
+        "tokens were still vouched for with revocations unreadable"
+    );
+
+    proxy.resume();
+
+    app.wait_for_health(ServingStatus::Serving).await;
+    app.login(&email, PASSWORD).await.unwrap();
+    assert!(app.validate(&tokens.access_token).await.unwrap().active);
+    app.stop().await;
+}

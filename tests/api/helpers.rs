@@ -530,6 +530,7 @@ pub async fn connect_authd(port: u16) -> Channel {
 pub struct DbProxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
 }
@@ -545,29 +546,27 @@ impl DbProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let up = Arc::new(AtomicBool::new(true));
+        let stalled = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(Mutex::new(Vec::new()));
         let accept = tokio::spawn({
             let up = Arc::clone(&up);
+            let stalled = Arc::clone(&stalled);
             let connections = Arc::clone(&connections);
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if !up.load(Ordering::SeqCst) {
                         continue; // dropped: the connection is refused
                     }
+                    let stalled = Arc::clone(&stalled);
                     let task = tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        let Ok(outbound) = TcpStream::connect(target).await else {
                             return;
                         };
-                        if delay.is_zero() {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                            return;
-                        }
                         let (from_client, to_client) = inbound.into_split();
                         let (from_server, to_server) = outbound.into_split();
                         tokio::join!(
-                            pump(from_client, to_server, delay),
-                            pump(from_server, to_client, delay)
+                            pump(from_client, to_server, delay, Arc::clone(&stalled)),
+                            pump(from_server, to_client, delay, stalled)
                         );
                     });
                     connections.lock().expect("lock").push(task.abort_handle());
@@ -578,9 +577,21 @@ impl DbProxy {
         Self {
             addr,
             up,
+            stalled,
             connections,
             accept,
         }
+    }
+
+    /// Holds every byte, either way, without closing anything: a black hole, as a dead
+    /// route or a frozen server looks from outside.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the held bytes and new ones through again.
+    pub fn resume(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
     }
 
     /// Drops every open connection and refuses new ones.
@@ -603,11 +614,12 @@ impl Drop for DbProxy {
     }
 }
 
-/// Copies bytes from `from` to `to`, each chunk `delay` late.
+/// Copies bytes from `from` to `to`, each chunk `delay` late, holding them while stalled.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
+    stalled: Arc<AtomicBool>,
 ) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut buffer = vec![0; 64 * 1024];
@@ -615,7 +627,12 @@ async fn pump(
         if n == 0 {
             break;
         }
-        tokio::time::sleep(delay).await;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        while stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if to.write_all(&buffer[..n]).await.is_err() {
             break;
         }

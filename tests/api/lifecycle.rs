@@ -120,3 +120,49 @@ async fn shutdown_lets_in_flight_calls_finish() {
         "the in-flight login must complete"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_racing_a_deactivation_gets_no_session_that_stays_active() {
+    // A slow hash: the deactivation lands while the password is being checked.
+    let app = spawn_app_with(TestDb::fresh().await, |config| {
+        config.hashing.iterations = 60;
+        config.hashing.workers = std::num::NonZeroUsize::new(1);
+    })
+    .await;
+    let (email, _) = app.new_user().await;
+
+    let login = tokio::spawn({
+        let (app_client, email) = (app.client.clone(), email.clone());
+        async move {
+            let mut client = app_client;
+            client
+                .login(authd::proto::auth::v1::LoginRequest {
+                    email,
+                    password: PASSWORD.into(),
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let deactivated = authd_bin()
+        .args(["user", "set-active", &email, "false"])
+        .env("AUTHD_DATABASE_URL", &app.db.url)
+        .output()
+        .unwrap();
+    assert!(
+        deactivated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deactivated.stderr)
+    );
+
+    match login.await.unwrap() {
+        Err(status) => assert_eq!(status.code(), Code::PermissionDenied, "{status:?}"),
+        // Had it won the race, its session must have been ended with the others.
+        Ok(response) => {
+            let token = response.into_inner().tokens.unwrap().access_token;
+            app.wait_for_validation(&token, InactiveReason::Revoked)
+                .await;
+        }
+    }
+    app.stop().await;
+}

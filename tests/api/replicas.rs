@@ -108,8 +108,32 @@ async fn replicas_started_together_on_an_empty_database_all_serve_one_schema_and
         .into_inner()
         .tokens
         .unwrap();
+    // A retry of a rotation, within the grace window, on every other replica gets the very
+    // successor the first one handed out: they all derive successors with one refresh key.
+    let first = clients[0]
+        .refresh(RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    for retry in [1, 2] {
+        let again = clients[retry]
+            .refresh(RefreshRequest {
+                refresh_token: tokens.refresh_token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tokens
+            .unwrap();
+        assert_eq!(again.refresh_token, first.refresh_token, "replica {retry}");
+    }
+    tokens = first;
     // Every replica verifies every other's access tokens and rotates every other's
-    // refresh tokens: they agreed on one refresh key and share the signing keys.
+    // refresh tokens: they share the signing keys.
     for next in [1, 2, 0] {
         let client = &mut clients[next];
         assert_eq!(
@@ -125,5 +149,41 @@ async fn replicas_started_together_on_an_empty_database_all_serve_one_schema_and
             .into_inner()
             .tokens
             .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_work_runs_under_the_migration_lock_one_replica_at_a_time() {
+    // What a first start does after migrating (making the signing and refresh keys) runs
+    // under the migration lock, so replicas started together cannot each make their own.
+    let db = TestDb::fresh().await;
+    let config = crate::helpers::test_config(&db).database;
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut replicas = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let (config, spans) = (config.clone(), std::sync::Arc::clone(&spans));
+        replicas.spawn(async move {
+            let pool = authd::store::connect(&config).await.unwrap();
+            authd::store::migrate_then(&pool, &config, async || {
+                let started = Instant::now();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                spans.lock().unwrap().push((started, Instant::now()));
+                Ok(())
+            })
+            .await
+            .unwrap();
+            pool.close().await.unwrap();
+        });
+    }
+    replicas.join_all().await;
+
+    let mut spans = spans.lock().unwrap().clone();
+    spans.sort();
+    assert_eq!(spans.len(), 3);
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two replicas' first-start work overlapped"
+        );
     }
 }

@@ -94,9 +94,9 @@ fn classify_postgres(sqlstate: &str) -> Option<Class> {
         // session (pg_terminate_backend); too many connections; out of memory; a
         // serialization failure or deadlock (the transaction was rolled back: retry it).
         s if s.starts_with("08") => Some(Class::Unavailable),
-        "57P01" | "57P02" | "57P03" | "53000" | "53200" | "53300" | "40001" | "40P01" => {
-            Some(Class::Unavailable)
-        }
+        // A statement cancelled by statement_timeout, a lock not granted in time.
+        "57P01" | "57P02" | "57P03" | "53000" | "53200" | "53300" | "40001" | "40P01" | "57014"
+        | "55P03" => Some(Class::Unavailable),
         _ => None,
     }
 }
@@ -111,8 +111,9 @@ fn classify_mysql(number: u16) -> Option<Class> {
         // storage engine", 28 being ENOSPC), ER_ERROR_DURING_COMMIT
         1290 | 1792 | 1836 | 3 | 1026 | 1030 | 1180 => Some(Class::WritesFailing),
         // ER_SERVER_SHUTDOWN, ER_CON_COUNT_ERROR, ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK,
-        // ER_CONNECTION_KILLED, ER_QUERY_INTERRUPTED
-        1053 | 1040 | 1205 | 1213 | 1927 | 1317 => Some(Class::Unavailable),
+        // ER_CONNECTION_KILLED, ER_QUERY_INTERRUPTED, MariaDB's ER_STATEMENT_TIMEOUT,
+        // MySQL's ER_QUERY_TIMEOUT
+        1053 | 1040 | 1205 | 1213 | 1927 | 1317 | 1969 | 3024 => Some(Class::Unavailable),
         _ => None,
     }
 }
@@ -140,6 +141,7 @@ mod tests {
         assert_eq!(classify_postgres("08006"), Some(Class::Unavailable));
         assert_eq!(classify_postgres("57P01"), Some(Class::Unavailable));
         assert_eq!(classify_postgres("40001"), Some(Class::Unavailable));
+        assert_eq!(classify_postgres("57014"), Some(Class::Unavailable));
         assert_eq!(classify_postgres("23503"), None);
         assert_eq!(classify_postgres("42P01"), None);
     }

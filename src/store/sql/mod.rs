@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
-    TransactionTrait,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
     sea_query::{Expr, ExprTrait as _},
 };
 use secrecy::{ExposeSecret, SecretBox, SecretString};
@@ -41,12 +41,11 @@ pub struct SqlStore {
     db: DatabaseConnection,
     queries: QueryCounter,
     writes: Arc<WriteHealth>,
+    /// How long a store call may take before it is given up (AUTHD_DB_STATEMENT_TIMEOUT):
+    /// a database that stopped answering must not hold a call, a pool connection or
+    /// shutdown for ever.
+    call_limit: Duration,
 }
-
-/// How long a store call may take before it is given up (and its connection checked
-/// before any reuse): a database that stopped answering must not hold a pool connection,
-/// or shutdown, for ever.
-const STORE_CALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// How many SQL statements the store has run: proof of which RPCs touch the database
 /// (ValidateToken must not).
@@ -75,6 +74,7 @@ impl SqlStore {
             db,
             queries,
             writes,
+            call_limit: config.statement_timeout,
         }
     }
 
@@ -88,8 +88,16 @@ impl SqlStore {
         &self.db
     }
 
-    /// Whether the database serves: it answers, and takes writes (see `health`).
+    /// Whether the database serves: it answers, and takes writes (see `health`), within
+    /// the statement timeout.
     pub async fn check(&self) -> DatabaseHealth {
+        let limit = self.call_limit;
+        tokio::time::timeout(limit, self.check_now())
+            .await
+            .unwrap_or_else(|_| DatabaseHealth::Unreachable(timed_out(limit)))
+    }
+
+    async fn check_now(&self) -> DatabaseHealth {
         if let Err(err) = self.db.ping().await {
             return DatabaseHealth::Unreachable(self.error()(err));
         }
@@ -113,7 +121,7 @@ impl SqlStore {
         }
     }
 
-    /// Runs `work` on a task of its own, to its end (or [`STORE_CALL_LIMIT`]) even if its
+    /// Runs `work` on a task of its own, to its end (or the statement timeout) even if its
     /// caller goes away (a client's deadline, the request timeout). The drivers are not
     /// safe to stop in the middle of a conversation: a BEGIN whose answer never arrives
     /// leaves the server inside a transaction the PostgreSQL and MySQL drivers do not
@@ -124,12 +132,11 @@ impl SqlStore {
         T: Send + 'static,
         F: Future<Output = StoreResult<T>> + Send + 'static,
     {
-        let work = tokio::time::timeout(STORE_CALL_LIMIT, work(self.clone()));
+        let limit = self.call_limit;
+        let work = tokio::time::timeout(limit, work(self.clone()));
         match tokio::spawn(work).await {
             Ok(Ok(done)) => done,
-            Ok(Err(_)) => Err(StoreError::Unavailable(anyhow::anyhow!(
-                "the database did not answer within {STORE_CALL_LIMIT:?}"
-            ))),
+            Ok(Err(_)) => Err(timed_out(limit)),
             Err(err) => Err(StoreError::Other(anyhow::anyhow!(
                 "store task failed: {err}"
             ))),
@@ -148,8 +155,18 @@ impl SqlStore {
         .await
     }
 
+    /// A write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE): what
+    /// it reads cannot change before it writes, even from another process (the command
+    /// line), and it never fails half-way for a stale snapshot.
     async fn begin(&self) -> StoreResult<DatabaseTransaction> {
-        self.db.begin().await.map_err(self.error())
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        self.db
+            .begin_with_options(options)
+            .await
+            .map_err(self.error())
     }
 
     /// Stores the audit event of the change `txn` made, and commits both.
@@ -190,6 +207,8 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Locking read: on MySQL it sees the latest committed rows, not the transaction's
+    /// snapshot.
     async fn live_session_ids(
         txn: &impl ConnectionTrait,
         user_id: Uuid,
@@ -199,10 +218,18 @@ impl SqlStore {
             .column(sessions::Column::Id)
             .filter(sessions::Column::UserId.eq(user_id))
             .filter(sessions::Column::RevokedAt.is_null())
+            .lock_exclusive()
             .into_tuple()
             .all(txn)
             .await
     }
+}
+
+fn timed_out(limit: Duration) -> StoreError {
+    StoreError::Unavailable(anyhow::anyhow!(
+        "the database did not answer within {}",
+        humantime::format_duration(limit)
+    ))
 }
 
 async fn insert_audit(db: &impl ConnectionTrait, event: &AuditRecord) -> Result<(), DbErr> {
@@ -370,8 +397,11 @@ impl UserStore for SqlStore {
         let audit = audit.clone();
         self.detached(move |store| async move {
             let txn = store.begin().await?;
-            // Existence is checked with a read: MySQL counts only rows an UPDATE changed.
+            // Existence is checked with a read (MySQL counts only rows an UPDATE changed),
+            // locking the row first thing: a session being started for the user is waited
+            // for, and then found below.
             let exists = users::Entity::find_by_id(id)
+                .lock_exclusive()
                 .one(&txn)
                 .await
                 .map_err(store.error())?
@@ -404,15 +434,26 @@ impl UserStore for SqlStore {
 
 #[async_trait]
 impl SessionStore for SqlStore {
-    async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<()> {
+    async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<bool> {
         let audit = audit.clone();
         self.detached(move |store| async move {
             let txn = store.begin().await?;
+            // The user's row, locked: a deactivation in progress is waited for.
+            let active = users::Entity::find_by_id(session.user_id)
+                .lock_exclusive()
+                .one(&txn)
+                .await
+                .map_err(store.error())?
+                .is_some_and(|user| user.active);
+            if !active {
+                return Ok(false);
+            }
             sessions::Entity::insert(session_model(session))
                 .exec_without_returning(&txn)
                 .await
                 .map_err(store.error())?;
-            store.commit_with(txn, &audit).await
+            store.commit_with(txn, &audit).await?;
+            Ok(true)
         })
         .await
     }

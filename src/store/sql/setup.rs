@@ -236,6 +236,7 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
         SqliteSynchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,
         SqliteSynchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
     };
+    let statement_timeout_ms = config.statement_timeout.as_millis();
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(max_connections)
@@ -249,6 +250,11 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
                 .synchronous(synchronous)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
+        })
+        // The server gives up on a statement past the timeout too, releasing its locks.
+        // (The session pool that migrates does not: a migration may take longer.)
+        .map_sqlx_postgres_opts(move |opts| {
+            opts.options([("statement_timeout", statement_timeout_ms.to_string())])
         })
         .map_sqlx_sqlite_before_acquire(|conn, _| {
             Box::pin(async { Ok(reusable(outside_transaction(conn))) })
