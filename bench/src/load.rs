@@ -26,8 +26,15 @@ pub(crate) enum Call {
     ValidateCold,
     Login,
     Register,
+    /// Register with a password crafted to make its strength estimate costly (and then
+    /// refused as too easy to guess).
+    CraftedRegister,
     Refresh,
 }
+
+/// Characters that each stand for several letters to zxcvbn's l33t matcher: a run of them
+/// multiplies the substitutions it tries.
+const CRAFTED_PASSWORD_PATTERN: &str = "$5+7|1!@4(<{[3";
 
 impl Call {
     pub(crate) fn name(self) -> &'static str {
@@ -37,6 +44,7 @@ impl Call {
             Self::ValidateCold => "validate-cold",
             Self::Login => "login",
             Self::Register => "register",
+            Self::CraftedRegister => "crafted-register",
             Self::Refresh => "refresh",
         }
     }
@@ -279,6 +287,15 @@ impl Caller {
                     ),
                     password: fixture.password.into(),
                     name: "Bench".into(),
+                })
+                .await
+                .map(drop),
+            Call::CraftedRegister => self
+                .auth
+                .register(pb::RegisterRequest {
+                    email: format!("crafted-{i}@example.com"),
+                    password: CRAFTED_PASSWORD_PATTERN.chars().cycle().take(128).collect(),
+                    name: "Crafted".into(),
                 })
                 .await
                 .map(drop),

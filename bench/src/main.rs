@@ -57,7 +57,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "validate-warm,validate-cold,latency,mixed,refresh,register,login,overload"
+        default_value = "validate-warm,validate-cold,latency,mixed,crafted,refresh,register,login,overload"
     )]
     scenarios: Vec<Scenario>,
     /// Callers in flight at once.
@@ -120,6 +120,9 @@ enum Scenario {
     /// ValidateToken (cold) at that same rate, alone and while logins saturate the hash
     /// pool; with latency, the phases of both alternate round by round.
     Mixed,
+    /// ValidateToken (cold) at that same rate, alone and while registrations with
+    /// passwords crafted to make their strength estimate costly keep the hash pool full.
+    Crafted,
     /// Refresh, each caller following its own rotation chain.
     Refresh,
     /// Register of new users.
@@ -189,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
     if wanted(&[Scenario::ValidateWarm]) {
         compared.push(Call::ValidateWarm);
     }
-    if args.rate.is_none() && wanted(&[Scenario::Latency, Scenario::Mixed])
+    if args.rate.is_none() && wanted(&[Scenario::Latency, Scenario::Mixed, Scenario::Crafted])
         || wanted(&[Scenario::ValidateCold])
     {
         compared.push(Call::ValidateCold);
@@ -212,10 +215,16 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Latency | Scenario::Mixed if summary.at_rate.is_none() => {
                 let rate = bench.half_validate_rate(&summary)?;
                 let health = args.scenarios.contains(&Scenario::Latency);
-                let logins = args.scenarios.contains(&Scenario::Mixed).then_some(pool);
+                let logins = args.scenarios.contains(&Scenario::Mixed);
+                let logins = logins.then_some((Call::Login, "logins", pool));
                 summary.at_rate = Some(bench.at_rate(rate, health, logins).await?);
             }
             Scenario::Latency | Scenario::Mixed => {}
+            Scenario::Crafted => {
+                let rate = bench.half_validate_rate(&summary)?;
+                let crafted = (Call::CraftedRegister, "crafted registers", pool);
+                summary.crafted = Some(bench.at_rate(rate, false, Some(crafted)).await?);
+            }
             Scenario::Refresh => summary.refresh = Some(bench.throughput(Call::Refresh).await?),
             // As many callers as the hash pool admits: more would only be refused.
             Scenario::Register => {
@@ -344,13 +353,14 @@ impl Bench<'_> {
     }
 
     /// The open-loop phases at `rate`: ValidateToken alone, Health/Check alone if
-    /// `health`, and ValidateToken while `login_callers` keep the hash pool full if given,
-    /// each round running every phase once for its share of the warm-up and duration.
+    /// `health`, and ValidateToken while a background load (a call, its name, and as many
+    /// callers as keep the hash pool full) runs if given, each round running every phase
+    /// once for its share of the warm-up and duration.
     async fn at_rate(
         &self,
         rate: f64,
         health: bool,
-        login_callers: Option<usize>,
+        background: Option<(Call, &str, usize)>,
     ) -> anyhow::Result<AtRate> {
         let (settle, measure) = self.round_share();
         let callers = self.args.concurrency;
@@ -358,10 +368,10 @@ impl Bench<'_> {
             self.settled_then_measured(call, callers, Some(rate), settle, measure)
                 .await
         };
-        let mut at_rate = AtRate::new(rate, health, login_callers.is_some())?;
+        let mut at_rate = AtRate::new(rate, health, background.map(|(_, name, _)| name))?;
         for round in 0..self.args.rounds {
-            // Health and validate alone take turns at going first; validate under logins
-            // always comes last, as the logins leave the machine busier than they found it.
+            // Health and validate alone take turns at going first; validate under load
+            // always comes last, as the load leaves the machine busier than it found it.
             let health_alone = async || match health {
                 true => settled_then_measured(Call::Health).await.map(Some),
                 false => Ok(None),
@@ -373,15 +383,15 @@ impl Bench<'_> {
                 let validate = settled_then_measured(Call::ValidateCold).await?;
                 (health_alone().await?, validate)
             };
-            let loaded = match login_callers {
-                Some(login_callers) => {
-                    let logins = self.load(Call::Login, login_callers, None, settle + measure);
-                    let logins = tokio::spawn(logins.run());
-                    // Validation is measured once the logins have filled the pool.
+            let loaded = match background {
+                Some((call, _, load_callers)) => {
+                    let load = self.load(call, load_callers, None, settle + measure);
+                    let load = tokio::spawn(load.run());
+                    // Validation is measured once the load has filled the pool.
                     tokio::time::sleep(settle).await;
                     let validate = self.load(Call::ValidateCold, callers, Some(rate), measure);
                     let validate = validate.run().await?;
-                    Some((validate, logins.await??))
+                    Some((validate, load.await??))
                 }
                 None => None,
             };

@@ -62,7 +62,8 @@ impl Rounds {
 pub(crate) struct AtRate {
     health: Option<Row>,
     validate: Row,
-    /// ValidateToken under login saturation, and the logins meanwhile.
+    /// ValidateToken while a background load keeps the hash pool full (logins, or crafted
+    /// registrations), and that load meanwhile.
     loaded: Option<(Row, Row)>,
     rounds: Vec<RoundP99>,
 }
@@ -75,7 +76,8 @@ struct RoundP99 {
 }
 
 impl AtRate {
-    pub(crate) fn new(rate: f64, health: bool, loaded: bool) -> anyhow::Result<Self> {
+    /// `loaded` names the background load, if any ("logins").
+    pub(crate) fn new(rate: f64, health: bool, loaded: Option<&str>) -> anyhow::Result<Self> {
         let row = |label: String| anyhow::Ok(Row::new(label, Outcome::new()?));
         Ok(Self {
             health: health
@@ -83,10 +85,10 @@ impl AtRate {
                 .transpose()?,
             validate: row(format!("validate-cold @{rate:.0}/s"))?,
             loaded: loaded
-                .then(|| {
+                .map(|load| {
                     anyhow::Ok((
-                        row(format!("validate-cold @{rate:.0}/s + logins"))?,
-                        row("  logins meanwhile".to_owned())?,
+                        row(format!("validate-cold @{rate:.0}/s + {load}"))?,
+                        row(format!("  {load} meanwhile"))?,
                     ))
                 })
                 .transpose()?,
@@ -215,6 +217,8 @@ pub(crate) struct Summary {
     pub(crate) validate_cold: Option<Rounds>,
     /// The latency and mixed scenarios.
     pub(crate) at_rate: Option<AtRate>,
+    /// ValidateToken alone and while crafted registrations keep the hash pool busy.
+    pub(crate) crafted: Option<AtRate>,
     pub(crate) refresh: Option<Row>,
     pub(crate) register: Option<Row>,
     pub(crate) login: Option<Rounds>,
@@ -239,6 +243,7 @@ impl Summary {
             .flatten()
             .map(|rounds| &rounds.row)
             .chain(self.at_rate.iter().flat_map(AtRate::rows))
+            .chain(self.crafted.iter().flat_map(AtRate::rows))
             .chain([&self.refresh, &self.register].into_iter().flatten())
             .chain(self.login.as_ref().map(|login| &login.row))
             .chain(overload)
@@ -248,11 +253,20 @@ impl Summary {
     pub(crate) fn print(&self) {
         let rows = self.rows();
         let errors: u64 = rows.iter().map(|row| row.outcome.error_count()).sum();
+        let refused = |row: &Row, code: &str| row.outcome.errors.get(code).copied().unwrap_or(0);
+        // Provoked on purpose: the overload's refusals, and the crafted registrations'
+        // (their passwords are weak, and beyond the pool they are refused as busy).
         let expected = self
             .overload
             .as_ref()
-            .and_then(|(row, _)| row.outcome.errors.get("ResourceExhausted").copied())
-            .unwrap_or(0);
+            .map_or(0, |(row, _)| refused(row, "ResourceExhausted"))
+            + self
+                .crafted
+                .as_ref()
+                .and_then(|crafted| crafted.loaded.as_ref())
+                .map_or(0, |(_, load)| {
+                    refused(load, "InvalidArgument") + refused(load, "ResourceExhausted")
+                });
         if errors > expected {
             println!(
                 "\nTHIS RUN HAD {} UNEXPECTED ERRORS (see the errors column)",
@@ -324,6 +338,15 @@ impl Summary {
                     ratio(loaded.p99(), validate),
                 );
             }
+        }
+        if let Some(crafted) = &self.crafted
+            && let Some((loaded, _)) = &crafted.loaded
+        {
+            crafted.print_ratio(
+                "validate p99 while crafted registers run / unloaded",
+                |round| Some(ratio(round.loaded?, round.validate)),
+                ratio(loaded.p99(), crafted.validate.p99()),
+            );
         }
         if let (Some(login), Some(hash)) = (&self.login, &self.hash_times) {
             let bound = |one: Duration| self.workers as f64 / one.as_secs_f64();
@@ -450,7 +473,7 @@ mod tests {
 
     #[test]
     fn rounds_are_pooled_and_each_keeps_its_own_p99() -> anyhow::Result<()> {
-        let mut at_rate = AtRate::new(100.0, true, true)?;
+        let mut at_rate = AtRate::new(100.0, true, Some("logins"))?;
         at_rate.add_round(
             Some(outcome(&[100; 10])?),
             outcome(&[200; 10])?,

@@ -23,7 +23,7 @@ use argon2::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Semaphore, oneshot};
 
-use super::{AuthError, Password, random_bytes};
+use super::{AuthError, NewPassword, Password, random_bytes};
 use crate::config::HashingConfig;
 
 /// OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane. Configured values below it
@@ -109,7 +109,29 @@ impl PasswordHasher {
             || params.p_cost() < wanted.p_cost()
     }
 
-    /// Hashes a new password into a PHC string.
+    /// Judges a new password's strength, then hashes it, in one job off the async
+    /// workers: the estimate can cost more CPU than the hash on crafted input. A weak
+    /// password is [`AuthError::InvalidInput`].
+    pub async fn hash_new(&self, new: &NewPassword) -> Result<SecretString, AuthError> {
+        let argon2 = self.argon2.clone();
+        let NewPassword {
+            password,
+            policy,
+            user_inputs,
+        } = new.clone();
+        self.run(move |scratch| {
+            let inputs: Vec<&str> = user_inputs.iter().map(String::as_str).collect();
+            let secret = password.secret();
+            policy
+                .check_strength(secret.expose_secret(), &inputs)
+                .map_err(|violation| AuthError::InvalidInput(vec![violation]))?;
+            hash_with(&argon2, secret, scratch).map_err(AuthError::Unexpected)
+        })
+        .await?
+    }
+
+    /// Hashes a password into a PHC string (a password already in use, re-hashed at a
+    /// higher cost).
     pub async fn hash(&self, password: &Password) -> Result<SecretString, AuthError> {
         let argon2 = self.argon2.clone();
         let password = password.secret().clone();
@@ -128,8 +150,13 @@ impl PasswordHasher {
         let known = stored.is_some();
         let phc = stored.unwrap_or(&self.dummy_hash).clone();
         let password = password.secret().clone();
+        let configured = self.argon2.clone();
         let matches = self
-            .run(move |scratch| verify_with(&password, &phc, scratch))
+            .run(move |scratch| {
+                let matches = verify_with(&password, &phc, scratch);
+                pad_to_configured_cost(&configured, &phc, scratch);
+                matches
+            })
             .await?
             .map_err(AuthError::Unexpected)?;
         Ok(known && matches)
@@ -309,6 +336,39 @@ fn verify_with(
     .map_err(invalid)?;
     // Output compares in constant time.
     Ok(computed == expected)
+}
+
+/// After checking a hash stored at a lower cost than configured (the cost was raised since,
+/// and this account has not logged in to be upgraded), spends the difference on a hash
+/// that is thrown away: an unknown email is checked against a dummy hash at the configured
+/// cost, and a wrong password for a dormant account must take as long. argon2's time goes
+/// with memory x passes, so the padding is the passes at the configured memory that make
+/// up the difference.
+fn pad_to_configured_cost(configured: &Argon2<'_>, stored: &SecretString, scratch: &mut Scratch) {
+    let Some(stored) = PasswordHash::new(stored.expose_secret())
+        .ok()
+        .and_then(|hash| Params::try_from(&hash).ok())
+    else {
+        return;
+    };
+    let wanted = configured.params();
+    let work = |params: &Params| u64::from(params.m_cost()) * u64::from(params.t_cost());
+    let missing = work(wanted).saturating_sub(work(&stored));
+    let m_cost = u64::from(wanted.m_cost());
+    let passes = (missing + m_cost / 2) / m_cost;
+    let Ok(passes) = u32::try_from(passes) else {
+        return;
+    };
+    if passes == 0 {
+        return;
+    }
+    let Ok(params) = Params::new(wanted.m_cost(), passes, wanted.p_cost(), None) else {
+        return;
+    };
+    let padding = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let mut out = [0u8; 32];
+    // Its result means nothing; only its time counts.
+    let _ = scratch.compute(&padding, b"padding", b"padding-salt-16b", &mut out);
 }
 
 fn random_dummy_password() -> anyhow::Result<SecretString> {

@@ -89,22 +89,39 @@ impl DisplayName {
     }
 }
 
+/// A new password that met the policy's cheap rules, with what its strength estimate
+/// needs; only [`super::PasswordHasher::hash_new`] can use it, and it runs the estimate.
+#[derive(Debug, Clone)]
+pub struct NewPassword {
+    pub(super) password: Password,
+    pub(super) policy: PasswordPolicy,
+    pub(super) user_inputs: Vec<String>,
+}
+
 /// A password as submitted, NFKC-normalized (so it hashes the same however it was typed)
 /// and kept in a secret so it never prints.
 #[derive(Debug, Clone)]
 pub struct Password(SecretString);
 
 impl Password {
-    /// A new password, checked against the policy; `user_inputs` are the account's email
-    /// and name, which the password must not be built from.
+    /// A new password, checked against the policy's cheap rules; `user_inputs` are the
+    /// account's email and name, which the password must not be built from. Its strength
+    /// is judged where it is hashed ([`super::PasswordHasher::hash_new`]).
     pub fn new_password(
         raw: String,
         policy: &PasswordPolicy,
         user_inputs: &[&str],
-    ) -> Result<Self, FieldViolation> {
-        let candidate = Self::submitted(raw)?;
-        policy.check(candidate.0.expose_secret(), user_inputs)?;
-        Ok(candidate)
+    ) -> Result<NewPassword, FieldViolation> {
+        let password = Self::submitted(raw)?;
+        policy.check(password.0.expose_secret(), user_inputs)?;
+        Ok(NewPassword {
+            password,
+            policy: *policy,
+            user_inputs: user_inputs
+                .iter()
+                .map(|input| (*input).to_owned())
+                .collect(),
+        })
     }
 
     /// A password offered at login: only presence and the hard size cap are checked, so a

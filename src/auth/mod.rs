@@ -20,7 +20,7 @@ mod verified_cache;
 pub use audit::{AuditEvent, AuditKind, Auditor, Caller};
 pub use error::{AuthError, FieldViolation};
 pub use hasher::PasswordHasher;
-pub use input::{DisplayName, Email, Password};
+pub use input::{DisplayName, Email, NewPassword, Password};
 pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
 pub use refresh::RefreshKey;
 pub use revocation::{Revocations, Standing};

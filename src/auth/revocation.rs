@@ -14,6 +14,13 @@
 //!   within one sync interval plus one query.
 //! * Polls overlap by [`CLOCK_SKEW_ALLOWANCE`], because `revoked_at` is written with the
 //!   revoking replica's clock; replicas' clocks must agree within that (NTP does).
+//! * `revoked_at` is stamped when the revoking call starts, and its transaction may commit
+//!   much later (it waited on a lock held elsewhere, say). A poll only looks back the
+//!   overlap, so every [`RECONCILE_EVERY`]th poll re-reads every revocation whose tokens
+//!   could still be unexpired, whenever it was stamped. The bound: a revocation reaches
+//!   every replica within one sync interval after its commit when it committed within the
+//!   overlap of its stamp (the normal case), and within `RECONCILE_EVERY` sync intervals
+//!   however late it committed.
 //! * An entry is forgotten once every access token of its session has expired
 //!   (revoked_at + access TTL + leeway + skew), so memory is bounded by the revocation rate
 //!   times the access-token lifetime, not by history.
@@ -43,6 +50,8 @@ use crate::store::{SessionStore, StoreResult};
 pub(super) const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(10);
 /// Missed polls after which the revocation view is too old to vouch for a token.
 pub(super) const STALE_AFTER_INTERVALS: u32 = 3;
+/// Every this many polls, one reads back the whole retention window.
+pub(super) const RECONCILE_EVERY: u32 = 10;
 
 #[derive(Debug)]
 struct State {
@@ -50,6 +59,8 @@ struct State {
     revoked: HashMap<Uuid, DateTime<Utc>>,
     /// Start of the last successful poll; the next one reads from here (minus the skew).
     synced_at: Option<DateTime<Utc>>,
+    /// Successful polls since the last one that read the whole retention window.
+    since_reconciled: u32,
 }
 
 impl State {
@@ -87,6 +98,7 @@ impl Revocations {
             state: RwLock::new(State {
                 revoked: HashMap::new(),
                 synced_at: None,
+                since_reconciled: 0,
             }),
             retention: chrono_duration(retention),
             interval,
@@ -112,17 +124,18 @@ impl Revocations {
         }
     }
 
-    /// One poll of the database for sessions revoked since the previous one.
+    /// One poll of the database for sessions revoked since the previous one, or, on the
+    /// first poll and every [`RECONCILE_EVERY`]th, within the whole retention window.
     pub async fn sync(&self, store: &dyn SessionStore, now: DateTime<Utc>) -> StoreResult<()> {
         let skew = chrono::Duration::from_std(CLOCK_SKEW_ALLOWANCE).unwrap_or_default();
-        let since = match self
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .synced_at
-        {
-            Some(at) => at - skew,
-            None => now - self.retention,
+        let (synced_at, since_reconciled) = {
+            let state = self.read();
+            (state.synced_at, state.since_reconciled)
+        };
+        let reconcile = synced_at.is_none() || since_reconciled + 1 >= RECONCILE_EVERY;
+        let since = match synced_at {
+            Some(at) if !reconcile => at - skew,
+            _ => now - self.retention,
         };
         let revoked = store.revoked_since(since).await?;
         let mut state = self.write();
@@ -133,6 +146,7 @@ impl Revocations {
         }
         state.revoked.retain(|_, forget_at| *forget_at > now);
         state.synced_at = Some(now);
+        state.since_reconciled = if reconcile { 0 } else { since_reconciled + 1 };
         Ok(())
     }
 

@@ -179,7 +179,7 @@ impl Authenticator {
         if self.users.find_by_email(email.as_str()).await?.is_some() {
             return Err(AuthError::EmailTaken);
         }
-        let password_hash = self.hasher.hash(&password).await?;
+        let password_hash = self.hasher.hash_new(&password).await?;
         let now = Utc::now();
         let user = NewUser {
             id: Uuid::now_v7(),
@@ -739,7 +739,7 @@ impl Accounts {
             )
         });
         let ((email, name), password) = violations.finish(email.zip(name).zip(password))?;
-        let password_hash = hasher.hash(&password).await?;
+        let password_hash = hasher.hash_new(&password).await?;
         let now = Utc::now();
         let user = NewUser {
             id: Uuid::now_v7(),

@@ -130,8 +130,16 @@ impl Keyring {
         let name = config.algorithm.as_str();
         let lead = chrono_duration(config.key_reload_interval * 2);
         let rotation = chrono_duration(config.key_rotation);
-        // A superseded key verifies until the tokens it signed last have expired.
-        let overlap = chrono_duration(config.access_ttl + config.clock_leeway);
+        // A superseded key verifies until the tokens it signed last have expired. Replicas
+        // switch to a new signer at their first reload after it activates (within a reload
+        // interval, and the clock skew replicas may have), and may sign with the old key
+        // until then.
+        let overlap = chrono_duration(
+            config.access_ttl
+                + config.clock_leeway
+                + config.key_reload_interval
+                + super::revocation::CLOCK_SKEW_ALLOWANCE,
+        );
         let activation = |key: &KeyRecord| key.created_at + lead;
 
         let mut live = keys.live_keys(name).await.context("loading signing keys")?;
@@ -141,7 +149,7 @@ impl Keyring {
             .get(signer)
             .is_none_or(|k| activation(k) + rotation - lead <= now);
         if !pending && due {
-            let key = generate_key(config.algorithm)?;
+            let key = generate_key(config.algorithm, now)?;
             keys.insert_key(&sealed(&key, sealer)?)
                 .await
                 .context("storing a new signing key")?;
@@ -381,7 +389,7 @@ pub(super) fn opened(record: &KeyRecord, sealer: &KeySealer) -> anyhow::Result<K
 }
 
 /// A fresh key for `algorithm`, with a random kid.
-fn generate_key(algorithm: JwtAlgorithm) -> anyhow::Result<KeyRecord> {
+fn generate_key(algorithm: JwtAlgorithm, now: DateTime<Utc>) -> anyhow::Result<KeyRecord> {
     let secret: [u8; 32] = random_bytes()?;
     let (private_key, public_key) = match algorithm {
         JwtAlgorithm::EdDsa => {
@@ -402,7 +410,7 @@ fn generate_key(algorithm: JwtAlgorithm) -> anyhow::Result<KeyRecord> {
         algorithm: algorithm.as_str().to_owned(),
         private_key: SecretBox::new(Box::new(private_key)),
         public_key,
-        created_at: Utc::now(),
+        created_at: now,
     })
 }
 
@@ -430,7 +438,7 @@ mod tests {
     }
 
     fn keyring(algorithm: JwtAlgorithm) -> Keyring {
-        let key = generate_key(algorithm).unwrap();
+        let key = generate_key(algorithm, Utc::now()).unwrap();
         let kid = key.kid.clone();
         Keyring::from_records(&[key], &kid, &config(algorithm)).unwrap()
     }
@@ -548,7 +556,7 @@ mod tests {
 
     #[test]
     fn wrong_issuer_or_audience_is_invalid() {
-        let key = generate_key(JwtAlgorithm::EdDsa).unwrap();
+        let key = generate_key(JwtAlgorithm::EdDsa, Utc::now()).unwrap();
         let issuer = Keyring::from_records(
             std::slice::from_ref(&key),
             &key.kid,
@@ -617,5 +625,70 @@ mod tests {
         for token in ["", "a", "a.b.c", "....", &"x".repeat(10_000)] {
             assert_eq!(ring.verify(token, Utc::now()), Verdict::Invalid);
         }
+    }
+
+    /// Keys in memory, for the rotation schedule.
+    #[derive(Debug, Default)]
+    struct MemoryKeys(std::sync::Mutex<Vec<(KeyRecord, bool)>>);
+
+    #[async_trait::async_trait]
+    impl KeyStore for MemoryKeys {
+        async fn live_keys(&self, algorithm: &str) -> crate::store::StoreResult<Vec<KeyRecord>> {
+            let keys = self.0.lock().unwrap();
+            let mut live: Vec<KeyRecord> = keys
+                .iter()
+                .filter(|(key, retired)| key.algorithm == algorithm && !retired)
+                .map(|(key, _)| key.with_private_key(key.private_key.expose_secret().clone()))
+                .collect();
+            live.sort_by_key(|key| key.created_at);
+            Ok(live)
+        }
+
+        async fn insert_key(&self, key: &KeyRecord) -> crate::store::StoreResult<()> {
+            let copy = key.with_private_key(key.private_key.expose_secret().clone());
+            self.0.lock().unwrap().push((copy, false));
+            Ok(())
+        }
+
+        async fn retire_key(&self, kid: &str, _: DateTime<Utc>) -> crate::store::StoreResult<()> {
+            for (key, retired) in self.0.lock().unwrap().iter_mut() {
+                *retired |= key.kid == kid;
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_superseded_key_outlives_the_tokens_a_replica_that_has_not_reloaded_signs() {
+        let config = config(JwtAlgorithm::EdDsa);
+        let (keys, sealer) = (MemoryKeys::default(), KeySealer::new(None).unwrap());
+        let load = async |now| Keyring::load(&keys, &config, &sealer, now).await.unwrap();
+        let kids = |ring: &Keyring| -> Vec<String> {
+            ring.public_keys().iter().map(|k| k.kid.clone()).collect()
+        };
+        let t0 = Utc::now();
+        let first = load(t0).await;
+        let old_kid = first.signing_kid.clone();
+        // The next key is published a lead (two reload intervals) ahead of its turn.
+        let lead = chrono_duration(config.key_reload_interval * 2);
+        let published = t0 + chrono_duration(config.key_rotation);
+        let second = load(published).await;
+        assert_eq!(kids(&second).len(), 2, "the next key was not published");
+        let active = published + lead;
+        // A replica that reloaded just before then signs with the old key for up to a
+        // reload interval more; its last such token lives an access TTL (and leeway).
+        let lagging = load(active - chrono::Duration::seconds(1)).await;
+        assert_eq!(lagging.signing_kid, old_kid);
+        let last_old_token_expires = active
+            + chrono_duration(config.key_reload_interval)
+            + chrono_duration(config.access_ttl + config.clock_leeway);
+
+        let before = load(last_old_token_expires - chrono::Duration::seconds(1)).await;
+        assert!(
+            kids(&before).contains(&old_kid),
+            "retired while its tokens lived"
+        );
+        let long_after = load(last_old_token_expires + chrono::Duration::minutes(5)).await;
+        assert!(!kids(&long_after).contains(&old_kid), "never retired");
     }
 }

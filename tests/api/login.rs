@@ -225,3 +225,49 @@ async fn the_whole_password_is_verified_however_long() {
     app.login("long@example.com", &long).await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_hash_cost_is_raised_a_dormant_account_and_an_unknown_email_take_the_same_time() {
+    use std::time::{Duration, Instant};
+
+    let db = crate::helpers::TestDb::fresh().await;
+    let app = crate::helpers::spawn_app_with(db.clone(), |_| {}).await;
+    let (email, _) = app.new_user().await;
+    app.stop().await;
+    // The operator raises the cost fourfold; this account has not logged in since, so its
+    // hash is still at the old cost while the dummy hash is at the new one.
+    let app = crate::helpers::spawn_app_with(db, |config| {
+        config.login.max_failures = 100;
+        config.hashing.iterations = 8;
+    })
+    .await;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..21 {
+        for known_turn in [i % 2 == 0, i % 2 == 1] {
+            let (target, samples) = if known_turn {
+                (email.as_str(), &mut known)
+            } else {
+                ("nobody@example.com", &mut unknown)
+            };
+            let started = Instant::now();
+            assert_code(
+                app.login(target, "not the password at all").await,
+                Code::Unauthenticated,
+            );
+            samples.push(started.elapsed());
+        }
+    }
+
+    let median = |samples: &mut Vec<Duration>| {
+        samples.sort();
+        samples[samples.len() / 2].as_secs_f64()
+    };
+    let (known, unknown) = (median(&mut known), median(&mut unknown));
+    let ratio = known / unknown;
+    // Unpadded, the dormant account answers in about a quarter of the time.
+    assert!(
+        (0.67..1.5).contains(&ratio),
+        "median known {known:.4}s vs unknown {unknown:.4}s"
+    );
+    app.stop().await;
+}

@@ -9,7 +9,9 @@ use authd::proto::auth::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::helpers::{PASSWORD, TestDb, connect_authd, free_port, start_authd};
+use sea_orm::ConnectionTrait as _;
+
+use crate::helpers::{PASSWORD, TestDb, authd_bin, connect_authd, free_port, start_authd};
 
 /// The revocation sync interval both replicas run with: the default, stated.
 const SYNC: Duration = Duration::from_secs(1);
@@ -186,4 +188,88 @@ async fn first_start_work_runs_under_the_migration_lock_one_replica_at_a_time() 
             "two replicas' first-start work overlapped"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_committed_late_reaches_every_replica() {
+    let db = TestDb::fresh().await;
+    // Short syncs, so the reconciling poll (every tenth) comes every two seconds.
+    let env = [("AUTHD_REVOCATION_SYNC", "200ms")];
+    let port_a = free_port();
+    let _a = start_authd(&db, port_a, &env);
+    let mut a = AuthServiceClient::new(connect_authd(port_a).await);
+    let port_b = free_port();
+    let _b = start_authd(&db, port_b, &env);
+    let mut b = AuthServiceClient::new(connect_authd(port_b).await);
+    let email = "late@example.com";
+    let tokens = a
+        .register(RegisterRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            name: "Late".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert_eq!(validate(&mut b, &tokens.access_token).await.0, true);
+
+    // Another client holds the user's sessions, so the deactivation, stamped now, waits;
+    // it commits only after the replicas' polls stopped looking back that far. (SQLite
+    // cannot hold a lock past its busy timeout: there the wait is shorter.)
+    let mut options = sea_orm::ConnectOptions::new(db.url.clone());
+    options.max_connections(1);
+    let holder = sea_orm::Database::connect(options).await.unwrap();
+    let (hold, held_for) = if db.is_sqlite() {
+        ("BEGIN IMMEDIATE", Duration::from_secs(3))
+    } else {
+        ("BEGIN", Duration::from_secs(13))
+    };
+    holder.execute_unprepared(hold).await.unwrap();
+    if !db.is_sqlite() {
+        holder
+            .execute_unprepared("SELECT id FROM sessions FOR UPDATE")
+            .await
+            .unwrap();
+    }
+    let deactivation = std::thread::spawn({
+        let url = db.url.clone();
+        move || {
+            authd_bin()
+                .args(["user", "set-active", email, "false"])
+                .env("AUTHD_DATABASE_URL", url)
+                .env("AUTHD_DB_STATEMENT_TIMEOUT", "60s")
+                .output()
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(held_for).await;
+    holder.execute_unprepared("ROLLBACK").await.unwrap();
+    let done = tokio::task::spawn_blocking(move || deactivation.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let committed = Instant::now();
+
+    // Replica B caches the token as verified: only its revocation view can end it.
+    loop {
+        if validate(&mut b, &tokens.access_token).await == (false, InactiveReason::Revoked) {
+            break;
+        }
+        assert!(
+            committed.elapsed() < Duration::from_secs(8),
+            "replica B never saw the late revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "REVOKED on B {:?} after the late commit",
+        committed.elapsed()
+    );
+    holder.close().await.unwrap();
 }
