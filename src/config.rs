@@ -66,6 +66,16 @@ pub struct Config {
           value_parser = Sha256Hex)]
     pub validate_api_keys: Vec<[u8; 32]>,
 
+    /// How long audit events are kept.
+    #[arg(long = "audit-retention", env = "AUTHD_AUDIT_RETENTION", value_name = "AUTHD_AUDIT_RETENTION",
+          default_value = "90d", value_parser = duration_within(Duration::from_secs(86_400), TEN_YEARS))]
+    pub audit_retention: Duration,
+
+    /// How often ended sessions, idle login counters and old audit events are purged.
+    #[arg(long = "purge-interval", env = "AUTHD_PURGE_INTERVAL", value_name = "AUTHD_PURGE_INTERVAL",
+          default_value = "1h", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400)))]
+    pub purge_interval: Duration,
+
     /// How often the database is probed for the health service.
     #[arg(long, env = "AUTHD_HEALTH_PROBE_INTERVAL", value_name = "AUTHD_HEALTH_PROBE_INTERVAL",
           default_value = "2s", value_parser = duration_within(Duration::from_millis(10), Duration::from_secs(3600)))]

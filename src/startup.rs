@@ -19,7 +19,7 @@ use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 use crate::{
     auth::{
         Auditor, Authenticator, AuthenticatorParts, KeySealer, Keyring, PASSWORD_MIN_CHARS_FLOOR,
-        PasswordHasher, PasswordPolicy, RefreshKey, Revocations,
+        PasswordHasher, PasswordPolicy, Purged, Purger, RefreshKey, Retention, Revocations,
     },
     config::{Config, HashingConfig, LimitsConfig, TlsConfig, TokenConfig},
     grpc::{
@@ -45,6 +45,8 @@ pub struct App {
     tls: Option<ServerTlsConfig>,
     keys: KeyReload,
     revocations: Arc<Revocations>,
+    purger: Purger,
+    purge_interval: Duration,
     reflection: bool,
     health_probe_interval: Duration,
 }
@@ -136,6 +138,15 @@ impl App {
                 sealer,
                 tokens: config.tokens.clone(),
             },
+            purger: Purger::new(
+                store_arc.clone(),
+                Retention {
+                    session_after_end: revocations.retention(),
+                    idle_login_throttle: config.login.max_window.max(Duration::from_secs(86_400)),
+                    audit_events: config.audit_retention,
+                },
+            ),
+            purge_interval: config.purge_interval,
             revocations,
             reflection: config.reflection,
             health_probe_interval: config.health_probe_interval,
@@ -170,6 +181,7 @@ impl App {
                 stop_rx.clone(),
             ),
             spawn_rate_limit_cleanup(Arc::clone(&self.rate_limits), stop_rx.clone()),
+            spawn_purge(self.purger, self.purge_interval, stop_rx.clone()),
             spawn_key_reload(
                 self.keys,
                 Arc::clone(&self.auth),
@@ -407,6 +419,35 @@ fn spawn_key_reload(
                 Ok(keyring) => auth.replace_keyring(keyring),
                 Err(err) => {
                     tracing::warn!(error = %format!("{err:#}"), "reloading signing keys failed")
+                }
+            }
+        }
+    })
+}
+
+/// Purges what can no longer matter every `interval` (see `auth::purge`); every replica
+/// does, which costs nothing but a few empty deletes.
+fn spawn_purge(
+    purger: Purger,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
+            match purger.run_once(Utc::now()).await {
+                Ok(purged) if purged != Purged::default() => {
+                    tracing::info!(?purged, "purged ended sessions, idle counters, old events");
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    let err = anyhow::Error::from(err);
+                    tracing::warn!(error = %format!("{err:#}"), "purge failed; retried next time");
                 }
             }
         }

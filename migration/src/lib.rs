@@ -19,6 +19,7 @@ mod m20261122_000004_create_login_throttle;
 mod m20261122_000005_create_audit_events;
 mod m20261202_000001_create_write_probe;
 mod m20261202_000002_email_binary_collation;
+mod m20261202_000003_purge_indexes;
 
 /// All of authd's migrations, oldest first.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_create_audit_events::Migration),
             Box::new(m20261202_000001_create_write_probe::Migration),
             Box::new(m20261202_000002_email_binary_collation::Migration),
+            Box::new(m20261202_000003_purge_indexes::Migration),
         ]
     }
 }

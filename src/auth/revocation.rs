@@ -105,6 +105,12 @@ impl Revocations {
         }
     }
 
+    /// How long after a revocation this replica must still know of it: its session's
+    /// access tokens may be unexpired until then.
+    pub fn retention(&self) -> Duration {
+        self.retention.to_std().unwrap_or(Duration::MAX)
+    }
+
     /// Records a revocation made by this replica.
     pub fn revoke(&self, session_id: Uuid, now: DateTime<Utc>) {
         let forget_at = now + self.retention;

@@ -280,6 +280,24 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
     async fn record(&self, event: &AuditRecord) -> StoreResult<()>;
 }
 
+/// Removing what can no longer matter, a batch at a time (each call deletes at most
+/// `batch` rows and says how many it did), so a purge never holds long locks.
+#[async_trait]
+pub trait PurgeStore: Send + Sync + std::fmt::Debug {
+    /// Sessions that ended (revoked, or past their refresh expiry) before `ended_before`,
+    /// with their spent refresh tokens.
+    async fn purge_sessions(&self, ended_before: DateTime<Utc>, batch: u64) -> StoreResult<u64>;
+    /// Login failure counters untouched since `idle_since` and not blocking now.
+    async fn purge_login_throttle(
+        &self,
+        idle_since: DateTime<Utc>,
+        now_ms: i64,
+        batch: u64,
+    ) -> StoreResult<u64>;
+    /// Audit events older than `before`.
+    async fn purge_audit_events(&self, before: DateTime<Utc>, batch: u64) -> StoreResult<u64>;
+}
+
 /// Signing keys.
 #[async_trait]
 pub trait KeyStore: Send + Sync + std::fmt::Debug {

@@ -22,6 +22,7 @@ mod limits;
 mod login;
 mod logout;
 mod outage;
+mod purge;
 mod refresh;
 mod register;
 mod replicas;

@@ -29,9 +29,9 @@ pub use self::{
     setup::{connect, migrate, migrate_then},
 };
 use super::{
-    Admission, AuditRecord, AuditStore, KeyRecord, KeyStore, NewSession, NewUser, RevokeReason,
-    Rotation, SessionRecord, SessionStore, StoreError, StoreResult, ThrottleRule, ThrottleStore,
-    UserRecord, UserStore, entities::*,
+    Admission, AuditRecord, AuditStore, KeyRecord, KeyStore, NewSession, NewUser, PurgeStore,
+    RevokeReason, Rotation, SessionRecord, SessionStore, StoreError, StoreResult, ThrottleRule,
+    ThrottleStore, UserRecord, UserStore, entities::*,
 };
 use crate::config::DatabaseConfig;
 
@@ -752,6 +752,98 @@ impl AuditStore for SqlStore {
         let event = event.clone();
         self.detached(move |store| async move {
             insert_audit(&store.db, &event).await.map_err(store.error())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl PurgeStore for SqlStore {
+    async fn purge_sessions(&self, ended_before: DateTime<Utc>, batch: u64) -> StoreResult<u64> {
+        use sessions::Column;
+        let ended = Condition::any()
+            .add(Column::RevokedAt.lt(ended_before))
+            .add(Column::ExpiresAt.lt(ended_before));
+        let select = sessions::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(ended)
+            .limit(batch);
+        self.detached(move |store| async move {
+            let ids: Vec<Uuid> = select
+                .into_tuple()
+                .all(&store.db)
+                .await
+                .map_err(store.error())?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            // Their spent refresh tokens go too (ON DELETE CASCADE).
+            let deleted = sessions::Entity::delete_many()
+                .filter(Column::Id.is_in(ids))
+                .exec(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(deleted.rows_affected)
+        })
+        .await
+    }
+
+    async fn purge_login_throttle(
+        &self,
+        idle_since: DateTime<Utc>,
+        now_ms: i64,
+        batch: u64,
+    ) -> StoreResult<u64> {
+        use login_throttle::Column;
+        let select = login_throttle::Entity::find()
+            .select_only()
+            .column(Column::Key)
+            .filter(Column::UpdatedAt.lt(idle_since))
+            .filter(Column::BlockedUntil.lte(now_ms))
+            .limit(batch);
+        self.detached(move |store| async move {
+            let keys: Vec<String> = select
+                .into_tuple()
+                .all(&store.db)
+                .await
+                .map_err(store.error())?;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            let deleted = login_throttle::Entity::delete_many()
+                .filter(Column::Key.is_in(keys))
+                .filter(Column::UpdatedAt.lt(idle_since))
+                .exec(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(deleted.rows_affected)
+        })
+        .await
+    }
+
+    async fn purge_audit_events(&self, before: DateTime<Utc>, batch: u64) -> StoreResult<u64> {
+        use audit_events::Column;
+        let select = audit_events::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::OccurredAt.lt(before))
+            .limit(batch);
+        self.detached(move |store| async move {
+            let ids: Vec<Uuid> = select
+                .into_tuple()
+                .all(&store.db)
+                .await
+                .map_err(store.error())?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let deleted = audit_events::Entity::delete_many()
+                .filter(Column::Id.is_in(ids))
+                .exec(&store.db)
+                .await
+                .map_err(store.error())?;
+            Ok(deleted.rows_affected)
         })
         .await
     }

@@ -1,0 +1,106 @@
+//! Tables that grow with traffic are purged on a schedule: what can no longer matter is
+//! removed in small batches (ASVS: nothing grows for ever).
+//!
+//! - Sessions that ended (logged out, revoked, past their refresh expiry) once their last
+//!   access token has expired and every replica's revocation view has forgotten them:
+//!   the revocation retention after their end. Their spent refresh tokens go with them;
+//!   the spent tokens of a live session stay, as they are how reuse is detected.
+//! - Login failure counters untouched for a day (or the longest throttle wait, if longer)
+//!   and not blocking anyone now.
+//! - Audit events older than AUTHD_AUDIT_RETENTION.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+
+use super::chrono_duration;
+use crate::store::{PurgeStore, StoreResult};
+
+/// Rows deleted per statement: small enough that no purge holds locks for long.
+const BATCH: u64 = 500;
+
+/// How long each kind of row is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// After a session ended.
+    pub session_after_end: Duration,
+    /// After a login failure counter was last touched.
+    pub idle_login_throttle: Duration,
+    pub audit_events: Duration,
+}
+
+/// What one purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub sessions: u64,
+    pub login_throttle: u64,
+    pub audit_events: u64,
+}
+
+/// Runs purges.
+#[derive(Debug)]
+pub struct Purger {
+    store: Arc<dyn PurgeStore>,
+    retention: Retention,
+}
+
+impl Purger {
+    pub fn new(store: Arc<dyn PurgeStore>, retention: Retention) -> Self {
+        Self { store, retention }
+    }
+
+    /// Removes everything past its retention at `now`, a batch at a time.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> StoreResult<Purged> {
+        let mut purged = Purged::default();
+        for kind in [Kind::Sessions, Kind::LoginThrottle, Kind::AuditEvents] {
+            loop {
+                let deleted = self.batch(kind, now).await?;
+                *purged.count(kind) += deleted;
+                if deleted < BATCH {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn batch(&self, kind: Kind, now: DateTime<Utc>) -> StoreResult<u64> {
+        let before = |kept: Duration| now - chrono_duration(kept);
+        let retention = &self.retention;
+        match kind {
+            Kind::Sessions => {
+                let ended_before = before(retention.session_after_end);
+                self.store.purge_sessions(ended_before, BATCH).await
+            }
+            Kind::LoginThrottle => {
+                let idle_since = before(retention.idle_login_throttle);
+                let now_ms = now.timestamp_millis();
+                self.store
+                    .purge_login_throttle(idle_since, now_ms, BATCH)
+                    .await
+            }
+            Kind::AuditEvents => {
+                let older = before(retention.audit_events);
+                self.store.purge_audit_events(older, BATCH).await
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sessions,
+    LoginThrottle,
+    AuditEvents,
+}
+
+impl Purged {
+    fn count(&mut self, kind: Kind) -> &mut u64 {
+        match kind {
+            Kind::Sessions => &mut self.sessions,
+            Kind::LoginThrottle => &mut self.login_throttle,
+            Kind::AuditEvents => &mut self.audit_events,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Tables that grow with traffic are purged: what can no longer matter goes, the rest stays.
+
+use std::{sync::Arc, time::Duration};
+
+use authd::{
+    auth::{Purger, Retention},
+    store::{self, SqlStore},
+};
+use chrono::Utc;
+use sea_orm::{ConnectionTrait as _, Statement};
+use tonic::Code;
+
+use crate::helpers::{TestApp, assert_code, spawn_app, test_config};
+
+async fn rows(app: &TestApp) -> [i64; 4] {
+    let conn = app.db.connect().await;
+    let mut counts = [0; 4];
+    for (count, table) in counts.iter_mut().zip([
+        "sessions",
+        "spent_refresh_tokens",
+        "login_throttle",
+        "audit_events",
+    ]) {
+        let row = conn
+            .query_one_raw(Statement::from_string(
+                conn.get_database_backend(),
+                format!("SELECT COUNT(*) FROM {table}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        *count = row.try_get_by_index(0).unwrap();
+    }
+    conn.close().await.unwrap();
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
+    let app = spawn_app().await;
+    // A live session, rotated once.
+    let (_, live) = app.new_user().await;
+    let live = app.rotate(&live.refresh_token).await;
+    // An ended one, rotated once, then logged out.
+    let (_, ended) = app.new_user().await;
+    let ended = app.rotate(&ended.refresh_token).await;
+    app.logout(&ended.refresh_token, false, None).await.unwrap();
+    // A failure counter, for an email no one has.
+    assert_code(
+        app.login("nobody@example.com", "not the password at all")
+            .await,
+        Code::Unauthenticated,
+    );
+    let before = rows(&app).await;
+    assert_eq!(before[..3], [2, 2, 1]);
+
+    // Purges as of later moments (the time is the purge's argument), with the defaults:
+    // sessions kept for the revocation retention after they end, idle counters for a day,
+    // audit events for 90 days.
+    let config = test_config(&app.db);
+    let pool = store::connect(&config.database).await.unwrap();
+    let purger = Purger::new(
+        Arc::new(SqlStore::new(pool.clone(), &config.database)),
+        Retention {
+            session_after_end: Duration::from_secs(15 * 60 + 5 + 10),
+            idle_login_throttle: Duration::from_secs(86_400),
+            audit_events: config.audit_retention,
+        },
+    );
+    let now = Utc::now();
+
+    // An hour on: the ended session and its spent token are gone; the rest stays, and
+    // the live session still works.
+    let purged = purger
+        .run_once(now + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(purged.sessions, 1);
+    let after = rows(&app).await;
+    assert_eq!(after[..3], [1, 1, 1]);
+    assert_eq!(after[3], before[3]);
+    app.rotate(&live.refresh_token).await;
+
+    // Two days on: the idle counter; the live session, refreshed just now, has days left.
+    let purged = purger
+        .run_once(now + chrono::Duration::days(2))
+        .await
+        .unwrap();
+    assert_eq!(purged.login_throttle, 1);
+    assert_eq!(rows(&app).await[..3], [1, 2, 0]);
+
+    // 91 days on: the session has long expired, and every audit event is past retention.
+    let purged = purger
+        .run_once(now + chrono::Duration::days(91))
+        .await
+        .unwrap();
+    assert_eq!(purged.sessions, 1);
+    assert!(purged.audit_events > 0);
+    assert_eq!(rows(&app).await, [0, 0, 0, 0]);
+    pool.close().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_purges_on_its_own_schedule() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::fresh().await, |config| {
+        config.purge_interval = Duration::from_secs(1);
+        config.tokens.access_ttl = Duration::from_secs(1);
+        config.tokens.clock_leeway = Duration::ZERO;
+    })
+    .await;
+    let (_, tokens) = app.new_user().await;
+    app.logout(&tokens.refresh_token, false, None)
+        .await
+        .unwrap();
+    assert_eq!(rows(&app).await[0], 1);
+    // Ended, and kept for the revocation retention (1 s + the 10 s clock-skew allowance).
+    for _ in 0..300 {
+        if rows(&app).await[0] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows(&app).await[0], 0, "the ended session was never purged");
+    app.stop().await;
+}
