@@ -26,8 +26,7 @@ pub(crate) enum Call {
     ValidateCold,
     Login,
     Register,
-    /// Register with a password crafted to make its strength estimate costly (and then
-    /// refused as too easy to guess).
+    /// Register with a password crafted to make its strength estimate costly.
     CraftedRegister,
     Refresh,
 }
@@ -293,7 +292,11 @@ impl Caller {
             Call::CraftedRegister => self
                 .auth
                 .register(pb::RegisterRequest {
-                    email: format!("crafted-{i}@example.com"),
+                    email: format!(
+                        "bench-{}-crafted-{}@example.com",
+                        std::process::id(),
+                        NEW_USERS.fetch_add(1, Ordering::Relaxed)
+                    ),
                     password: CRAFTED_PASSWORD_PATTERN.chars().cycle().take(128).collect(),
                     name: "Crafted".into(),
                 })

@@ -255,7 +255,7 @@ impl Summary {
         let errors: u64 = rows.iter().map(|row| row.outcome.error_count()).sum();
         let refused = |row: &Row, code: &str| row.outcome.errors.get(code).copied().unwrap_or(0);
         // Provoked on purpose: the overload's refusals, and the crafted registrations'
-        // (their passwords are weak, and beyond the pool they are refused as busy).
+        // (refused where the estimate judges them weak, or as busy beyond the pool).
         let expected = self
             .overload
             .as_ref()
