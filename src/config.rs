@@ -49,48 +49,91 @@ pub struct Config {
 
     /// How often each replica reads the sessions other replicas revoked; the bound on how
     /// long a token revoked elsewhere can still validate here.
-    #[arg(long, env = "AUTHD_REVOCATION_SYNC", value_name = "AUTHD_REVOCATION_SYNC",
-          default_value = "1s", value_parser = duration_within(Duration::from_millis(10), Duration::from_secs(3600)))]
+    #[arg(
+        long,
+        env = "AUTHD_REVOCATION_SYNC",
+        value_name = "AUTHD_REVOCATION_SYNC",
+        default_value = "1s",
+        value_parser = duration_within(Duration::from_millis(10), Duration::from_secs(3600))
+    )]
     pub revocation_sync: Duration,
 
     /// Serve gRPC server reflection (grpcurl, buf curl); turn off in production if the
     /// API surface should not be discoverable.
-    #[arg(long, env = "AUTHD_REFLECTION", value_name = "AUTHD_REFLECTION",
-          default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "AUTHD_REFLECTION",
+        value_name = "AUTHD_REFLECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
     pub reflection: bool,
 
     /// Comma-separated hex SHA-256 digests of the API keys ValidateToken callers must send
     /// as `x-api-key` (`printf %s "$KEY" | sha256sum`); empty: no caller authentication.
-    #[arg(long = "validate-api-keys", env = "AUTHD_VALIDATE_API_KEYS",
-          value_name = "AUTHD_VALIDATE_API_KEYS", value_delimiter = ',',
-          value_parser = Sha256Hex)]
+    #[arg(
+        long = "validate-api-keys",
+        env = "AUTHD_VALIDATE_API_KEYS",
+        value_name = "AUTHD_VALIDATE_API_KEYS",
+        value_delimiter = ',',
+        value_parser = Sha256Hex
+    )]
     pub validate_api_keys: Vec<[u8; 32]>,
 
     /// How long audit events are kept.
-    #[arg(long = "audit-retention", env = "AUTHD_AUDIT_RETENTION", value_name = "AUTHD_AUDIT_RETENTION",
-          default_value = "90d", value_parser = duration_within(Duration::from_secs(86_400), TEN_YEARS))]
+    #[arg(
+        long = "audit-retention",
+        env = "AUTHD_AUDIT_RETENTION",
+        value_name = "AUTHD_AUDIT_RETENTION",
+        default_value = "90d",
+        value_parser = duration_within(Duration::from_secs(86_400), TEN_YEARS)
+    )]
     pub audit_retention: Duration,
 
     /// How often ended sessions, idle login counters and old audit events are purged.
-    #[arg(long = "purge-interval", env = "AUTHD_PURGE_INTERVAL", value_name = "AUTHD_PURGE_INTERVAL",
-          default_value = "1h", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400)))]
+    #[arg(
+        long = "purge-interval",
+        env = "AUTHD_PURGE_INTERVAL",
+        value_name = "AUTHD_PURGE_INTERVAL",
+        default_value = "1h",
+        value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400))
+    )]
     pub purge_interval: Duration,
 
     /// How often the database is probed for the health service.
-    #[arg(long, env = "AUTHD_HEALTH_PROBE_INTERVAL", value_name = "AUTHD_HEALTH_PROBE_INTERVAL",
-          default_value = "2s", value_parser = duration_within(Duration::from_millis(10), Duration::from_secs(3600)))]
+    #[arg(
+        long,
+        env = "AUTHD_HEALTH_PROBE_INTERVAL",
+        value_name = "AUTHD_HEALTH_PROBE_INTERVAL",
+        default_value = "2s",
+        value_parser = duration_within(Duration::from_millis(10), Duration::from_secs(3600))
+    )]
     pub health_probe_interval: Duration,
 }
+
+/// The most memory the hash workers may take together: 16 GiB.
+const MAX_HASH_MEMORY_KIB: u64 = 16 << 20;
 
 impl Config {
     /// Checks what no single setting can check alone, naming the settings.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let (login, tokens) = (&self.login, &self.tokens);
+        let (login, tokens, hashing) = (&self.login, &self.tokens, &self.hashing);
         anyhow::ensure!(
             login.max_window >= login.window,
             "AUTHD_LOGIN_THROTTLE_MAX_WINDOW: expected at least AUTHD_LOGIN_THROTTLE_WINDOW ({}), got {}",
             humantime::format_duration(login.window),
             humantime::format_duration(login.max_window),
+        );
+        // Hash memory is taken per worker, all at once under load.
+        let hash_memory_kib = hashing.worker_count() as u64 * u64::from(hashing.memory_kib);
+        anyhow::ensure!(
+            hash_memory_kib <= MAX_HASH_MEMORY_KIB,
+            "AUTHD_ARGON2_MEMORY_KIB × AUTHD_HASH_WORKERS: expected at most {} GiB, got {} GiB \
+             ({} KiB × {} workers)",
+            MAX_HASH_MEMORY_KIB >> 20,
+            hash_memory_kib >> 20,
+            hashing.memory_kib,
+            hashing.worker_count(),
         );
         // A new key is published two reload intervals before it signs.
         anyhow::ensure!(
@@ -108,31 +151,48 @@ impl Config {
 #[derive(Clone, Args)]
 pub struct DatabaseConfig {
     /// sqlite://FILE?mode=rwc, postgres://USER@HOST/DB or mysql://USER@HOST/DB.
-    #[arg(long = "database-url", global = true, env = "AUTHD_DATABASE_URL", value_name = "AUTHD_DATABASE_URL",
-          default_value = "sqlite://authd.db?mode=rwc", hide_env_values = true,
-          value_parser = |value: &str| Ok::<_, String>(SecretString::from(value)))]
+    #[arg(
+        long = "database-url",
+        global = true,
+        env = "AUTHD_DATABASE_URL",
+        value_name = "AUTHD_DATABASE_URL",
+        default_value = "sqlite://authd.db?mode=rwc",
+        hide_env_values = true,
+        value_parser = |value: &str| Ok::<_, String>(SecretString::from(value))
+    )]
     pub url: SecretString,
 
     /// Maximum pooled connections (default: 1 for SQLite, which has one writer, 10 otherwise).
     #[arg(
         long = "db-max-connections",
         env = "AUTHD_DB_MAX_CONNECTIONS",
-        value_name = "AUTHD_DB_MAX_CONNECTIONS"
-    ,
-        value_parser = number_within(NonZeroUsize::MIN, non_zero(1000)))]
+        value_name = "AUTHD_DB_MAX_CONNECTIONS",
+        value_parser = number_within(NonZeroUsize::MIN, non_zero(1000))
+    )]
     pub max_connections: Option<NonZeroUsize>,
 
     /// How long a request waits for a database connection before it fails with UNAVAILABLE.
-    #[arg(long = "db-acquire-timeout", global = true, env = "AUTHD_DB_ACQUIRE_TIMEOUT",
-          value_name = "AUTHD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(600)))]
+    #[arg(
+        long = "db-acquire-timeout",
+        global = true,
+        env = "AUTHD_DB_ACQUIRE_TIMEOUT",
+        value_name = "AUTHD_DB_ACQUIRE_TIMEOUT",
+        default_value = "5s",
+        value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(600))
+    )]
     pub acquire_timeout: Duration,
 
     /// Longest a database statement or a store call may take: the server cancels a
     /// statement past it (PostgreSQL), and authd gives a call up (UNAVAILABLE), so a
     /// black-holed connection cannot hang a call, the health check or the revocation sync.
-    #[arg(long = "db-statement-timeout", global = true, env = "AUTHD_DB_STATEMENT_TIMEOUT",
-          value_name = "AUTHD_DB_STATEMENT_TIMEOUT", default_value = "5s",
-          value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(600)))]
+    #[arg(
+        long = "db-statement-timeout",
+        global = true,
+        env = "AUTHD_DB_STATEMENT_TIMEOUT",
+        value_name = "AUTHD_DB_STATEMENT_TIMEOUT",
+        default_value = "5s",
+        value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(600))
+    )]
     pub statement_timeout: Duration,
 
     /// SQLite only: `full` writes each commit through to the disk before the call is
@@ -212,53 +272,90 @@ pub struct TokenConfig {
     pub algorithm: JwtAlgorithm,
 
     /// Lifetime of access tokens.
-    #[arg(long, env = "AUTHD_ACCESS_TTL", value_name = "AUTHD_ACCESS_TTL",
-          default_value = "15m", value_parser = duration_within(Duration::from_secs(1), TEN_YEARS))]
+    #[arg(
+        long,
+        env = "AUTHD_ACCESS_TTL",
+        value_name = "AUTHD_ACCESS_TTL",
+        default_value = "15m",
+        value_parser = duration_within(Duration::from_secs(1), TEN_YEARS)
+    )]
     pub access_ttl: Duration,
 
     /// Lifetime of a refresh token; each refresh starts it again (idle expiry).
-    #[arg(long, env = "AUTHD_REFRESH_TTL", value_name = "AUTHD_REFRESH_TTL",
-          default_value = "7d", value_parser = duration_within(Duration::from_secs(1), TEN_YEARS))]
+    #[arg(
+        long,
+        env = "AUTHD_REFRESH_TTL",
+        value_name = "AUTHD_REFRESH_TTL",
+        default_value = "7d",
+        value_parser = duration_within(Duration::from_secs(1), TEN_YEARS)
+    )]
     pub refresh_ttl: Duration,
 
     /// How long after a rotation the rotated token, presented again, gets the same
     /// successor back (a retried request is not an attack); "0s" turns this off.
-    #[arg(long = "refresh-reuse-grace", env = "AUTHD_REFRESH_REUSE_GRACE",
-          value_name = "AUTHD_REFRESH_REUSE_GRACE", default_value = "10s",
-          value_parser = duration_within(Duration::ZERO, Duration::from_secs(3600)))]
+    #[arg(
+        long = "refresh-reuse-grace",
+        env = "AUTHD_REFRESH_REUSE_GRACE",
+        value_name = "AUTHD_REFRESH_REUSE_GRACE",
+        default_value = "10s",
+        value_parser = duration_within(Duration::ZERO, Duration::from_secs(3600))
+    )]
     pub refresh_reuse_grace: Duration,
 
     /// Absolute session lifetime: refreshing never extends a session past this age.
-    #[arg(long, env = "AUTHD_SESSION_MAX_AGE", value_name = "AUTHD_SESSION_MAX_AGE",
-          default_value = "30d", value_parser = duration_within(Duration::from_secs(1), TEN_YEARS))]
+    #[arg(
+        long,
+        env = "AUTHD_SESSION_MAX_AGE",
+        value_name = "AUTHD_SESSION_MAX_AGE",
+        default_value = "30d",
+        value_parser = duration_within(Duration::from_secs(1), TEN_YEARS)
+    )]
     pub session_max_age: Duration,
 
     /// HS256 signing secret, at least 32 bytes; without it HS256 uses a random secret
     /// generated on first start and kept in the database.
-    #[arg(long = "jwt-secret", env = "AUTHD_JWT_SECRET", value_name = "AUTHD_JWT_SECRET",
-          hide_env_values = true,
-          value_parser = |value: &str| Ok::<_, String>(SecretString::from(value)))]
+    #[arg(
+        long = "jwt-secret",
+        env = "AUTHD_JWT_SECRET",
+        value_name = "AUTHD_JWT_SECRET",
+        hide_env_values = true,
+        value_parser = |value: &str| Ok::<_, String>(SecretString::from(value))
+    )]
     pub jwt_secret: Option<SecretString>,
 
     /// How long a signing key signs before the next one takes over. The old key keeps
     /// verifying until every token it signed has expired, then is retired.
-    #[arg(long = "key-rotation", env = "AUTHD_KEY_ROTATION", value_name = "AUTHD_KEY_ROTATION",
-          default_value = "30d", value_parser = duration_within(Duration::from_secs(60), TEN_YEARS))]
+    #[arg(
+        long = "key-rotation",
+        env = "AUTHD_KEY_ROTATION",
+        value_name = "AUTHD_KEY_ROTATION",
+        default_value = "30d",
+        value_parser = duration_within(Duration::from_secs(60), TEN_YEARS)
+    )]
     pub key_rotation: Duration,
 
     /// How often each replica re-reads the signing keys. A new key is published two of
     /// these intervals before it signs, so every replica can verify its tokens from the
     /// first one.
-    #[arg(long = "key-reload-interval", env = "AUTHD_KEY_RELOAD_INTERVAL",
-          value_name = "AUTHD_KEY_RELOAD_INTERVAL", default_value = "60s",
-          value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400)))]
+    #[arg(
+        long = "key-reload-interval",
+        env = "AUTHD_KEY_RELOAD_INTERVAL",
+        value_name = "AUTHD_KEY_RELOAD_INTERVAL",
+        default_value = "60s",
+        value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400))
+    )]
     pub key_reload_interval: Duration,
 
     /// Master key (32 bytes, base64 or hex) that seals private keys stored in the
     /// database. Without one they are stored unsealed, and start-up warns.
-    #[arg(long = "master-key", env = "AUTHD_MASTER_KEY", value_name = "AUTHD_MASTER_KEY",
-          hide_env_values = true, conflicts_with = "master_key_file",
-          value_parser = |value: &str| Ok::<_, String>(SecretString::from(value)))]
+    #[arg(
+        long = "master-key",
+        env = "AUTHD_MASTER_KEY",
+        value_name = "AUTHD_MASTER_KEY",
+        hide_env_values = true,
+        conflicts_with = "master_key_file",
+        value_parser = |value: &str| Ok::<_, String>(SecretString::from(value))
+    )]
     pub master_key: Option<SecretString>,
 
     /// A file holding the master key, e.g. a mounted secret.
@@ -270,8 +367,13 @@ pub struct TokenConfig {
     pub master_key_file: Option<PathBuf>,
 
     /// Clock skew tolerated when checking `exp` and `iat`.
-    #[arg(long, env = "AUTHD_CLOCK_LEEWAY", value_name = "AUTHD_CLOCK_LEEWAY",
-          default_value = "5s", value_parser = duration_within(Duration::ZERO, Duration::from_secs(300)))]
+    #[arg(
+        long,
+        env = "AUTHD_CLOCK_LEEWAY",
+        value_name = "AUTHD_CLOCK_LEEWAY",
+        default_value = "5s",
+        value_parser = duration_within(Duration::ZERO, Duration::from_secs(300))
+    )]
     pub clock_leeway: Duration,
     /// Access tokens whose signature ValidateToken remembers having verified (0 turns the
     /// cache off). Each entry holds one token and its claims, about 1 KiB.
@@ -279,9 +381,9 @@ pub struct TokenConfig {
         long,
         env = "AUTHD_VALIDATE_CACHE_ENTRIES",
         value_name = "AUTHD_VALIDATE_CACHE_ENTRIES",
-        default_value_t = 10_000
-    ,
-        value_parser = number_within(0_usize, 10_000_000))]
+        default_value_t = 10_000,
+        value_parser = number_within(0_usize, 10_000_000)
+    )]
     pub validate_cache_entries: usize,
 }
 
@@ -313,9 +415,9 @@ pub struct HashingConfig {
     #[arg(
         long = "hash-workers",
         env = "AUTHD_HASH_WORKERS",
-        value_name = "AUTHD_HASH_WORKERS"
-    ,
-        value_parser = number_within(NonZeroUsize::MIN, non_zero(1024)))]
+        value_name = "AUTHD_HASH_WORKERS",
+        value_parser = number_within(NonZeroUsize::MIN, non_zero(1024))
+    )]
     pub workers: Option<NonZeroUsize>,
 
     /// Requests allowed to wait for a hash worker; beyond it they get RESOURCE_EXHAUSTED at once.
@@ -323,9 +425,9 @@ pub struct HashingConfig {
         long = "hash-queue",
         env = "AUTHD_HASH_QUEUE",
         value_name = "AUTHD_HASH_QUEUE",
-        default_value = "32"
-    ,
-        value_parser = number_within(0_usize, 100_000))]
+        default_value = "32",
+        value_parser = number_within(0_usize, 100_000)
+    )]
     pub queue: usize,
 
     /// argon2id memory cost in KiB (at least 19456). Raising it upgrades each stored hash
@@ -334,9 +436,9 @@ pub struct HashingConfig {
         long = "argon2-memory-kib",
         env = "AUTHD_ARGON2_MEMORY_KIB",
         value_name = "AUTHD_ARGON2_MEMORY_KIB",
-        default_value = "19456"
-    ,
-        value_parser = number_within(19_456_u32, 4 << 20))]
+        default_value = "19456",
+        value_parser = number_within(19_456_u32, 4 << 20)
+    )]
     pub memory_kib: u32,
 
     /// argon2id passes (at least 2).
@@ -344,9 +446,9 @@ pub struct HashingConfig {
         long = "argon2-iterations",
         env = "AUTHD_ARGON2_ITERATIONS",
         value_name = "AUTHD_ARGON2_ITERATIONS",
-        default_value = "2"
-    ,
-        value_parser = number_within(2_u32, 1_000))]
+        default_value = "2",
+        value_parser = number_within(2_u32, 1_000)
+    )]
     pub iterations: u32,
 
     /// argon2id lanes (at least 1).
@@ -354,9 +456,9 @@ pub struct HashingConfig {
         long = "argon2-parallelism",
         env = "AUTHD_ARGON2_PARALLELISM",
         value_name = "AUTHD_ARGON2_PARALLELISM",
-        default_value = "1"
-    ,
-        value_parser = number_within(1_u32, 64))]
+        default_value = "1",
+        value_parser = number_within(1_u32, 64)
+    )]
     pub parallelism: u32,
 
     /// Shortest new password accepted, in characters (at least 8).
@@ -364,9 +466,9 @@ pub struct HashingConfig {
         long = "password-min-length",
         env = "AUTHD_PASSWORD_MIN_LENGTH",
         value_name = "AUTHD_PASSWORD_MIN_LENGTH",
-        default_value = "12"
-    ,
-        value_parser = number_within(8_usize, 64))]
+        default_value = "12",
+        value_parser = number_within(8_usize, 64)
+    )]
     pub password_min_length: usize,
 }
 
@@ -383,21 +485,33 @@ impl HashingConfig {
 #[derive(Debug, Clone, Args)]
 pub struct LoginConfig {
     /// Consecutive failed logins for one email before attempts are refused for a while.
-    #[arg(long = "login-max-failures", env = "AUTHD_LOGIN_MAX_FAILURES",
-          value_name = "AUTHD_LOGIN_MAX_FAILURES", default_value = "10",
-          value_parser = clap::value_parser!(i64).range(1..=100))]
+    #[arg(
+        long = "login-max-failures",
+        env = "AUTHD_LOGIN_MAX_FAILURES",
+        value_name = "AUTHD_LOGIN_MAX_FAILURES",
+        default_value = "10",
+        value_parser = clap::value_parser!(i64).range(1..=100)
+    )]
     pub max_failures: i64,
 
     /// The first wait after the limit; each further failure adds as much again.
-    #[arg(long = "login-throttle-window", env = "AUTHD_LOGIN_THROTTLE_WINDOW",
-          value_name = "AUTHD_LOGIN_THROTTLE_WINDOW", default_value = "30s",
-          value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400)))]
+    #[arg(
+        long = "login-throttle-window",
+        env = "AUTHD_LOGIN_THROTTLE_WINDOW",
+        value_name = "AUTHD_LOGIN_THROTTLE_WINDOW",
+        default_value = "30s",
+        value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400))
+    )]
     pub window: Duration,
 
     /// The longest wait (there is never a permanent lock).
-    #[arg(long = "login-throttle-max-window", env = "AUTHD_LOGIN_THROTTLE_MAX_WINDOW",
-          value_name = "AUTHD_LOGIN_THROTTLE_MAX_WINDOW", default_value = "15m",
-          value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(30 * 86_400)))]
+    #[arg(
+        long = "login-throttle-max-window",
+        env = "AUTHD_LOGIN_THROTTLE_MAX_WINDOW",
+        value_name = "AUTHD_LOGIN_THROTTLE_MAX_WINDOW",
+        default_value = "15m",
+        value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(30 * 86_400))
+    )]
     pub max_window: Duration,
 }
 
@@ -435,9 +549,9 @@ pub struct LimitsConfig {
         long = "max-message-bytes",
         env = "AUTHD_MAX_MESSAGE_BYTES",
         value_name = "AUTHD_MAX_MESSAGE_BYTES",
-        default_value = "16384"
-    ,
-        value_parser = number_within(1024_usize, 4 << 20))]
+        default_value = "16384",
+        value_parser = number_within(1024_usize, 4 << 20)
+    )]
     pub max_message_bytes: usize,
 
     /// Largest request header list (metadata) accepted, in bytes.
@@ -445,9 +559,9 @@ pub struct LimitsConfig {
         long = "max-header-list-bytes",
         env = "AUTHD_MAX_HEADER_LIST_BYTES",
         value_name = "AUTHD_MAX_HEADER_LIST_BYTES",
-        default_value = "16384"
-    ,
-        value_parser = number_within(1024_u32, 1 << 20))]
+        default_value = "16384",
+        value_parser = number_within(1024_u32, 1 << 20)
+    )]
     pub max_header_list_bytes: u32,
 
     /// Concurrent HTTP/2 streams per connection.
@@ -455,9 +569,9 @@ pub struct LimitsConfig {
         long = "max-concurrent-streams",
         env = "AUTHD_MAX_CONCURRENT_STREAMS",
         value_name = "AUTHD_MAX_CONCURRENT_STREAMS",
-        default_value = "128"
-    ,
-        value_parser = number_within(1_u32, 10_000))]
+        default_value = "128",
+        value_parser = number_within(1_u32, 10_000)
+    )]
     pub max_concurrent_streams: u32,
 
     /// Requests in progress across all connections; beyond it, RESOURCE_EXHAUSTED at once.
@@ -465,24 +579,39 @@ pub struct LimitsConfig {
         long = "max-concurrent-requests",
         env = "AUTHD_MAX_CONCURRENT_REQUESTS",
         value_name = "AUTHD_MAX_CONCURRENT_REQUESTS",
-        default_value = "1024"
-    ,
-        value_parser = number_within(1_usize, 1_000_000))]
+        default_value = "1024",
+        value_parser = number_within(1_usize, 1_000_000)
+    )]
     pub max_concurrent_requests: usize,
 
     /// Longest time one call may take before it is cancelled.
-    #[arg(long = "request-timeout", env = "AUTHD_REQUEST_TIMEOUT",
-          value_name = "AUTHD_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(3600)))]
+    #[arg(
+        long = "request-timeout",
+        env = "AUTHD_REQUEST_TIMEOUT",
+        value_name = "AUTHD_REQUEST_TIMEOUT",
+        default_value = "10s",
+        value_parser = duration_within(Duration::from_millis(100), Duration::from_secs(3600))
+    )]
     pub request_timeout: Duration,
 
     /// HTTP/2 keepalive ping interval; an unanswered ping closes the connection.
-    #[arg(long = "keepalive-interval", env = "AUTHD_KEEPALIVE_INTERVAL",
-          value_name = "AUTHD_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400)))]
+    #[arg(
+        long = "keepalive-interval",
+        env = "AUTHD_KEEPALIVE_INTERVAL",
+        value_name = "AUTHD_KEEPALIVE_INTERVAL",
+        default_value = "30s",
+        value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(86_400))
+    )]
     pub keepalive_interval: Duration,
 
     /// How long a keepalive ping may go unanswered.
-    #[arg(long = "keepalive-timeout", env = "AUTHD_KEEPALIVE_TIMEOUT",
-          value_name = "AUTHD_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(3600)))]
+    #[arg(
+        long = "keepalive-timeout",
+        env = "AUTHD_KEEPALIVE_TIMEOUT",
+        value_name = "AUTHD_KEEPALIVE_TIMEOUT",
+        default_value = "10s",
+        value_parser = duration_within(Duration::from_secs(1), Duration::from_secs(3600))
+    )]
     pub keepalive_timeout: Duration,
 
     /// Login calls per minute from one client address (a token bucket of that size).
@@ -505,9 +634,13 @@ pub struct LimitsConfig {
 
     /// How many leading bits of an IPv6 client address the per-address limits key on
     /// (a /64 is what one host usually holds).
-    #[arg(long = "rate-limit-ipv6-prefix", env = "AUTHD_RATE_LIMIT_IPV6_PREFIX",
-          value_name = "AUTHD_RATE_LIMIT_IPV6_PREFIX", default_value = "64",
-          value_parser = number_within(32_u8, 128))]
+    #[arg(
+        long = "rate-limit-ipv6-prefix",
+        env = "AUTHD_RATE_LIMIT_IPV6_PREFIX",
+        value_name = "AUTHD_RATE_LIMIT_IPV6_PREFIX",
+        default_value = "64",
+        value_parser = number_within(32_u8, 128)
+    )]
     pub rate_limit_ipv6_prefix: u8,
 }
 
@@ -545,9 +678,14 @@ pub struct TlsConfig {
 
     /// Require ValidateToken callers to present a client certificate signed by
     /// AUTHD_TLS_CLIENT_CA (or an API key from AUTHD_VALIDATE_API_KEYS).
-    #[arg(long = "validate-require-client-cert", env = "AUTHD_VALIDATE_REQUIRE_CLIENT_CERT",
-          value_name = "AUTHD_VALIDATE_REQUIRE_CLIENT_CERT", default_value_t = false,
-          action = clap::ArgAction::Set, requires = "client_ca")]
+    #[arg(
+        long = "validate-require-client-cert",
+        env = "AUTHD_VALIDATE_REQUIRE_CLIENT_CERT",
+        value_name = "AUTHD_VALIDATE_REQUIRE_CLIENT_CERT",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        requires = "client_ca"
+    )]
     pub validate_require_client_cert: bool,
 }
 

@@ -141,7 +141,9 @@ impl App {
             purger: Purger::new(
                 store_arc.clone(),
                 Retention {
-                    session_after_end: revocations.retention(),
+                    session_after_end: revocations.retention()
+                        + crate::auth::CLOCK_SKEW_ALLOWANCE
+                        + config.revocation_sync,
                     idle_login_throttle: config.login.max_window.max(Duration::from_secs(86_400)),
                     audit_events: config.audit_retention,
                 },
@@ -440,15 +442,16 @@ fn spawn_purge(
                 _ = ticker.tick() => {}
                 _ = stop.changed() => return,
             }
-            match purger.run_once(Utc::now()).await {
-                Ok(purged) if purged != Purged::default() => {
-                    tracing::info!(?purged, "purged ended sessions, idle counters, old events");
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    let err = anyhow::Error::from(err);
-                    tracing::warn!(error = %format!("{err:#}"), "purge failed; retried next time");
-                }
+            let (purged, failed) = match purger.run_once(Utc::now()).await {
+                Ok(purged) => (purged, None),
+                Err((purged, err)) => (purged, Some(err)),
+            };
+            if purged != Purged::default() {
+                tracing::info!(?purged, "purged ended sessions, idle counters, old events");
+            }
+            if let Some(err) = failed {
+                let err = anyhow::Error::from(err);
+                tracing::warn!(error = %format!("{err:#}"), "purge failed; retried next time");
             }
         }
     })

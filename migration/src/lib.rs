@@ -20,6 +20,7 @@ mod m20261122_000005_create_audit_events;
 mod m20261202_000001_create_write_probe;
 mod m20261202_000002_email_binary_collation;
 mod m20261202_000003_purge_indexes;
+mod m20261202_000004_email_nfc;
 
 /// All of authd's migrations, oldest first.
 #[derive(Debug)]
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_create_write_probe::Migration),
             Box::new(m20261202_000002_email_binary_collation::Migration),
             Box::new(m20261202_000003_purge_indexes::Migration),
+            Box::new(m20261202_000004_email_nfc::Migration),
         ]
     }
 }

@@ -70,15 +70,13 @@ impl DisplayName {
         }
         // Format characters change how the text around them displays without showing
         // themselves: a right-to-left override or zero-width characters would let one name
-        // render as another's.
-        if name
-            .chars()
-            .any(|c| c.general_category() == GeneralCategory::Format)
-        {
+        // render as another's. Line and paragraph separators break a line wherever the name
+        // is shown, and the blank fillers look like nothing at all.
+        if name.chars().any(is_invisible_formatting) {
             return Err(FieldViolation::new(
                 "name",
                 "name must not contain invisible formatting characters \
-                 (direction overrides, zero-width characters)",
+                 (direction overrides, zero-width characters, line separators, blank fillers)",
             ));
         }
         Ok(Self(name.to_owned()))
@@ -87,6 +85,20 @@ impl DisplayName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Characters that display as nothing, or change how their neighbours display.
+fn is_invisible_formatting(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    ) || matches!(
+        c,
+        // Combining grapheme joiner, the Hangul fillers, and variation selectors.
+        '\u{34F}' | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{FE00}'..='\u{FE0F}'
+    )
 }
 
 /// A new password that met the policy's cheap rules, with what its strength estimate
@@ -203,6 +215,29 @@ mod tests {
         assert!(DisplayName::parse(&"é".repeat(100)).is_ok());
         assert!(DisplayName::parse(&"é".repeat(101)).is_err());
         assert!(DisplayName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn names_that_would_display_as_another_are_refused() {
+        for name in [
+            "Ada\u{202E}nomis",    // right-to-left override
+            "\u{2067}Ada\u{2069}", // right-to-left isolate
+            "A\u{200B}da",         // zero-width space
+            "A\u{200D}da",         // zero-width joiner
+            "A\u{AD}da",           // soft hyphen
+            "Ada\u{2028}Admin",    // line separator
+            "Ada\u{2029}Admin",    // paragraph separator
+            "Ada\u{3164}",         // Hangul filler
+            "A\u{34F}da",          // combining grapheme joiner
+            "A\u{FE0F}da",         // variation selector
+        ] {
+            let violation = DisplayName::parse(name).unwrap_err();
+            assert_eq!(violation.field, "name", "{name:?}");
+            assert!(violation.description.contains("invisible"), "{name:?}");
+        }
+        for name in ["Zoë", "José Ramírez", "山田太郎", "Ada Lovelace", "محمد"] {
+            assert!(DisplayName::parse(name).is_ok(), "{name:?}");
+        }
     }
 
     const POLICY: PasswordPolicy = PasswordPolicy { min_chars: 12 };

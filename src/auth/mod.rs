@@ -33,6 +33,10 @@ pub use service::{
 };
 pub use tokens::{AccessClaims, Keyring, PublicJwk, Verdict, VerifiedToken};
 
+/// How far apart replicas' clocks may be (NTP keeps them far closer): revocations,
+/// key retirement and the purge all allow for it.
+pub const CLOCK_SKEW_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bytes from the OS CSPRNG, for salts, keys and refresh tokens.
 pub(crate) fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
     let mut bytes = [0u8; N];

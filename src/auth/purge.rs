@@ -14,15 +14,18 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 
 use super::chrono_duration;
-use crate::store::{PurgeStore, StoreResult};
+use crate::store::{PurgeStore, StoreError, StoreResult};
 
 /// Rows deleted per statement: small enough that no purge holds locks for long.
 const BATCH: u64 = 500;
+/// Between two batches of one kind.
+const PAUSE: Duration = Duration::from_millis(20);
 
 /// How long each kind of row is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    /// After a session ended.
+    /// After a session ended: at least the revocation retention, with a margin for the
+    /// clocks of the replica that revoked it and of the one purging.
     pub session_after_end: Duration,
     /// After a login failure counter was last touched.
     pub idle_login_throttle: Duration,
@@ -32,6 +35,7 @@ pub struct Retention {
 /// What one purge removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
+    pub spent_tokens: u64,
     pub sessions: u64,
     pub login_throttle: u64,
     pub audit_events: u64,
@@ -49,30 +53,48 @@ impl Purger {
         Self { store, retention }
     }
 
-    /// Removes everything past its retention at `now`, a batch at a time.
-    pub async fn run_once(&self, now: DateTime<Utc>) -> StoreResult<Purged> {
+    /// Removes everything past its retention at `now`, a batch at a time, each kind on its
+    /// own: one that fails (and is retried next time) keeps the others from nothing.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<Purged, (Purged, StoreError)> {
         let mut purged = Purged::default();
-        for kind in [Kind::Sessions, Kind::LoginThrottle, Kind::AuditEvents] {
+        let mut failed = None;
+        // Spent tokens before their sessions, so no one delete cascades into thousands.
+        for kind in [
+            Kind::SpentTokens,
+            Kind::Sessions,
+            Kind::LoginThrottle,
+            Kind::AuditEvents,
+        ] {
             loop {
-                let deleted = self.batch(kind, now).await?;
-                *purged.count(kind) += deleted;
-                if deleted < BATCH {
-                    break;
+                match self.batch(kind, now).await {
+                    Ok(deleted) => {
+                        *purged.count(kind) += deleted;
+                        if deleted < BATCH {
+                            break;
+                        }
+                        // Room for the calls between batches.
+                        tokio::time::sleep(PAUSE).await;
+                    }
+                    Err(err) => {
+                        failed.get_or_insert(err);
+                        break;
+                    }
                 }
-                tokio::task::yield_now().await;
             }
         }
-        Ok(purged)
+        match failed {
+            None => Ok(purged),
+            Some(err) => Err((purged, err)),
+        }
     }
 
     async fn batch(&self, kind: Kind, now: DateTime<Utc>) -> StoreResult<u64> {
         let before = |kept: Duration| now - chrono_duration(kept);
         let retention = &self.retention;
+        let ended_before = before(retention.session_after_end);
         match kind {
-            Kind::Sessions => {
-                let ended_before = before(retention.session_after_end);
-                self.store.purge_sessions(ended_before, BATCH).await
-            }
+            Kind::SpentTokens => self.store.purge_spent_tokens(ended_before, BATCH).await,
+            Kind::Sessions => self.store.purge_sessions(ended_before, BATCH).await,
             Kind::LoginThrottle => {
                 let idle_since = before(retention.idle_login_throttle);
                 let now_ms = now.timestamp_millis();
@@ -90,6 +112,7 @@ impl Purger {
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
+    SpentTokens,
     Sessions,
     LoginThrottle,
     AuditEvents,
@@ -98,6 +121,7 @@ enum Kind {
 impl Purged {
     fn count(&mut self, kind: Kind) -> &mut u64 {
         match kind {
+            Kind::SpentTokens => &mut self.spent_tokens,
             Kind::Sessions => &mut self.sessions,
             Kind::LoginThrottle => &mut self.login_throttle,
             Kind::AuditEvents => &mut self.audit_events,

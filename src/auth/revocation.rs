@@ -14,13 +14,14 @@
 //!   within one sync interval plus one query.
 //! * Polls overlap by [`CLOCK_SKEW_ALLOWANCE`], because `revoked_at` is written with the
 //!   revoking replica's clock; replicas' clocks must agree within that (NTP does).
-//! * `revoked_at` is stamped when the revoking call starts, and its transaction may commit
-//!   much later (it waited on a lock held elsewhere, say). A poll only looks back the
-//!   overlap, so every [`RECONCILE_EVERY`]th poll re-reads every revocation whose tokens
-//!   could still be unexpired, whenever it was stamped. The bound: a revocation reaches
-//!   every replica within one sync interval after its commit when it committed within the
-//!   overlap of its stamp (the normal case), and within `RECONCILE_EVERY` sync intervals
-//!   however late it committed.
+//! * `revoked_at` is stamped once the revoking transaction holds its rows' locks, so a
+//!   revocation that waited on a lock held elsewhere is stamped when it got it; its
+//!   transaction may still commit later (its audit insert can wait too). A poll only looks
+//!   back the overlap, so every [`RECONCILE_EVERY`]th poll re-reads every revocation whose
+//!   tokens could still be unexpired, whenever it was stamped. The bound: a revocation
+//!   reaches every replica within one sync interval after its commit when it committed
+//!   within the overlap of its stamp (the normal case), and within `RECONCILE_EVERY` sync
+//!   intervals however late it committed.
 //! * An entry is forgotten once every access token of its session has expired
 //!   (revoked_at + access TTL + leeway + skew), so memory is bounded by the revocation rate
 //!   times the access-token lifetime, not by history.
@@ -43,11 +44,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::chrono_duration;
+use super::{CLOCK_SKEW_ALLOWANCE, chrono_duration};
 use crate::store::{SessionStore, StoreResult};
 
-/// How far apart replicas' clocks may be.
-pub(super) const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(10);
 /// Missed polls after which the revocation view is too old to vouch for a token.
 pub(super) const STALE_AFTER_INTERVALS: u32 = 3;
 /// Every this many polls, one reads back the whole retention window.

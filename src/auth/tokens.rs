@@ -138,7 +138,7 @@ impl Keyring {
             config.access_ttl
                 + config.clock_leeway
                 + config.key_reload_interval
-                + super::revocation::CLOCK_SKEW_ALLOWANCE,
+                + super::CLOCK_SKEW_ALLOWANCE,
         );
         let activation = |key: &KeyRecord| key.created_at + lead;
 

@@ -7,7 +7,7 @@
 //! proxy's whole traffic there, or rate-limit at the proxy.
 
 use std::{
-    net::{IpAddr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     num::NonZeroU32,
     time::Duration,
 };
@@ -70,12 +70,18 @@ impl PeerRateLimits {
 }
 
 /// The bucket key of an address: IPv4 as it is (an IPv4-mapped IPv6 address included),
-/// IPv6 with all but its first `prefix` bits cleared.
+/// a 6to4 address (2002::/16) as the IPv4 address it embeds, since whoever holds that one
+/// IPv4 address holds all 2^80 of them, and any other IPv6 address with all but its first
+/// `prefix` bits cleared.
 fn client_key(address: IpAddr, prefix: u8) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
+            None if v6.segments()[0] == 0x2002 => {
+                let [_, _, a, b, c, d, ..] = v6.octets();
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+            }
             None => {
                 let mask = u128::MAX
                     .checked_shl(128 - u32::from(prefix.min(128)))
@@ -111,5 +117,12 @@ mod tests {
         assert_eq!(key("192.0.2.7", 64), "192.0.2.7");
         assert_eq!(key("::ffff:192.0.2.7", 64), "192.0.2.7");
         assert_ne!(key("192.0.2.7", 64), key("192.0.2.8", 64));
+    }
+
+    #[test]
+    fn six_to_four_clients_are_keyed_on_the_ipv4_address_they_embed() {
+        assert_eq!(key("2002:c000:207:1::1", 64), "192.0.2.7");
+        assert_eq!(key("2002:c000:207:ffff:1:2:3:4", 64), "192.0.2.7");
+        assert_ne!(key("2002:c000:208::1", 64), "192.0.2.7");
     }
 }

@@ -284,8 +284,12 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
 /// `batch` rows and says how many it did), so a purge never holds long locks.
 #[async_trait]
 pub trait PurgeStore: Send + Sync + std::fmt::Debug {
-    /// Sessions that ended (revoked, or past their refresh expiry) before `ended_before`,
-    /// with their spent refresh tokens.
+    /// Spent refresh tokens of sessions that ended (revoked, or past their refresh expiry)
+    /// before `ended_before`. A long session leaves thousands: they go in batches of their
+    /// own before their sessions do.
+    async fn purge_spent_tokens(&self, ended_before: DateTime<Utc>, batch: u64)
+    -> StoreResult<u64>;
+    /// Sessions that ended before `ended_before` (and any spent tokens left with them).
     async fn purge_sessions(&self, ended_before: DateTime<Utc>, batch: u64) -> StoreResult<u64>;
     /// Login failure counters untouched since `idle_since` and not blocking now.
     async fn purge_login_throttle(

@@ -219,5 +219,26 @@ fn settings_out_of_bounds_stop_start_up_naming_the_variable() {
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
         assert!(stderr.contains(expected), "{variable}={value}: {stderr}");
     }
+    // Each fine alone, too much together: 8 workers of 4 GiB each.
+    let output = authd_bin()
+        .arg("serve")
+        .env("AUTHD_LISTEN", "127.0.0.1:0")
+        .env(
+            "AUTHD_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", database.display()),
+        )
+        .env("AUTHD_HASH_WORKERS", "8")
+        .env("AUTHD_ARGON2_MEMORY_KIB", "4194304")
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "32 GiB of hash memory was accepted"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("AUTHD_ARGON2_MEMORY_KIB × AUTHD_HASH_WORKERS: expected at most 16 GiB"),
+        "{stderr}"
+    );
     assert!(!database.exists(), "a bad setting touched the database");
 }

@@ -62,7 +62,7 @@ async fn a_purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
     let purger = Purger::new(
         Arc::new(SqlStore::new(pool.clone(), &config.database)),
         Retention {
-            session_after_end: Duration::from_secs(15 * 60 + 5 + 10),
+            session_after_end: Duration::from_secs(15 * 60 + 5 + 10 + 10 + 1),
             idle_login_throttle: Duration::from_secs(86_400),
             audit_events: config.audit_retention,
         },
@@ -94,7 +94,7 @@ async fn a_purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
         .run_once(now + chrono::Duration::days(91))
         .await
         .unwrap();
-    assert_eq!(purged.sessions, 1);
+    assert_eq!((purged.sessions, purged.spent_tokens), (1, 2));
     assert!(purged.audit_events > 0);
     assert_eq!(rows(&app).await, [0, 0, 0, 0]);
     pool.close().await.unwrap();

@@ -3,15 +3,19 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use authd::proto::auth::v1::{
     InactiveReason, LogoutRequest, RefreshRequest, RegisterRequest, ValidateTokenRequest,
     auth_service_client::AuthServiceClient,
 };
 use tonic::transport::Channel;
 
-use sea_orm::ConnectionTrait as _;
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 
-use crate::helpers::{PASSWORD, TestDb, authd_bin, connect_authd, free_port, start_authd};
+use crate::helpers::{
+    PASSWORD, TestDb, authd_bin, connect_authd, free_port, spawn_app, start_authd,
+};
 
 /// The revocation sync interval both replicas run with: the default, stated.
 const SYNC: Duration = Duration::from_secs(1);
@@ -215,23 +219,28 @@ async fn a_revocation_committed_late_reaches_every_replica() {
         .unwrap();
     assert!(validate(&mut b, &tokens.access_token).await.0);
 
-    // Another client holds the user's sessions, so the deactivation, stamped now, waits;
-    // it commits only after the replicas' polls stopped looking back that far. (SQLite
-    // cannot hold a lock past its busy timeout: there the wait is shorter.)
+    // Another client keeps the deactivation's audit event from being stored, so the
+    // revocation, already stamped, commits only after the replicas' polls stopped looking
+    // back that far. (SQLite cannot hold a lock past its busy timeout, and holds it from
+    // BEGIN, before the stamp: there the wait is shorter.)
     let mut options = sea_orm::ConnectOptions::new(db.url.clone());
     options.max_connections(1);
     let holder = sea_orm::Database::connect(options).await.unwrap();
-    let (hold, held_for) = if db.is_sqlite() {
-        ("BEGIN IMMEDIATE", Duration::from_secs(3))
-    } else {
-        ("BEGIN", Duration::from_secs(13))
+    let (hold, release, held_for): (&[&str], _, _) = match holder.get_database_backend() {
+        DbBackend::Sqlite => (&["BEGIN IMMEDIATE"], "ROLLBACK", Duration::from_secs(3)),
+        DbBackend::Postgres => (
+            &["BEGIN", "LOCK TABLE audit_events IN EXCLUSIVE MODE"],
+            "ROLLBACK",
+            Duration::from_secs(13),
+        ),
+        _ => (
+            &["LOCK TABLES audit_events WRITE"],
+            "UNLOCK TABLES",
+            Duration::from_secs(13),
+        ),
     };
-    holder.execute_unprepared(hold).await.unwrap();
-    if !db.is_sqlite() {
-        holder
-            .execute_unprepared("SELECT id FROM sessions FOR UPDATE")
-            .await
-            .unwrap();
+    for statement in hold {
+        holder.execute_unprepared(statement).await.unwrap();
     }
     let deactivation = std::thread::spawn({
         let url = db.url.clone();
@@ -245,7 +254,7 @@ async fn a_revocation_committed_late_reaches_every_replica() {
         }
     });
     tokio::time::sleep(held_for).await;
-    holder.execute_unprepared("ROLLBACK").await.unwrap();
+    holder.execute_unprepared(release).await.unwrap();
     let done = tokio::task::spawn_blocking(move || deactivation.join().unwrap())
         .await
         .unwrap();
@@ -272,4 +281,59 @@ async fn a_revocation_committed_late_reaches_every_replica() {
         committed.elapsed()
     );
     holder.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_that_waited_for_its_session_is_stamped_when_it_got_it() {
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+    // Another client holds the session (SQLite: the whole write lock), as a refresh in
+    // flight would, while the logout starts.
+    let mut options = sea_orm::ConnectOptions::new(app.db.url.clone());
+    options.max_connections(1);
+    let holder = sea_orm::Database::connect(options).await.unwrap();
+    let sqlite = app.db.is_sqlite();
+    let hold = if sqlite { "BEGIN IMMEDIATE" } else { "BEGIN" };
+    holder.execute_unprepared(hold).await.unwrap();
+    if !sqlite {
+        holder
+            .execute_unprepared("SELECT id FROM sessions FOR UPDATE")
+            .await
+            .unwrap();
+    }
+    let logout = tokio::spawn({
+        let app_client = app.client.clone();
+        let refresh_token = tokens.refresh_token.clone();
+        async move {
+            let request = LogoutRequest {
+                refresh_token,
+                all_sessions: false,
+            };
+            app_client.clone().logout(request).await
+        }
+    });
+    let held = Duration::from_secs(3);
+    tokio::time::sleep(held).await;
+    let released = Utc::now();
+    holder.execute_unprepared("ROLLBACK").await.unwrap();
+    logout.await.unwrap().unwrap();
+
+    // A token issued by whoever held the session is no younger than the release; the
+    // revocation, and so every replica's memory of it, must not be older. (MySQL keeps
+    // whole seconds.)
+    let row = holder
+        .query_one_raw(Statement::from_string(
+            holder.get_database_backend(),
+            "SELECT revoked_at FROM sessions",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let revoked_at: DateTime<Utc> = row.try_get("", "revoked_at").unwrap();
+    assert!(
+        revoked_at >= released - chrono::Duration::seconds(1),
+        "revoked_at {revoked_at} is older than the lock it waited for ({released})"
+    );
+    holder.close().await.unwrap();
+    app.stop().await;
 }

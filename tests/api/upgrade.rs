@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use authd::proto::auth::v1::{self as pb, InactiveReason, auth_service_client::AuthServiceClient};
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
@@ -213,4 +214,75 @@ async fn write_fixture() {
         serde_json::to_vec_pretty(&handed).unwrap(),
     )
     .unwrap();
+}
+
+/// An email an earlier release stored decomposed ("e" + U+0301) is rewritten in NFC, the
+/// spelling every lookup now uses, so its owner still logs in; one whose NFC spelling
+/// another account already holds is kept as it was, and so is that other account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_stored_decomposed_are_migrated_to_nfc_without_merging_accounts() {
+    let db = TestDb::fresh().await;
+    let app = spawn_app_with(db.clone(), |_| {}).await;
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let composed = |name: &str| format!("{name}-\u{e9}-{run}@example.com");
+    let decomposed = |name: &str| format!("{name}-e\u{301}-{run}@example.com");
+    for name in ["rene", "collides", "holder"] {
+        app.register(&composed(name), PASSWORD, name).await.unwrap();
+    }
+    app.stop().await;
+
+    // Rows as an earlier release could have written them: `rene` and `collides` stored
+    // decomposed, `collides` while `holder`'s email is its NFC spelling.
+    let conn = db.connect().await;
+    let backend = conn.get_database_backend();
+    for (from, to) in [
+        (composed("rene"), decomposed("rene")),
+        (composed("collides"), decomposed("collides")),
+        (composed("holder"), composed("collides")),
+    ] {
+        conn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                DbBackend::Postgres => "UPDATE users SET email = $1 WHERE email = $2",
+                _ => "UPDATE users SET email = ? WHERE email = ?",
+            },
+            [to.into(), from.into()],
+        ))
+        .await
+        .unwrap();
+    }
+    conn.execute_unprepared(
+        "DELETE FROM seaql_migrations WHERE version = 'm20261202_000004_email_nfc'",
+    )
+    .await
+    .unwrap();
+
+    let app = spawn_app_with(db.clone(), |_| {}).await;
+    app.login(&composed("rene"), PASSWORD)
+        .await
+        .expect("the NFC spelling opens the account stored decomposed");
+    let emails: Vec<String> = conn
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT email FROM users ORDER BY email",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get("", "email").unwrap())
+        .filter(|email: &String| email.ends_with(&format!("{run}@example.com")))
+        .collect();
+    let mut expected = vec![
+        composed("collides"),
+        decomposed("collides"),
+        composed("rene"),
+    ];
+    expected.sort();
+    let mut emails = emails;
+    emails.sort();
+    assert_eq!(
+        emails, expected,
+        "no account merged, lost or renamed onto another"
+    );
+    app.stop().await;
 }

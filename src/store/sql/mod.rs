@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait as _,
+    Select, Set, SqliteTransactionMode, TransactionOptions, TransactionTrait,
     sea_query::{Expr, ExprTrait as _},
 };
 use secrecy::{ExposeSecret, SecretBox, SecretString};
@@ -74,7 +74,9 @@ impl SqlStore {
             db,
             queries,
             writes,
-            call_limit: config.statement_timeout,
+            // The server's own limits come first, so that a call stopped for time is one
+            // whose answer arrived, and its connection is clean.
+            call_limit: config.statement_timeout + CALL_MARGIN,
         }
     }
 
@@ -92,9 +94,18 @@ impl SqlStore {
     /// the statement timeout.
     pub async fn check(&self) -> DatabaseHealth {
         let limit = self.call_limit;
-        tokio::time::timeout(limit, self.check_now())
-            .await
-            .unwrap_or_else(|_| DatabaseHealth::Unreachable(timed_out(limit)))
+        let store = self.clone();
+        // On a task of its own, as every store call (see `detached`).
+        let check = tokio::spawn(async move {
+            tokio::time::timeout(limit, store.check_now())
+                .await
+                .unwrap_or_else(|_| DatabaseHealth::Unreachable(timed_out(limit)))
+        });
+        check.await.unwrap_or_else(|err| {
+            DatabaseHealth::Unreachable(StoreError::Other(anyhow::anyhow!(
+                "health check task failed: {err}"
+            )))
+        })
     }
 
     async fn check_now(&self) -> DatabaseHealth {
@@ -121,12 +132,14 @@ impl SqlStore {
         }
     }
 
-    /// Runs `work` on a task of its own, to its end (or the statement timeout) even if its
-    /// caller goes away (a client's deadline, the request timeout). The drivers are not
-    /// safe to stop in the middle of a conversation: a BEGIN whose answer never arrives
-    /// leaves the server inside a transaction the PostgreSQL and MySQL drivers do not
-    /// count, and a MySQL connection stopped mid-transaction can hang its next use for
-    /// good. Every store method runs this way.
+    /// Runs `work` on a task of its own, to its end even if its caller goes away (a
+    /// client's deadline, the request timeout). The drivers are not safe to stop in the
+    /// middle of a conversation: a BEGIN whose answer never arrives leaves the server inside
+    /// a transaction the PostgreSQL and MySQL drivers do not count, and a MySQL connection
+    /// stopped mid-transaction can hang its next use for good. Every store method runs this
+    /// way. The work is given up only past the statement timeout and a margin, when the
+    /// server has not answered even its own limit (a dead or black-holed server); the pool
+    /// then discards the connection (see `setup::open`).
     async fn detached<T, F>(&self, work: impl FnOnce(SqlStore) -> F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -185,6 +198,7 @@ impl SqlStore {
         }
     }
 
+    /// Revokes `ids`, whose rows the transaction has locked.
     async fn revoke_ids(
         txn: &impl ConnectionTrait,
         ids: &[Uuid],
@@ -195,7 +209,7 @@ impl SqlStore {
             return Ok(());
         }
         sessions::Entity::update_many()
-            .col_expr(sessions::Column::RevokedAt, Expr::value(now))
+            .col_expr(sessions::Column::RevokedAt, Expr::value(revoked_at(now)))
             .col_expr(
                 sessions::Column::RevokedReason,
                 Expr::value(reason.as_str()),
@@ -224,6 +238,18 @@ impl SqlStore {
             .await
     }
 }
+
+/// The time to stamp a revocation with, once its rows are locked: the call's `now`, or
+/// later if the call waited for the locks. Every token issued from the session came from
+/// a transaction that held them before, so `revoked_at` is never older than the youngest
+/// token: the moment every replica may forget the revocation (`revoked_at` + the token
+/// lifetime) comes after that token expires, however long the wait was.
+fn revoked_at(now: DateTime<Utc>) -> DateTime<Utc> {
+    Ord::max(now, Utc::now())
+}
+
+/// How long past the statement timeout a store call waits for the server's own verdict.
+const CALL_MARGIN: Duration = Duration::from_secs(1);
 
 fn timed_out(limit: Duration) -> StoreError {
     StoreError::Unavailable(anyhow::anyhow!(
@@ -529,19 +555,22 @@ impl SessionStore for SqlStore {
         let audit = audit.clone();
         self.detached(move |store| async move {
             let txn = store.begin().await?;
-            let updated = sessions::Entity::update_many()
-                .col_expr(sessions::Column::RevokedAt, Expr::value(now))
-                .col_expr(
-                    sessions::Column::RevokedReason,
-                    Expr::value(reason.as_str()),
-                )
-                .filter(sessions::Column::Id.eq(id))
+            // Locked first, so that the stamp below comes after any refresh that held it.
+            let live: Option<Uuid> = sessions::Entity::find_by_id(id)
+                .select_only()
+                .column(sessions::Column::Id)
                 .filter(sessions::Column::RevokedAt.is_null())
-                .exec(&txn)
+                .lock_exclusive()
+                .into_tuple()
+                .one(&txn)
+                .await
+                .map_err(store.error())?;
+            let ids = Vec::from_iter(live);
+            Self::revoke_ids(&txn, &ids, reason, now)
                 .await
                 .map_err(store.error())?;
             store.commit_with(txn, &audit).await?;
-            Ok(updated.rows_affected == 1)
+            Ok(!ids.is_empty())
         })
         .await
     }
@@ -759,34 +788,35 @@ impl AuditStore for SqlStore {
 
 #[async_trait]
 impl PurgeStore for SqlStore {
+    async fn purge_spent_tokens(
+        &self,
+        ended_before: DateTime<Utc>,
+        batch: u64,
+    ) -> StoreResult<u64> {
+        use spent_refresh_tokens::Column;
+        let ended = sessions::Entity::find()
+            .select_only()
+            .column(sessions::Column::Id)
+            .filter(session_ended(ended_before))
+            .into_query();
+        let select = spent_refresh_tokens::Entity::find()
+            .select_only()
+            .column(Column::TokenHash)
+            .filter(Column::SessionId.in_subquery(ended))
+            .limit(batch);
+        self.purge_keys::<spent_refresh_tokens::Entity, String>(select, Column::TokenHash, None)
+            .await
+    }
+
     async fn purge_sessions(&self, ended_before: DateTime<Utc>, batch: u64) -> StoreResult<u64> {
         use sessions::Column;
-        let ended = Condition::any()
-            .add(Column::RevokedAt.lt(ended_before))
-            .add(Column::ExpiresAt.lt(ended_before));
         let select = sessions::Entity::find()
             .select_only()
             .column(Column::Id)
-            .filter(ended)
+            .filter(session_ended(ended_before))
             .limit(batch);
-        self.detached(move |store| async move {
-            let ids: Vec<Uuid> = select
-                .into_tuple()
-                .all(&store.db)
-                .await
-                .map_err(store.error())?;
-            if ids.is_empty() {
-                return Ok(0);
-            }
-            // Their spent refresh tokens go too (ON DELETE CASCADE).
-            let deleted = sessions::Entity::delete_many()
-                .filter(Column::Id.is_in(ids))
-                .exec(&store.db)
-                .await
-                .map_err(store.error())?;
-            Ok(deleted.rows_affected)
-        })
-        .await
+        self.purge_keys::<sessions::Entity, Uuid>(select, Column::Id, None)
+            .await
     }
 
     async fn purge_login_throttle(
@@ -796,30 +826,17 @@ impl PurgeStore for SqlStore {
         batch: u64,
     ) -> StoreResult<u64> {
         use login_throttle::Column;
+        let idle = Condition::all()
+            .add(Column::UpdatedAt.lt(idle_since))
+            .add(Column::BlockedUntil.lte(now_ms));
         let select = login_throttle::Entity::find()
             .select_only()
             .column(Column::Key)
-            .filter(Column::UpdatedAt.lt(idle_since))
-            .filter(Column::BlockedUntil.lte(now_ms))
+            .filter(idle.clone())
             .limit(batch);
-        self.detached(move |store| async move {
-            let keys: Vec<String> = select
-                .into_tuple()
-                .all(&store.db)
-                .await
-                .map_err(store.error())?;
-            if keys.is_empty() {
-                return Ok(0);
-            }
-            let deleted = login_throttle::Entity::delete_many()
-                .filter(Column::Key.is_in(keys))
-                .filter(Column::UpdatedAt.lt(idle_since))
-                .exec(&store.db)
-                .await
-                .map_err(store.error())?;
-            Ok(deleted.rows_affected)
-        })
-        .await
+        // The condition again on the delete: an attempt may have touched a counter since.
+        self.purge_keys::<login_throttle::Entity, String>(select, Column::Key, Some(idle))
+            .await
     }
 
     async fn purge_audit_events(&self, before: DateTime<Utc>, batch: u64) -> StoreResult<u64> {
@@ -829,20 +846,45 @@ impl PurgeStore for SqlStore {
             .column(Column::Id)
             .filter(Column::OccurredAt.lt(before))
             .limit(batch);
+        self.purge_keys::<audit_events::Entity, Uuid>(select, Column::Id, None)
+            .await
+    }
+}
+
+/// Revoked, or past its refresh expiry, before `ended_before`.
+fn session_ended(ended_before: DateTime<Utc>) -> Condition {
+    Condition::any()
+        .add(sessions::Column::RevokedAt.lt(ended_before))
+        .add(sessions::Column::ExpiresAt.lt(ended_before))
+}
+
+impl SqlStore {
+    /// Deletes the rows whose keys `select` finds (a bounded batch), by key: MySQL takes
+    /// no LIMIT in a subquery of a DELETE. `also` repeats a condition on the delete.
+    async fn purge_keys<E, K>(
+        &self,
+        select: Select<E>,
+        key: E::Column,
+        also: Option<Condition>,
+    ) -> StoreResult<u64>
+    where
+        E: EntityTrait,
+        K: sea_orm::TryGetableMany + Into<sea_orm::Value> + Send + 'static,
+    {
         self.detached(move |store| async move {
-            let ids: Vec<Uuid> = select
+            let keys: Vec<K> = select
                 .into_tuple()
                 .all(&store.db)
                 .await
                 .map_err(store.error())?;
-            if ids.is_empty() {
+            if keys.is_empty() {
                 return Ok(0);
             }
-            let deleted = audit_events::Entity::delete_many()
-                .filter(Column::Id.is_in(ids))
-                .exec(&store.db)
-                .await
-                .map_err(store.error())?;
+            let mut delete = E::delete_many().filter(key.is_in(keys));
+            if let Some(also) = also {
+                delete = delete.filter(also);
+            }
+            let deleted = delete.exec(&store.db).await.map_err(store.error())?;
             Ok(deleted.rows_affected)
         })
         .await

@@ -236,7 +236,8 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
         SqliteSynchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,
         SqliteSynchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
     };
-    let statement_timeout_ms = config.statement_timeout.as_millis();
+    let statement_timeout = config.statement_timeout;
+    let statement_timeout_ms = statement_timeout.as_millis();
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(max_connections)
@@ -255,6 +256,13 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
         // (The session pool that migrates does not: a migration may take longer.)
         .map_sqlx_postgres_opts(move |opts| {
             opts.options([("statement_timeout", statement_timeout_ms.to_string())])
+        })
+        // MySQL has no statement_timeout: lock waits, where a statement spends its time,
+        // are bounded instead, and MariaDB bounds whole statements too.
+        .map_sqlx_mysql_pool_opts(move |pool| {
+            pool.after_connect(move |conn, _| {
+                Box::pin(async move { limit_mysql_session(conn, statement_timeout).await })
+            })
         })
         .map_sqlx_sqlite_before_acquire(|conn, _| {
             Box::pin(async { Ok(reusable(outside_transaction(conn))) })
@@ -290,6 +298,30 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
     Database::connect(options)
         .await
         .with_context(|| format!("AUTHD_DATABASE_URL: cannot open the {backend} database"))
+}
+
+/// Sets the server-side limits of a new MySQL connection: a lock wait (whole seconds, at
+/// least one) and, on MariaDB, any statement, gives up at `timeout`, before the store's own
+/// limit stops waiting for the answer.
+async fn limit_mysql_session(
+    conn: &mut sqlx::MySqlConnection,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    let version: String = sqlx::raw_sql("SELECT VERSION()")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    let lock_wait = timeout.as_secs_f64().ceil().max(1.0);
+    let mut limits = format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}");
+    if version.contains("MariaDB") {
+        let seconds = timeout.as_secs_f64();
+        limits.push_str(&format!(", max_statement_time = {seconds}"));
+    }
+    // Only numbers formatted here.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(limits))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Whether the driver counts no transaction open on `conn`.
