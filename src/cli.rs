@@ -12,16 +12,17 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait as _};
+use sea_orm::DatabaseConnection;
 use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
 use crate::{
-    auth::{Accounts, Auditor, AuthError, NewAccount, PasswordHasher},
+    auth::{Accounts, AuthError, NewAccount, SystemClock},
     config::{Config, DatabaseConfig, HashingConfig, parse_duration},
-    startup::{App, password_policy},
-    store::{self, SqlStore},
+    startup::App,
+    store::{self, DatabaseSettings, SqlStore},
     telemetry::LogFormat,
 };
 
@@ -157,16 +158,27 @@ impl Cli {
     }
 }
 
+/// The configured database's settings and a pool on it.
+async fn connect(
+    database: &DatabaseConfig,
+) -> anyhow::Result<(DatabaseSettings, DatabaseConnection)> {
+    let settings = database.settings()?;
+    let db = store::connect(&settings)
+        .await
+        .context("AUTHD_DATABASE_URL")?;
+    Ok((settings, db))
+}
+
 async fn migrate(action: MigrateAction, database: &DatabaseConfig) -> anyhow::Result<ExitCode> {
     match action {
         MigrateAction::Up => {
-            let db = store::connect(database).await?;
-            store::migrate(&db, database).await?;
+            let (settings, db) = connect(database).await?;
+            store::migrate(&db, &settings).await?;
             db.close().await.context("closing the database pool")?;
             println!("migrations applied");
         }
         MigrateAction::Status => {
-            let db = store::connect(database).await?;
+            let (_, db) = connect(database).await?;
             let migrations = Migrator::get_migration_with_status(&db)
                 .await
                 .context("reading migration status")?;
@@ -183,10 +195,10 @@ async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
     let database = match &command {
         UserCommand::Create { database, .. } | UserCommand::SetActive { database, .. } => database,
     };
-    let db = store::connect(database).await?;
-    store::migrate(&db, database).await?;
-    let store = Arc::new(SqlStore::new(db.clone(), database));
-    let accounts = Accounts::new(store.clone(), Auditor::new(store));
+    let (settings, db) = connect(database).await?;
+    store::migrate(&db, &settings).await?;
+    let store = Arc::new(SqlStore::new(db.clone(), &settings));
+    let accounts = Accounts::new(store.clone(), store, Arc::new(SystemClock));
     let result = match command {
         UserCommand::Create {
             email,
@@ -201,9 +213,9 @@ async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
                 role: &role,
                 password: read_password()?,
             };
-            let hasher = PasswordHasher::new(&hashing)?;
+            let hasher = hashing.hasher()?;
             accounts
-                .create_user(account, &hasher, &password_policy(&hashing)?)
+                .create_user(account, &hasher, &hashing.password_policy()?)
                 .await
                 .map(|user| {
                     println!(

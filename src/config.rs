@@ -13,9 +13,18 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum, builder::TypedValueParser, error::ErrorKind};
 use hex::FromHex as _;
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::{
+    auth::{
+        CostBelowFloor, HashCost, HmacSecret, KeySource, PasswordHasher, PasswordPolicy,
+        RotationSchedule, SigningAlgorithm, TokenSettings,
+    },
+    store::{Backend, DatabaseSettings, SqliteSync},
+};
 
 /// Everything `authd serve` needs.
 #[derive(Debug, Clone, Args)]
@@ -237,6 +246,26 @@ impl DatabaseConfig {
         let url = self.url.expose_secret();
         url.split_once(':').map_or("unknown", |(scheme, _)| scheme)
     }
+
+    /// Where the store lives, refusing a URL of an engine authd does not run on.
+    pub fn settings(&self) -> anyhow::Result<DatabaseSettings> {
+        let backend = Backend::of_url(self.url.expose_secret()).context(
+            "AUTHD_DATABASE_URL: expected a URL starting with sqlite:, postgres: or mysql:",
+        )?;
+        Ok(DatabaseSettings {
+            url: self.url.clone(),
+            backend,
+            max_connections: self
+                .max_connections
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+            acquire_timeout: self.acquire_timeout,
+            statement_timeout: self.statement_timeout,
+            sqlite_sync: match self.sqlite_synchronous {
+                SqliteSynchronous::Full => SqliteSync::EveryCommit,
+                SqliteSynchronous::Normal => SqliteSync::AtCheckpoints,
+            },
+        })
+    }
 }
 
 /// How access and refresh tokens are made and checked.
@@ -398,13 +427,47 @@ pub enum JwtAlgorithm {
     Hs256,
 }
 
-impl JwtAlgorithm {
-    /// The JOSE name, as stored with each key and written in the `alg` header.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EdDsa => "EdDSA",
-            Self::Hs256 => "HS256",
+impl From<JwtAlgorithm> for SigningAlgorithm {
+    fn from(algorithm: JwtAlgorithm) -> Self {
+        match algorithm {
+            JwtAlgorithm::EdDsa => Self::EdDsa,
+            JwtAlgorithm::Hs256 => Self::Hs256,
         }
+    }
+}
+
+impl TokenConfig {
+    /// How access tokens are made and checked, and where their keys come from.
+    pub fn settings(&self) -> anyhow::Result<TokenSettings> {
+        let keys = match &self.jwt_secret {
+            Some(secret) => {
+                anyhow::ensure!(
+                    self.algorithm == JwtAlgorithm::Hs256,
+                    "AUTHD_JWT_SECRET: only used with AUTHD_JWT_ALGORITHM=HS256"
+                );
+                let secret = HmacSecret::new(secret.clone()).map_err(|short| {
+                    anyhow::anyhow!(
+                        "AUTHD_JWT_SECRET: expected at least {} bytes, got {}",
+                        short.floor,
+                        short.got
+                    )
+                })?;
+                KeySource::SharedSecret(secret)
+            }
+            None => KeySource::Rotating(RotationSchedule {
+                rotation: self.key_rotation,
+                reload_interval: self.key_reload_interval,
+            }),
+        };
+        Ok(TokenSettings {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            algorithm: self.algorithm.into(),
+            access_ttl: self.access_ttl,
+            leeway: self.clock_leeway,
+            verified_cache_entries: self.validate_cache_entries,
+            keys,
+        })
     }
 }
 
@@ -473,6 +536,26 @@ pub struct HashingConfig {
 }
 
 impl HashingConfig {
+    /// The hash pool, refusing a cost below OWASP's minimum.
+    pub fn hasher(&self) -> anyhow::Result<PasswordHasher> {
+        let cost =
+            HashCost::new(self.memory_kib, self.iterations, self.parallelism).map_err(|below| {
+                let (variable, floor) = match below {
+                    CostBelowFloor::Memory(floor) => ("AUTHD_ARGON2_MEMORY_KIB", floor),
+                    CostBelowFloor::Iterations(floor) => ("AUTHD_ARGON2_ITERATIONS", floor),
+                    CostBelowFloor::Parallelism(floor) => ("AUTHD_ARGON2_PARALLELISM", floor),
+                };
+                anyhow::anyhow!("{variable}: {floor}")
+            })?;
+        PasswordHasher::new(cost, self.worker_count(), self.queue)
+    }
+
+    /// The rules for new passwords.
+    pub fn password_policy(&self) -> anyhow::Result<PasswordPolicy> {
+        PasswordPolicy::new(self.password_min_length)
+            .map_err(|below| anyhow::anyhow!("AUTHD_PASSWORD_MIN_LENGTH: {below}"))
+    }
+
     /// The number of hash workers, resolving the default.
     pub fn worker_count(&self) -> usize {
         self.workers

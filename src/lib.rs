@@ -22,6 +22,7 @@ pub mod config;
 pub mod grpc;
 pub mod startup;
 pub mod store;
+mod sync;
 pub mod telemetry;
 
 /// Code generated from `proto/` by `build.rs`.

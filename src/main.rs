@@ -17,8 +17,8 @@ async fn main() -> ExitCode {
     }
     match cli.run().await {
         Ok(code) => code,
+        // Once, on stderr, whatever the log format: it is the answer to the command.
         Err(err) => {
-            tracing::error!(error = %format!("{err:#}"), "authd failed");
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }

@@ -20,7 +20,7 @@ use std::{
 
 use tonic::Status;
 
-use helpers::{TestDb, spawn_app_with};
+use helpers::{TestApp, TestDb};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -47,10 +47,12 @@ async fn no_password_or_token_reaches_a_log_line_or_a_status_message() {
     )
     .unwrap();
     // No retry grace, so the replayed refresh token below is refused as reuse.
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.refresh_reuse_grace = std::time::Duration::ZERO;
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.tokens.refresh_reuse_grace = std::time::Duration::ZERO;
+        })
+        .spawn()
+        .await;
     let password = "Sup3r-Secret-Passphrase-42";
     let wrong_password = "Wr0ng-Secret-Passphrase-42";
     let mut secrets = vec![password.to_owned(), wrong_password.to_owned()];

@@ -70,7 +70,7 @@ fn keyring(algorithm: JwtAlgorithm) -> Keyring {
     runtime
         .block_on(Keyring::load(
             &MemoryKeys::default(),
-            &config,
+            &config.settings().unwrap(),
             &sealer,
             Utc::now(),
         ))

@@ -484,7 +484,7 @@ impl LoneHasher {
         let mut single = hashing.clone();
         single.workers = std::num::NonZeroUsize::new(1);
         Ok(Self {
-            hasher: PasswordHasher::new(&single)?,
+            hasher: single.hasher()?,
             password: bench_password()?,
         })
     }
@@ -515,7 +515,7 @@ impl HashTimes {
         let one = LoneHasher::new(hashing)?.time(HASHES).await?;
 
         let workers = hashing.worker_count();
-        let hasher = PasswordHasher::new(hashing)?;
+        let hasher = hashing.hasher()?;
         let all_at_once = async |hashes: usize| {
             let started = Instant::now();
             let mut all = tokio::task::JoinSet::new();

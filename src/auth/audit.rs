@@ -41,12 +41,42 @@ impl AuditKind {
     }
 }
 
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOutcome {
+    Success,
+    /// A logout that ended every session of its user.
+    AllSessions,
+    InvalidCredentials,
+    Throttled,
+    AccountDisabled,
+    SessionRevoked,
+    Created,
+    Activated,
+    Deactivated,
+}
+
+impl AuditOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::AllSessions => "all_sessions",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Throttled => "throttled",
+            Self::AccountDisabled => "account_disabled",
+            Self::SessionRevoked => "session_revoked",
+            Self::Created => "created",
+            Self::Activated => "activated",
+            Self::Deactivated => "deactivated",
+        }
+    }
+}
+
 /// One event to record.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditEvent {
     pub kind: AuditKind,
-    /// A fixed word: "success", "invalid_credentials", "throttled", "session_revoked"...
-    pub outcome: &'static str,
+    pub outcome: AuditOutcome,
     pub user_id: Option<Uuid>,
     pub session_id: Option<Uuid>,
 }
@@ -69,7 +99,7 @@ impl Auditor {
             id: Uuid::now_v7(),
             occurred_at: now,
             kind: event.kind.as_str(),
-            outcome: event.outcome,
+            outcome: event.outcome.as_str(),
             user_id: event.user_id,
             session_id: event.session_id,
             peer: caller.peer.map(|addr| addr.ip().to_string()),
@@ -92,8 +122,8 @@ impl Auditor {
     /// Stores and logs an event that comes with no change of its own (a refused login, a
     /// retried refresh). A failed write is logged as an error but does not fail the call
     /// it describes: the store being briefly unwritable must not lock every user out.
-    pub async fn record(&self, caller: Caller, event: AuditEvent) {
-        let record = self.entry(caller, event, Utc::now());
+    pub async fn record(&self, caller: Caller, event: AuditEvent, now: DateTime<Utc>) {
+        let record = self.entry(caller, event, now);
         self.log(&record);
         if let Err(err) = self.store.record(&record).await {
             let err = anyhow::Error::from(err);

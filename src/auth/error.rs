@@ -17,6 +17,27 @@ impl FieldViolation {
     }
 }
 
+/// A setting below the least authd accepts; the edge that read it names the setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expected at least {floor}, got {got}")]
+pub struct BelowFloor {
+    pub floor: u64,
+    pub got: u64,
+}
+
+impl BelowFloor {
+    /// `got`, unless it is below `floor`.
+    pub(crate) fn check<T: Into<u64> + Copy>(got: T, floor: T) -> Result<T, Self> {
+        if got.into() < floor.into() {
+            return Err(Self {
+                floor: floor.into(),
+                got: got.into(),
+            });
+        }
+        Ok(got)
+    }
+}
+
 /// Every way an authd operation can fail. The expected cases are variants; `grpc::status`
 /// maps each to a status code, exhaustively.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@
 //! Under a load that leaves no CPU idle, logins slow down and the queue bound refuses the
 //! excess; the cheap RPCs do not.
 
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Context as _;
 use argon2::{
@@ -23,14 +23,45 @@ use argon2::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Semaphore, oneshot};
 
-use super::{AuthError, NewPassword, Password, random_bytes};
-use crate::config::HashingConfig;
+use super::{AuthError, BelowFloor, NewPassword, Password, random_bytes};
 
 /// OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane. Configured values below it
 /// stop start-up.
 const MIN_MEMORY_KIB: u32 = 19_456;
 const MIN_ITERATIONS: u32 = 2;
 const MIN_PARALLELISM: u32 = 1;
+
+/// An argon2id cost at or above OWASP's minimum: nothing weaker can be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCost {
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+}
+
+/// Which part of a [`HashCost`] is below its floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CostBelowFloor {
+    #[error("argon2 memory: {0}")]
+    Memory(BelowFloor),
+    #[error("argon2 iterations: {0}")]
+    Iterations(BelowFloor),
+    #[error("argon2 parallelism: {0}")]
+    Parallelism(BelowFloor),
+}
+
+impl HashCost {
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, CostBelowFloor> {
+        Ok(Self {
+            memory_kib: BelowFloor::check(memory_kib, MIN_MEMORY_KIB)
+                .map_err(CostBelowFloor::Memory)?,
+            iterations: BelowFloor::check(iterations, MIN_ITERATIONS)
+                .map_err(CostBelowFloor::Iterations)?,
+            parallelism: BelowFloor::check(parallelism, MIN_PARALLELISM)
+                .map_err(CostBelowFloor::Parallelism)?,
+        })
+    }
+}
 
 type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
 
@@ -58,37 +89,18 @@ impl std::fmt::Debug for PasswordHasher {
 impl PasswordHasher {
     /// A pool of `workers` hash threads with room for `queue` waiting requests, hashing
     /// with the given argon2id cost. Computes the dummy hash once, so call it at start-up.
-    pub fn new(config: &HashingConfig) -> anyhow::Result<Self> {
-        for (value, floor, variable) in [
-            (config.memory_kib, MIN_MEMORY_KIB, "AUTHD_ARGON2_MEMORY_KIB"),
-            (config.iterations, MIN_ITERATIONS, "AUTHD_ARGON2_ITERATIONS"),
-            (
-                config.parallelism,
-                MIN_PARALLELISM,
-                "AUTHD_ARGON2_PARALLELISM",
-            ),
-        ] {
-            anyhow::ensure!(
-                value >= floor,
-                "{variable}: expected at least {floor}, got {value}"
-            );
-        }
-        let params = Params::new(
-            config.memory_kib,
-            config.iterations,
-            config.parallelism,
-            None,
-        )
-        .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+    pub fn new(cost: HashCost, workers: usize, queue: usize) -> anyhow::Result<Self> {
+        let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
+            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let mut scratch = Scratch::for_params(&params);
         let dummy_hash = hash_with(&argon2, &random_dummy_password()?, &mut scratch)?;
-        let workers = config.worker_count();
+        let workers = workers.max(1);
         Ok(Self {
             argon2,
             jobs: spawn_hash_threads(workers, &params)?,
             workers,
-            admitted: Arc::new(Semaphore::new(workers + config.queue)),
+            admitted: Arc::new(Semaphore::new(workers + queue)),
             dummy_hash: Arc::new(dummy_hash),
         })
     }
@@ -209,7 +221,7 @@ fn spawn_hash_threads(count: usize, params: &Params) -> anyhow::Result<mpsc::Sen
                 let mut scratch = Scratch::for_params(&params);
                 loop {
                     // Only the wait for a job is under the lock, never the hash.
-                    let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let next = crate::sync::lock(&queue).recv();
                     match next {
                         Ok(job) => job(&mut scratch),
                         Err(mpsc::RecvError) => return,
@@ -373,9 +385,7 @@ fn pad_to_configured_cost(configured: &Argon2<'_>, stored: &SecretString, scratc
 
 fn random_dummy_password() -> anyhow::Result<SecretString> {
     let bytes: [u8; 32] = random_bytes()?;
-    Ok(SecretString::from(
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    ))
+    Ok(SecretString::from(hex::encode(bytes)))
 }
 
 #[cfg(test)]
@@ -386,27 +396,34 @@ mod tests {
         Password::submitted(s.to_owned()).unwrap()
     }
 
-    fn config(workers: usize, queue: usize, memory_kib: u32) -> HashingConfig {
-        HashingConfig {
-            workers: std::num::NonZeroUsize::new(workers),
-            queue,
-            memory_kib,
-            iterations: 2,
-            parallelism: 1,
-            password_min_length: 12,
-        }
+    fn hasher(workers: usize, queue: usize, memory_kib: u32) -> PasswordHasher {
+        PasswordHasher::new(HashCost::new(memory_kib, 2, 1).unwrap(), workers, queue).unwrap()
     }
 
     #[test]
     fn parameters_below_the_owasp_minimum_stop_start_up() {
-        let err = PasswordHasher::new(&config(1, 0, 8_192)).unwrap_err();
-        assert!(err.to_string().contains("AUTHD_ARGON2_MEMORY_KIB"), "{err}");
+        assert_eq!(
+            HashCost::new(8_192, 2, 1),
+            Err(CostBelowFloor::Memory(BelowFloor {
+                floor: u64::from(MIN_MEMORY_KIB),
+                got: 8_192
+            }))
+        );
+        assert!(matches!(
+            HashCost::new(19_456, 1, 1),
+            Err(CostBelowFloor::Iterations(_))
+        ));
+        assert!(matches!(
+            HashCost::new(19_456, 2, 0),
+            Err(CostBelowFloor::Parallelism(_))
+        ));
+        assert!(HashCost::new(19_456, 2, 1).is_ok());
     }
 
     #[tokio::test]
     async fn a_hash_weaker_than_configured_needs_a_rehash() {
-        let weak = PasswordHasher::new(&config(1, 0, 19_456)).unwrap();
-        let strong = PasswordHasher::new(&config(1, 0, 32_768)).unwrap();
+        let weak = hasher(1, 0, 19_456);
+        let strong = hasher(1, 0, 32_768);
         let phc = weak.hash(&password("correct horse")).await.unwrap();
         assert!(strong.needs_rehash(&phc));
         assert!(!weak.needs_rehash(&phc));
@@ -420,7 +437,7 @@ mod tests {
 
     #[tokio::test]
     async fn hash_is_argon2id_phc_with_owasp_parameters() {
-        let hasher = PasswordHasher::new(&config(1, 1, 19_456)).unwrap();
+        let hasher = hasher(1, 1, 19_456);
         let phc = hasher.hash(&password("correct horse")).await.unwrap();
         assert!(
             phc.expose_secret()
@@ -431,7 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn verify_accepts_the_right_password_only() {
-        let hasher = PasswordHasher::new(&config(1, 1, 19_456)).unwrap();
+        let hasher = hasher(1, 1, 19_456);
         let phc = hasher.hash(&password("correct horse")).await.unwrap();
         assert!(
             hasher
@@ -476,8 +493,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_costlier_than_configured_still_verifies() {
-        let weak = PasswordHasher::new(&config(1, 0, 19_456)).unwrap();
-        let strong = PasswordHasher::new(&config(1, 0, 32_768)).unwrap();
+        let weak = hasher(1, 0, 19_456);
+        let strong = hasher(1, 0, 32_768);
         let phc = strong.hash(&password("correct horse")).await.unwrap();
         // More memory than the weak pool's threads hold: computed in memory of its own.
         assert!(
@@ -495,14 +512,14 @@ mod tests {
 
     #[tokio::test]
     async fn verify_without_a_user_is_false_even_for_the_dummy_password() {
-        let hasher = PasswordHasher::new(&config(1, 1, 19_456)).unwrap();
+        let hasher = hasher(1, 1, 19_456);
         assert!(!hasher.verify(&password("anything"), None).await.unwrap());
     }
 
     #[tokio::test]
     async fn full_queue_is_refused_at_once() {
         // One worker, no queue: while one hash runs, a second is refused, not queued.
-        let hasher = PasswordHasher::new(&config(1, 0, 19_456)).unwrap();
+        let hasher = hasher(1, 0, 19_456);
         let busy = hasher.clone();
         let first = tokio::spawn(async move { busy.hash(&password("first password")).await });
         // Wait until the first job holds the only admission permit.

@@ -1,37 +1,55 @@
 //! The domain: accounts, passwords, sessions and tokens.
 //!
 //! Nothing here knows about gRPC or SQL. [`Authenticator`] implements the use cases of
-//! `auth.v1.AuthService` on top of the `crate::store` traits; the validated input types
-//! ([`Email`], [`DisplayName`], [`Password`]) can only be built valid; every failure is an
-//! [`AuthError`] variant.
+//! `auth.v1.AuthService` on top of the `crate::store` traits, one file per use case
+//! (`signup`, `refresh`, `logout`, `introspection`; `accounts` for the operator's
+//! commands); the validated input types ([`Email`], [`DisplayName`], [`Password`]) can only
+//! be built valid; every failure is an [`AuthError`] variant; the time comes from a
+//! [`Clock`].
 
+mod accounts;
 mod audit;
+mod authenticator;
+mod clock;
 mod error;
 mod hasher;
 mod input;
+mod introspection;
+mod logout;
 mod policy;
 mod purge;
 mod refresh;
+mod refresh_token;
 mod revocation;
+mod rotation;
 mod sealing;
-mod service;
+mod signup;
 mod tokens;
+mod user;
 mod verified_cache;
 
-pub use audit::{AuditEvent, AuditKind, Auditor, Caller};
-pub use error::{AuthError, FieldViolation};
-pub use hasher::PasswordHasher;
+pub use accounts::{Accounts, NewAccount};
+pub use audit::{AuditEvent, AuditKind, AuditOutcome, Auditor, Caller};
+pub use authenticator::{
+    Authenticated, Authenticator, Credentials, SessionPolicy, Stores, TokenKeys, TokenPair,
+};
+pub use clock::{Clock, SystemClock};
+pub use error::{AuthError, BelowFloor, FieldViolation};
+pub use hasher::{CostBelowFloor, HashCost, PasswordHasher};
 pub use input::{DisplayName, Email, NewPassword, Password};
+pub use introspection::{InactiveReason, Introspection};
+pub use logout::LogoutTarget;
 pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
 pub use purge::{Purged, Purger, Retention};
-pub use refresh::RefreshKey;
+pub use refresh_token::RefreshKey;
 pub use revocation::{Revocations, Standing};
-pub use sealing::KeySealer;
-pub use service::{
-    Accounts, Authenticated, Authenticator, AuthenticatorParts, DEFAULT_ROLE, InactiveReason,
-    Introspection, LogoutTarget, NewAccount, TokenPair,
+pub use rotation::{HmacSecret, KeySource, RotationSchedule};
+pub use sealing::{KeySealer, SealError};
+pub use signup::DEFAULT_ROLE;
+pub use tokens::{
+    AccessClaims, Keyring, PublicJwk, SigningAlgorithm, TokenSettings, Verdict, VerifiedToken,
 };
-pub use tokens::{AccessClaims, Keyring, PublicJwk, Verdict, VerifiedToken};
+pub use user::User;
 
 /// How far apart replicas' clocks may be (NTP keeps them far closer): revocations,
 /// key retirement and the purge all allow for it.
@@ -53,8 +71,5 @@ pub(crate) fn chrono_duration(duration: std::time::Duration) -> chrono::Duration
 /// Lowercase hex SHA-256, the stored form of refresh tokens and throttle keys.
 pub(crate) fn sha256_hex(input: &str) -> String {
     use sha2::{Digest as _, Sha256};
-    Sha256::digest(input.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(input.as_bytes()))
 }

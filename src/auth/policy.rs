@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use unicode_normalization::UnicodeNormalization as _;
 use zxcvbn::{Score, feedback::Warning};
 
-use super::FieldViolation;
+use super::{BelowFloor, FieldViolation};
 
 /// The longest password accepted, in code points; well above the 64 NIST asks to allow.
 pub(crate) const PASSWORD_MAX_CHARS: usize = 256;
@@ -26,7 +26,7 @@ const MIN_SCORE: Score = Score::Three;
 /// The rules a new password must meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordPolicy {
-    pub min_chars: usize,
+    min_chars: usize,
 }
 
 /// NFKC, so the same password typed on different keyboards or input methods is the same
@@ -47,6 +47,14 @@ pub(crate) fn normalize(raw: &str) -> Cow<'_, str> {
 const STRENGTH_CHECKED_CHARS: usize = 64;
 
 impl PasswordPolicy {
+    /// Passwords of at least `min_chars` code points; never fewer than
+    /// [`PASSWORD_MIN_CHARS_FLOOR`].
+    pub fn new(min_chars: usize) -> Result<Self, BelowFloor> {
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        BelowFloor::check(wide(min_chars), wide(PASSWORD_MIN_CHARS_FLOOR))?;
+        Ok(Self { min_chars })
+    }
+
     /// The cheap rules, checked where the request is validated: length, and not built
     /// from the account's own email or name (`user_inputs`). The strength estimate is
     /// [`Self::check_strength`], run on the hash pool.
@@ -156,6 +164,12 @@ mod tests {
     use super::*;
 
     const POLICY: PasswordPolicy = PasswordPolicy { min_chars: 12 };
+
+    #[test]
+    fn a_minimum_below_the_floor_cannot_be_set() {
+        assert!(PasswordPolicy::new(PASSWORD_MIN_CHARS_FLOOR - 1).is_err());
+        assert_eq!(PasswordPolicy::new(12), Ok(POLICY));
+    }
 
     /// Every rule, the cheap ones and the strength estimate.
     fn check(password: &str) -> Result<(), String> {

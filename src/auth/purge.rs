@@ -7,7 +7,7 @@
 //!   the spent tokens of a live session stay, as they are how reuse is detected.
 //! - Login failure counters untouched for a day (or the longest throttle wait, if longer)
 //!   and not blocking anyone now.
-//! - Audit events older than AUTHD_AUDIT_RETENTION.
+//! - Audit events older than the audit retention.
 
 use std::{sync::Arc, time::Duration};
 

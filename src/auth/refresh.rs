@@ -1,159 +1,168 @@
-//! Opaque refresh tokens: 256 bits, url-safe base64. Only a SHA-256 of each token is
-//! stored; a fast hash is right here because the token has full entropy (nothing to
-//! brute-force), unlike a password.
-//!
-//! # Rotation, and the retry grace window with only hashes stored
-//!
-//! A session's first refresh token comes from the OS CSPRNG. Each rotation's successor is
-//! `HMAC-SHA256(refresh key, presented token)`: a keyed PRF of a 256-bit secret, as
-//! unpredictable as a random token to anyone without the key. The refresh key is random,
-//! generated once and kept in the database beside the signing keys, so every replica
-//! derives the same successor.
-//!
-//! Deriving rather than drawing the successor is what lets a retry get the SAME token back
-//! although the database holds hashes only: when the token rotated most recently is
-//! presented again within the grace window, the server recomputes its successor from it,
-//! checks that the session's current hash is that successor's hash (so the chain has not
-//! moved on) and hands it out again. Concurrent calls with one token thus all receive the
-//! one successor (the compare-and-swap in the database lets exactly one write it), and the
-//! chain never forks. Outside the window, or for any older token, the spent list marks it
-//! as reuse and the session is revoked. Holding an old token is no help in deriving the
-//! current one: that needs the refresh key, which never leaves the server.
+//! Refresh: a refresh token is rotated for a new pair. Presenting one that was already
+//! rotated out is reuse and ends the session, unless it is the token rotated most recently
+//! and within the grace window, which gets the same successor again (see `refresh_token`).
 
-use anyhow::Context as _;
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::Utc;
-use hmac::{Hmac, Mac as _};
-use secrecy::{ExposeSecret as _, SecretBox, SecretString};
-use sha2::Sha256;
+use chrono::{DateTime, Utc};
 
 use super::{
-    KeySealer, random_bytes, sha256_hex,
-    tokens::{opened, sealed},
+    AuthError, Authenticated, Authenticator, FieldViolation, User,
+    audit::{AuditKind, AuditOutcome, Caller},
+    chrono_duration,
+    refresh_token::{NewRefreshToken, refresh_token_hash},
 };
-use crate::store::{KeyRecord, KeyStore};
+use crate::store::{RevokeReason, Rotation, SessionRecord};
 
-const TOKEN_BYTES: usize = 32;
-/// 32 bytes in unpadded base64.
-const TOKEN_LEN: usize = 43;
-/// How the refresh key is filed among the keys in the database.
-const REFRESH_KEY_ALGORITHM: &str = "refresh-hmac";
-
-/// A new session's first refresh token and the hash to store.
-pub(super) fn new_refresh_token() -> anyhow::Result<(SecretString, String)> {
-    let token = URL_SAFE_NO_PAD.encode(random_bytes::<TOKEN_BYTES>()?);
-    let hash = hash_token(&token);
-    Ok((SecretString::from(token), hash))
-}
-
-/// The stored form of a presented token, or `None` if it cannot be one of ours.
-pub(super) fn refresh_token_hash(token: &str) -> Option<String> {
-    let decoded = URL_SAFE_NO_PAD.decode(token).ok()?;
-    (token.len() == TOKEN_LEN && decoded.len() == TOKEN_BYTES).then(|| hash_token(token))
-}
-
-fn hash_token(token: &str) -> String {
-    sha256_hex(token)
-}
-
-/// The key successors are derived with.
-pub struct RefreshKey(SecretBox<Vec<u8>>);
-
-impl std::fmt::Debug for RefreshKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefreshKey([REDACTED])")
-    }
-}
-
-impl RefreshKey {
-    /// Loads the refresh key, generating and storing it on first start; replicas that
-    /// start together all settle on the oldest.
-    pub async fn load_or_create(keys: &dyn KeyStore, sealer: &KeySealer) -> anyhow::Result<Self> {
-        let mut live = keys
-            .live_keys(REFRESH_KEY_ALGORITHM)
-            .await
-            .context("loading the refresh key")?;
-        if live.is_empty() {
-            let mut kid = String::from("refresh-");
-            kid.push_str(&URL_SAFE_NO_PAD.encode(random_bytes::<12>()?));
-            let record = KeyRecord {
-                kid,
-                algorithm: REFRESH_KEY_ALGORITHM.to_owned(),
-                private_key: SecretBox::new(Box::new(random_bytes::<32>()?.to_vec())),
-                public_key: None,
-                created_at: Utc::now(),
-            };
-            keys.insert_key(&sealed(&record, sealer)?)
-                .await
-                .context("storing a new refresh key")?;
-            live = keys
-                .live_keys(REFRESH_KEY_ALGORITHM)
-                .await
-                .context("loading the refresh key")?;
+impl Authenticator {
+    /// Rotates a refresh token: the presented one stops working and a new pair is issued.
+    pub async fn refresh(
+        &self,
+        caller: Caller,
+        refresh_token: &str,
+    ) -> Result<Authenticated, AuthError> {
+        if refresh_token.is_empty() {
+            return Err(AuthError::InvalidInput(vec![FieldViolation::new(
+                "refresh_token",
+                "refresh_token is required",
+            )]));
         }
-        let first = live.first().context("no refresh key")?;
-        Ok(Self(opened(first, sealer)?.private_key))
-    }
-
-    #[cfg(test)]
-    fn from_bytes(bytes: Vec<u8>) -> Self {
-        Self(SecretBox::new(Box::new(bytes)))
-    }
-
-    /// The successor of a presented token, and the hash to store for it.
-    pub(super) fn successor(&self, token: &str) -> anyhow::Result<(SecretString, String)> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret())
-            .map_err(|e| anyhow::anyhow!("refresh key: {e}"))?;
-        mac.update(token.as_bytes());
-        let successor = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        let hash = hash_token(&successor);
-        Ok((SecretString::from(successor), hash))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use secrecy::ExposeSecret as _;
-
-    use super::*;
-
-    #[test]
-    fn tokens_are_url_safe_unique_and_hash_to_what_is_stored() {
-        let (a, hash_a) = new_refresh_token().unwrap();
-        let (b, _) = new_refresh_token().unwrap();
-        assert_ne!(a.expose_secret(), b.expose_secret());
-        assert_eq!(a.expose_secret().len(), TOKEN_LEN);
-        assert!(
-            a.expose_secret()
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        let old_hash = refresh_token_hash(refresh_token).ok_or(AuthError::RefreshTokenInvalid)?;
+        let successor = self.refresh_key.successor(refresh_token)?;
+        let now = self.clock.now();
+        let Some(session) = self.sessions.find_by_refresh_hash(&old_hash).await? else {
+            return self
+                .refresh_rotated_token(caller, &old_hash, successor, now)
+                .await;
+        };
+        let user = self.live_session_user(&session, now).await?;
+        let expires_at = self.session_policy.refresh_expiry(&session, now);
+        let audit = self.audit_entry(
+            caller,
+            (AuditKind::Refresh, AuditOutcome::Success),
+            (Some(user.id), Some(session.id)),
+            now,
         );
-        assert_eq!(refresh_token_hash(a.expose_secret()), Some(hash_a.clone()));
-        assert_eq!(hash_a.len(), 64);
-    }
-
-    #[test]
-    fn malformed_tokens_have_no_hash() {
-        for token in [
-            "",
-            "short",
-            "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
-            &"A".repeat(44),
-        ] {
-            assert_eq!(refresh_token_hash(token), None, "{token:?}");
+        let rotation = Rotation {
+            session_id: session.id,
+            old_hash: &old_hash,
+            new_hash: &successor.hash,
+            now,
+            expires_at,
+        };
+        if !self.sessions.rotate(rotation, &audit).await? {
+            // A concurrent call rotated this token a moment ago. Within the grace window
+            // it rotated to the very successor computed here, which is handed out again.
+            let retried = self
+                .retry_within_grace(session.id, &successor.hash, now)
+                .await?;
+            let Some((session, user)) = retried else {
+                tracing::info!(session_id = %session.id, "refresh lost a concurrent rotation");
+                return Err(AuthError::RefreshTokenInvalid);
+            };
+            return self
+                .refreshed_again(caller, user, &session, successor, now)
+                .await;
         }
+        // Answered from what was just committed: a read here could fail after the
+        // rotation took effect, and turn a done rotation into an error.
+        let refresh = (successor.token, expires_at);
+        self.authenticated(Some(&audit), user, session.id, refresh, now)
     }
 
-    #[test]
-    fn successors_are_stable_per_key_and_look_like_any_token() {
-        let key = RefreshKey::from_bytes(vec![7; 32]);
-        let other = RefreshKey::from_bytes(vec![8; 32]);
-        let (token, _) = new_refresh_token().unwrap();
-        let (a, hash_a) = key.successor(token.expose_secret()).unwrap();
-        let (b, _) = key.successor(token.expose_secret()).unwrap();
-        let (c, _) = other.successor(token.expose_secret()).unwrap();
-        assert_eq!(a.expose_secret(), b.expose_secret());
-        assert_ne!(a.expose_secret(), c.expose_secret());
-        assert_eq!(refresh_token_hash(a.expose_secret()), Some(hash_a));
+    /// The answer to a retry within the grace window: the rotation it repeats is stored
+    /// already, so only the event is.
+    async fn refreshed_again(
+        &self,
+        caller: Caller,
+        user: User,
+        session: &SessionRecord,
+        successor: NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> Result<Authenticated, AuthError> {
+        let refresh = (AuditKind::Refresh, AuditOutcome::Success);
+        self.audit(caller, refresh, (Some(user.id), Some(session.id)), now)
+            .await;
+        let tokens = (successor.token, session.expires_at);
+        self.authenticated(None, user, session.id, tokens, now)
+    }
+
+    /// A presented token that is no session's current one.
+    async fn refresh_rotated_token(
+        &self,
+        caller: Caller,
+        hash: &str,
+        successor: NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> Result<Authenticated, AuthError> {
+        let Some(session_id) = self.sessions.find_spent(hash).await? else {
+            return Err(AuthError::RefreshTokenInvalid);
+        };
+        if let Some((session, user)) = self
+            .retry_within_grace(session_id, &successor.hash, now)
+            .await?
+        {
+            return self
+                .refreshed_again(caller, user, &session, successor, now)
+                .await;
+        }
+        let audit = self.audit_entry(
+            caller,
+            (AuditKind::RefreshReuse, AuditOutcome::SessionRevoked),
+            (None, Some(session_id)),
+            now,
+        );
+        self.sessions
+            .revoke(session_id, RevokeReason::RefreshReuse, now, &audit)
+            .await?;
+        self.revocations.revoke(session_id, now);
+        tracing::warn!(session_id = %session_id, "refresh token reuse detected; session revoked");
+        self.auditor.log(&audit);
+        Err(AuthError::RefreshTokenReused)
+    }
+
+    /// The session and user if the token that was just rotated into `successor_hash` is
+    /// presented again within the grace window, and the session is still live.
+    async fn retry_within_grace(
+        &self,
+        session_id: uuid::Uuid,
+        successor_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(SessionRecord, User)>, AuthError> {
+        let grace = self.session_policy.reuse_grace;
+        // Zero turns the window off. (It must be checked on its own: a concurrent call
+        // that started a moment before the winning rotation has `now < rotated_at`.)
+        if grace.is_zero() {
+            return Ok(None);
+        }
+        let Some(session) = self.sessions.find(session_id).await? else {
+            return Ok(None);
+        };
+        let in_window = session
+            .rotated_at
+            .is_some_and(|at| now < at + chrono_duration(grace));
+        if !in_window || session.refresh_hash != successor_hash {
+            return Ok(None);
+        }
+        let user = self.live_session_user(&session, now).await?;
+        Ok(Some((session, user)))
+    }
+
+    /// The session's user, if the session can still be refreshed.
+    async fn live_session_user(
+        &self,
+        session: &SessionRecord,
+        now: DateTime<Utc>,
+    ) -> Result<User, AuthError> {
+        if session.revoked_at.is_some() {
+            return Err(AuthError::SessionRevoked);
+        }
+        if session.expires_at <= now || self.session_policy.end(session) <= now {
+            return Err(AuthError::RefreshTokenExpired);
+        }
+        self.users
+            .find_by_id(session.user_id)
+            .await?
+            .filter(|user| user.active)
+            .map(User::from)
+            .ok_or(AuthError::SessionRevoked)
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! * A revocation made by this replica is inserted here at once, before the RPC returns,
 //!   so this replica answers REVOKED immediately.
-//! * Every `AUTHD_REVOCATION_SYNC` (1 s by default) a background task asks the database
+//! * Every sync interval (1 s by default) a background task asks the database
 //!   for sessions revoked since its previous poll (`sessions.revoked_at`, indexed), so a
 //!   revocation made on any other replica, or by `authd user set-active`, is honoured here
 //!   within one sync interval plus one query.
@@ -34,18 +34,16 @@
 //! On start-up the first poll runs before the server accepts calls, reading back a whole
 //! access-token lifetime, so a restarted replica forgets nothing that still matters.
 
-use std::{
-    collections::HashMap,
-    sync::{PoisonError, RwLock},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::RwLock, time::Duration};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{CLOCK_SKEW_ALLOWANCE, chrono_duration};
-use crate::store::{SessionStore, StoreResult};
+use crate::{
+    store::{SessionStore, StoreResult},
+    sync,
+};
 
 /// Missed polls after which the revocation view is too old to vouch for a token.
 pub(super) const STALE_AFTER_INTERVALS: u32 = 3;
@@ -155,38 +153,17 @@ impl Revocations {
         Ok(())
     }
 
-    /// Polls every interval until `shutdown` fires.
-    pub async fn run(&self, store: &dyn SessionStore, mut shutdown: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            // Logged on change only: an outage is one warning, not one per interval.
-            match self.sync(store, Utc::now()).await {
-                Err(err) if !failing => {
-                    let err = anyhow::Error::from(err);
-                    tracing::warn!(error = %format!("{err:#}"), "revocation sync failing");
-                    failing = true;
-                }
-                Ok(()) if failing => {
-                    tracing::info!("revocation sync recovered");
-                    failing = false;
-                }
-                _ => {}
-            }
-        }
+    /// How often [`Self::sync`] is to run.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
+        sync::read(&self.state)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
+        sync::write(&self.state)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Private keys at rest: sealed with XChaCha20-Poly1305 under a master key that lives
-//! outside the database (AUTHD_MASTER_KEY or AUTHD_MASTER_KEY_FILE), so a copy of the
+//! outside the database (the operator's master key setting), so a copy of the
 //! database alone does not let anyone mint tokens. The key id is bound in as associated
 //! data, so a sealed key cannot be moved to another row.
 //!
@@ -16,9 +16,19 @@ use hex::FromHex as _;
 use secrecy::{ExposeSecret as _, SecretBox};
 
 use super::random_bytes;
+use crate::store::KeyRecord;
 
 const SEALED_PREFIX: &[u8; 16] = b"authd-sealed-v1\0";
 const NONCE_LEN: usize = 24;
+
+/// A stored key that cannot be opened with the master key configured.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("signing key {0} is sealed and no master key is set")]
+    NoMasterKey(String),
+    #[error("cannot open signing key {0} (wrong master key?)")]
+    WrongMasterKey(String),
+}
 
 /// Seals and opens private keys; without a master key, stores them as they are.
 pub struct KeySealer {
@@ -49,9 +59,9 @@ impl KeySealer {
         };
         let key = bytes
             .filter(|b| b.len() == 32)
-            .context("AUTHD_MASTER_KEY: expected 32 bytes, base64 or hex encoded (e.g. `openssl rand -base64 32`)")?;
+            .context("expected 32 bytes, base64 or hex encoded (e.g. `openssl rand -base64 32`)")?;
         let cipher = XChaCha20Poly1305::new_from_slice(&key)
-            .map_err(|_| anyhow::anyhow!("AUTHD_MASTER_KEY: expected 32 bytes"))?;
+            .map_err(|_| anyhow::anyhow!("expected 32 bytes"))?;
         Ok(Self {
             cipher: Some(cipher),
         })
@@ -79,14 +89,27 @@ impl KeySealer {
         Ok([SEALED_PREFIX.as_slice(), &nonce, &sealed].concat())
     }
 
+    /// The record as stored: its private key sealed.
+    pub(crate) fn sealed(&self, record: &KeyRecord) -> anyhow::Result<KeyRecord> {
+        let stored = self.seal(&record.kid, record.private_key.expose_secret())?;
+        Ok(record.with_private_key(stored))
+    }
+
+    /// The record as used: its private key opened.
+    pub(crate) fn opened(&self, record: &KeyRecord) -> anyhow::Result<KeyRecord> {
+        let key = self.open(&record.kid, record.private_key.expose_secret())?;
+        Ok(record.with_private_key(key.expose_secret().clone()))
+    }
+
     /// A private key from its stored form.
     pub(crate) fn open(&self, kid: &str, stored: &[u8]) -> anyhow::Result<SecretBox<Vec<u8>>> {
         let Some(sealed) = stored.strip_prefix(SEALED_PREFIX.as_slice()) else {
             return Ok(SecretBox::new(Box::new(stored.to_vec())));
         };
-        let cipher = self.cipher.as_ref().with_context(|| {
-            format!("signing key {kid} is sealed: set AUTHD_MASTER_KEY (or AUTHD_MASTER_KEY_FILE)")
-        })?;
+        let cipher = self
+            .cipher
+            .as_ref()
+            .ok_or_else(|| SealError::NoMasterKey(kid.to_owned()))?;
         let (nonce, ciphertext) = sealed
             .split_at_checked(NONCE_LEN)
             .with_context(|| format!("signing key {kid}: sealed value is truncated"))?;
@@ -99,11 +122,7 @@ impl KeySealer {
                     aad: kid.as_bytes(),
                 },
             )
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "AUTHD_MASTER_KEY: cannot open signing key {kid} (wrong master key?)"
-                )
-            })?;
+            .map_err(|_| SealError::WrongMasterKey(kid.to_owned()))?;
         Ok(SecretBox::new(Box::new(key)))
     }
 }
@@ -142,7 +161,7 @@ mod tests {
 
     #[test]
     fn hex_and_base64_spell_the_same_master_key() {
-        let hex: String = (0u8..32).map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode((0u8..32).collect::<Vec<u8>>());
         let stored = sealer(KEY_A).seal("kid", b"private").unwrap();
         let opened = sealer(&hex.to_uppercase()).open("kid", &stored).unwrap();
         assert_eq!(opened.expose_secret(), b"private");
@@ -161,7 +180,7 @@ mod tests {
     #[test]
     fn a_bad_master_key_is_refused_without_echoing_it() {
         let err = KeySealer::new(Some(&SecretString::from("c2hvcnQ="))).unwrap_err();
-        assert!(err.to_string().contains("AUTHD_MASTER_KEY"));
+        assert!(err.to_string().contains("expected 32 bytes"));
         assert!(!err.to_string().contains("c2hvcnQ="));
     }
 }

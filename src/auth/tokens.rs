@@ -12,25 +12,80 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::{ExposeSecret, SecretBox, SecretString};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 use uuid::Uuid;
 
-use super::{KeySealer, chrono_duration, random_bytes, verified_cache::VerifiedCache};
-use crate::{
-    config::{JwtAlgorithm, TokenConfig},
-    store::{KeyRecord, KeyStore},
-};
+use super::{KeySource, verified_cache::VerifiedCache};
+use crate::store::KeyRecord;
 
 /// The JOSE `typ` of access tokens (RFC 9068 2.1).
 const ACCESS_TOKEN_TYPE: &str = "at+jwt";
-/// RFC 7518 3.2: HS256 keys of at least 256 bits.
-const MIN_HMAC_SECRET_BYTES: usize = 32;
 /// Anything longer is not one of ours; refuse before parsing.
 const MAX_TOKEN_LEN: usize = 4096;
+
+/// The JWS algorithm access tokens are signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    EdDsa,
+    Hs256,
+}
+
+impl SigningAlgorithm {
+    /// The JOSE name, as stored with each key and written in the `alg` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Hs256 => "HS256",
+        }
+    }
+
+    fn jwt(self) -> Algorithm {
+        match self {
+            Self::EdDsa => Algorithm::EdDSA,
+            Self::Hs256 => Algorithm::HS256,
+        }
+    }
+
+    /// What an opened key record signs and verifies with.
+    fn keys(self, record: &KeyRecord) -> anyhow::Result<(EncodingKey, DecodingKey)> {
+        let private = record.private_key.expose_secret();
+        Ok(match self {
+            Self::EdDsa => {
+                let public = record
+                    .public_key
+                    .as_deref()
+                    .with_context(|| format!("signing key {} has no public key", record.kid))?;
+                (
+                    EncodingKey::from_ed_der(private),
+                    DecodingKey::from_ed_der(public),
+                )
+            }
+            Self::Hs256 => (
+                EncodingKey::from_secret(private),
+                DecodingKey::from_secret(private),
+            ),
+        })
+    }
+}
+
+/// How access tokens are made and checked.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// The `iss` claim, required on validation.
+    pub issuer: String,
+    /// The `aud` claim, required on validation.
+    pub audience: String,
+    pub algorithm: SigningAlgorithm,
+    pub access_ttl: Duration,
+    /// How far past `exp` (or before `iat`) a token is still taken, for clock differences.
+    pub leeway: Duration,
+    /// How many verified tokens are remembered.
+    pub verified_cache_entries: usize,
+    /// Where the signing keys come from.
+    pub keys: KeySource,
+}
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +141,7 @@ pub struct VerifiedToken {
 /// The signing key and every key that may still verify a live token.
 pub struct Keyring {
     algorithm: Algorithm,
-    signing_kid: String,
+    pub(super) signing_kid: String,
     signing_key: EncodingKey,
     verifying_keys: HashMap<String, DecodingKey>,
     public_keys: Vec<PublicJwk>,
@@ -113,121 +168,21 @@ impl std::fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// Loads the keys of the configured algorithm and applies the rotation schedule:
-    /// generates the first key on first start, publishes the next key `lead` before it is
-    /// due to sign, and retires keys whose last token has expired. Every replica runs this
-    /// at start-up and then every reload interval; all of them pick the same signer (the
-    /// key activated last), so they agree without talking to each other.
-    pub async fn load(
-        keys: &dyn KeyStore,
-        config: &TokenConfig,
-        sealer: &KeySealer,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<Self> {
-        if let Some(secret) = &config.jwt_secret {
-            return Self::from_secret(secret, config);
-        }
-        let name = config.algorithm.as_str();
-        let lead = chrono_duration(config.key_reload_interval * 2);
-        let rotation = chrono_duration(config.key_rotation);
-        // A superseded key verifies until the tokens it signed last have expired. Replicas
-        // switch to a new signer at their first reload after it activates (within a reload
-        // interval, and the clock skew replicas may have), and may sign with the old key
-        // until then.
-        let overlap = chrono_duration(
-            config.access_ttl
-                + config.clock_leeway
-                + config.key_reload_interval
-                + super::CLOCK_SKEW_ALLOWANCE,
-        );
-        let activation = |key: &KeyRecord| key.created_at + lead;
-
-        let mut live = keys.live_keys(name).await.context("loading signing keys")?;
-        let signer = live.iter().rposition(|k| activation(k) <= now).unwrap_or(0);
-        let pending = live.iter().any(|k| activation(k) > now);
-        let due = live
-            .get(signer)
-            .is_none_or(|k| activation(k) + rotation - lead <= now);
-        if !pending && due {
-            let key = generate_key(config.algorithm, now)?;
-            keys.insert_key(&sealed(&key, sealer)?)
-                .await
-                .context("storing a new signing key")?;
-            tracing::info!(kid = %key.kid, algorithm = name, sealed = sealer.is_sealing(), "published a new signing key");
-            live = keys.live_keys(name).await.context("loading signing keys")?;
-        }
-        let signer = live.iter().rposition(|k| activation(k) <= now).unwrap_or(0);
-        let mut retired = Vec::new();
-        for (older, newer) in live.iter().zip(live.iter().skip(1)).take(signer) {
-            if activation(newer) + overlap <= now {
-                keys.retire_key(&older.kid, now)
-                    .await
-                    .context("retiring a signing key")?;
-                tracing::info!(kid = %older.kid, "retired a signing key");
-                retired.push(older.kid.clone());
-            }
-        }
-        live.retain(|k| !retired.contains(&k.kid));
-        let signer_kid = live
-            .iter()
-            .rfind(|k| activation(k) <= now)
-            .or(live.first())
-            .map(|k| k.kid.clone())
-            .context("no signing key")?;
-        let opened = live
-            .iter()
-            .map(|record| opened(record, sealer))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Self::from_records(&opened, &signer_kid, config)
-    }
-
-    /// HS256 with an operator-supplied secret, shared by every replica through config.
-    fn from_secret(secret: &SecretString, config: &TokenConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            config.algorithm == JwtAlgorithm::Hs256,
-            "AUTHD_JWT_SECRET: only used with AUTHD_JWT_ALGORITHM=HS256"
-        );
-        let secret = secret.expose_secret().as_bytes();
-        // RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
-        anyhow::ensure!(
-            secret.len() >= MIN_HMAC_SECRET_BYTES,
-            "AUTHD_JWT_SECRET: expected at least {MIN_HMAC_SECRET_BYTES} bytes, got {}",
-            secret.len()
-        );
-        // The kid names the secret without revealing it: a truncated hash of a 256-bit
-        // secret gives nothing away.
-        let digest = sha2::Sha256::digest(secret);
-        let record = KeyRecord {
-            kid: format!("hs256-{}", URL_SAFE_NO_PAD.encode(&digest[..9])),
-            algorithm: JwtAlgorithm::Hs256.as_str().to_owned(),
-            private_key: SecretBox::new(Box::new(secret.to_vec())),
-            public_key: None,
-            created_at: Utc::now(),
-        };
-        let kid = record.kid.clone();
-        Self::from_records(&[record], &kid, config)
-    }
-
-    fn from_records(
+    /// The keyring of `records` (opened), signing with `signer_kid`.
+    pub(super) fn from_records(
         records: &[KeyRecord],
         signer_kid: &str,
-        config: &TokenConfig,
+        settings: &TokenSettings,
     ) -> anyhow::Result<Self> {
-        let algorithm = match config.algorithm {
-            JwtAlgorithm::EdDsa => Algorithm::EdDSA,
-            JwtAlgorithm::Hs256 => Algorithm::HS256,
-        };
-        let signer = records
-            .iter()
-            .find(|r| r.kid == signer_kid)
-            .context("no signing key")?;
-        let signing_key = match config.algorithm {
-            JwtAlgorithm::EdDsa => EncodingKey::from_ed_der(signer.private_key.expose_secret()),
-            JwtAlgorithm::Hs256 => EncodingKey::from_secret(signer.private_key.expose_secret()),
-        };
+        let algorithm = settings.algorithm;
+        let mut signing_key = None;
         let mut verifying_keys = HashMap::new();
         let mut public_keys = Vec::new();
         for record in records {
+            let (encoding, decoding) = algorithm.keys(record)?;
+            if record.kid == signer_kid {
+                signing_key = Some(encoding);
+            }
             if let Some(public) = &record.public_key {
                 public_keys.push(PublicJwk {
                     kid: record.kid.clone(),
@@ -237,22 +192,14 @@ impl Keyring {
                     x: URL_SAFE_NO_PAD.encode(public),
                 });
             }
-            let key = match config.algorithm {
-                JwtAlgorithm::EdDsa => DecodingKey::from_ed_der(
-                    record
-                        .public_key
-                        .as_deref()
-                        .with_context(|| format!("signing key {} has no public key", record.kid))?,
-                ),
-                JwtAlgorithm::Hs256 => DecodingKey::from_secret(record.private_key.expose_secret()),
-            };
-            verifying_keys.insert(record.kid.clone(), key);
+            verifying_keys.insert(record.kid.clone(), decoding);
         }
+        let signing_key = signing_key.context("no signing key")?;
 
-        let mut validation = Validation::new(algorithm);
+        let mut validation = Validation::new(algorithm.jwt());
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&[&config.audience]);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
         // Expiry is checked after everything else, so that only a token that is ours in
         // every other respect is reported as EXPIRED rather than INVALID.
         validation.validate_exp = false;
@@ -260,17 +207,17 @@ impl Keyring {
         validation.leeway = 0;
 
         Ok(Self {
-            algorithm,
-            signing_kid: signer.kid.clone(),
+            algorithm: algorithm.jwt(),
+            signing_kid: signer_kid.to_owned(),
             signing_key,
             verifying_keys,
             public_keys,
             validation,
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
-            access_ttl: config.access_ttl,
-            leeway: i64::try_from(config.clock_leeway.as_secs()).unwrap_or(i64::MAX),
-            verified: Arc::new(VerifiedCache::new(config.validate_cache_entries)),
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            access_ttl: settings.access_ttl,
+            leeway: i64::try_from(settings.leeway.as_secs()).unwrap_or(i64::MAX),
+            verified: Arc::new(VerifiedCache::new(settings.verified_cache_entries)),
         })
     }
 
@@ -376,71 +323,29 @@ impl Keyring {
     }
 }
 
-/// The record as stored: its private key sealed (when a master key is configured).
-pub(super) fn sealed(record: &KeyRecord, sealer: &KeySealer) -> anyhow::Result<KeyRecord> {
-    let stored = sealer.seal(&record.kid, record.private_key.expose_secret())?;
-    Ok(record.with_private_key(stored))
-}
-
-/// The record as used: its private key opened.
-pub(super) fn opened(record: &KeyRecord, sealer: &KeySealer) -> anyhow::Result<KeyRecord> {
-    let key = sealer.open(&record.kid, record.private_key.expose_secret())?;
-    Ok(record.with_private_key(key.expose_secret().clone()))
-}
-
-/// A fresh key for `algorithm`, with a random kid.
-fn generate_key(algorithm: JwtAlgorithm, now: DateTime<Utc>) -> anyhow::Result<KeyRecord> {
-    let secret: [u8; 32] = random_bytes()?;
-    let (private_key, public_key) = match algorithm {
-        JwtAlgorithm::EdDsa => {
-            let signing = ed25519_dalek::SigningKey::from_bytes(&secret);
-            let der = signing
-                .to_pkcs8_der()
-                .map_err(|e| anyhow::anyhow!("encoding an Ed25519 key: {e}"))?;
-            (
-                der.as_bytes().to_vec(),
-                Some(signing.verifying_key().to_bytes().to_vec()),
-            )
-        }
-        // 256 bits, as RFC 7518 3.2 asks of HS256 keys.
-        JwtAlgorithm::Hs256 => (secret.to_vec(), None),
-    };
-    Ok(KeyRecord {
-        kid: URL_SAFE_NO_PAD.encode(Uuid::now_v7().as_bytes()),
-        algorithm: algorithm.as_str().to_owned(),
-        private_key: SecretBox::new(Box::new(private_key)),
-        public_key,
-        created_at: now,
-    })
-}
-
 #[cfg(test)]
-mod tests {
+pub(in crate::auth) mod tests {
     use super::*;
 
-    fn config(algorithm: JwtAlgorithm) -> TokenConfig {
-        TokenConfig {
+    pub(in crate::auth) fn settings(algorithm: SigningAlgorithm) -> TokenSettings {
+        TokenSettings {
             issuer: "authd-test".into(),
             audience: "authd-test-aud".into(),
             algorithm,
             access_ttl: Duration::from_secs(900),
-            refresh_ttl: Duration::from_secs(3600),
-            refresh_reuse_grace: Duration::from_secs(10),
-            session_max_age: Duration::from_secs(86_400),
-            jwt_secret: None,
-            key_rotation: Duration::from_secs(30 * 86_400),
-            key_reload_interval: Duration::from_secs(60),
-            master_key: None,
-            master_key_file: None,
-            clock_leeway: Duration::from_secs(5),
-            validate_cache_entries: 100,
+            leeway: Duration::from_secs(5),
+            verified_cache_entries: 100,
+            keys: KeySource::Rotating(crate::auth::RotationSchedule {
+                rotation: Duration::from_secs(30 * 86_400),
+                reload_interval: Duration::from_secs(60),
+            }),
         }
     }
 
-    fn keyring(algorithm: JwtAlgorithm) -> Keyring {
-        let key = generate_key(algorithm, Utc::now()).unwrap();
+    fn keyring(algorithm: SigningAlgorithm) -> Keyring {
+        let key = crate::auth::rotation::generate_key(algorithm, Utc::now()).unwrap();
         let kid = key.kid.clone();
-        Keyring::from_records(&[key], &kid, &config(algorithm)).unwrap()
+        Keyring::from_records(&[key], &kid, &settings(algorithm)).unwrap()
     }
 
     fn issue(ring: &Keyring, now: DateTime<Utc>) -> String {
@@ -452,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_fresh_token_verifies_with_its_claims() {
-        for algorithm in [JwtAlgorithm::EdDsa, JwtAlgorithm::Hs256] {
+        for algorithm in [SigningAlgorithm::EdDsa, SigningAlgorithm::Hs256] {
             let ring = keyring(algorithm);
             let now = Utc::now();
             let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
@@ -473,7 +378,7 @@ mod tests {
 
     #[test]
     fn header_carries_typ_and_kid() {
-        let ring = keyring(JwtAlgorithm::EdDsa);
+        let ring = keyring(SigningAlgorithm::EdDsa);
         let header = jsonwebtoken::decode_header(issue(&ring, Utc::now())).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.kid.as_deref(), Some(ring.signing_kid.as_str()));
@@ -482,7 +387,7 @@ mod tests {
 
     #[test]
     fn expiry_honours_the_leeway() {
-        let ring = keyring(JwtAlgorithm::EdDsa);
+        let ring = keyring(SigningAlgorithm::EdDsa);
         let issued = Utc::now();
         let token = issue(&ring, issued);
         let just_inside = issued + chrono::Duration::seconds(900 + 4);
@@ -496,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_verified_token_is_remembered_and_served_from_memory() {
-        let ring = keyring(JwtAlgorithm::EdDsa);
+        let ring = keyring(SigningAlgorithm::EdDsa);
         let now = Utc::now();
         let token = issue(&ring, now);
         let Verdict::Valid(first) = ring.verify(&token, now) else {
@@ -511,21 +416,21 @@ mod tests {
 
     #[test]
     fn a_remembered_token_whose_key_is_gone_is_invalid() {
-        let old = keyring(JwtAlgorithm::EdDsa);
+        let old = keyring(SigningAlgorithm::EdDsa);
         let now = Utc::now();
         let token = issue(&old, now);
         assert!(matches!(old.verify(&token, now), Verdict::Valid(_)));
         // A reload whose key set no longer holds the token's key keeps the memory but
         // must not honour it.
-        let mut reloaded = keyring(JwtAlgorithm::EdDsa);
+        let mut reloaded = keyring(SigningAlgorithm::EdDsa);
         reloaded.keep_verified_of(&old);
         assert_eq!(reloaded.verify(&token, now), Verdict::Invalid);
     }
 
     #[test]
     fn only_verified_tokens_are_remembered() {
-        let ring = keyring(JwtAlgorithm::EdDsa);
-        let other = keyring(JwtAlgorithm::EdDsa);
+        let ring = keyring(SigningAlgorithm::EdDsa);
+        let other = keyring(SigningAlgorithm::EdDsa);
         let now = Utc::now();
         assert_eq!(ring.verify(&issue(&other, now), now), Verdict::Invalid);
         assert_eq!(ring.verify("not.a.token", now), Verdict::Invalid);
@@ -539,15 +444,15 @@ mod tests {
 
     #[test]
     fn token_issued_in_the_future_is_invalid() {
-        let ring = keyring(JwtAlgorithm::EdDsa);
+        let ring = keyring(SigningAlgorithm::EdDsa);
         let token = issue(&ring, Utc::now() + chrono::Duration::seconds(60));
         assert_eq!(ring.verify(&token, Utc::now()), Verdict::Invalid);
     }
 
     #[test]
     fn another_keyrings_token_is_invalid() {
-        let ours = keyring(JwtAlgorithm::EdDsa);
-        let theirs = keyring(JwtAlgorithm::EdDsa);
+        let ours = keyring(SigningAlgorithm::EdDsa);
+        let theirs = keyring(SigningAlgorithm::EdDsa);
         assert_eq!(
             ours.verify(&issue(&theirs, Utc::now()), Utc::now()),
             Verdict::Invalid
@@ -556,14 +461,14 @@ mod tests {
 
     #[test]
     fn wrong_issuer_or_audience_is_invalid() {
-        let key = generate_key(JwtAlgorithm::EdDsa, Utc::now()).unwrap();
+        let key = crate::auth::rotation::generate_key(SigningAlgorithm::EdDsa, Utc::now()).unwrap();
         let issuer = Keyring::from_records(
             std::slice::from_ref(&key),
             &key.kid,
-            &config(JwtAlgorithm::EdDsa),
+            &settings(SigningAlgorithm::EdDsa),
         )
         .unwrap();
-        let mut other = config(JwtAlgorithm::EdDsa);
+        let mut other = settings(SigningAlgorithm::EdDsa);
         other.audience = "someone-else".into();
         let kid = key.kid.clone();
         let verifier = Keyring::from_records(&[key], &kid, &other).unwrap();
@@ -575,7 +480,7 @@ mod tests {
 
     #[test]
     fn alg_none_and_wrong_typ_are_invalid() {
-        let ring = keyring(JwtAlgorithm::EdDsa);
+        let ring = keyring(SigningAlgorithm::EdDsa);
         let token = issue(&ring, Utc::now());
         let (_, rest) = token.split_once('.').unwrap();
         let none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt"}"#);
@@ -598,97 +503,21 @@ mod tests {
     }
 
     #[test]
-    fn a_short_hs256_secret_is_refused_without_echoing_it() {
-        let mut config = config(JwtAlgorithm::Hs256);
-        let err =
-            Keyring::from_secret(&SecretString::from("tooshort-secret"), &config).unwrap_err();
-        assert!(err.to_string().contains("AUTHD_JWT_SECRET"), "{err}");
-        assert!(!err.to_string().contains("tooshort-secret"));
-        config.algorithm = JwtAlgorithm::EdDsa;
-        assert!(Keyring::from_secret(&SecretString::from("x".repeat(32)), &config).is_err());
-    }
-
-    #[test]
     fn jwks_lists_public_keys_only() {
-        let ring = keyring(JwtAlgorithm::EdDsa);
+        let ring = keyring(SigningAlgorithm::EdDsa);
         let [jwk] = ring.public_keys() else {
             panic!("one key expected")
         };
         assert_eq!((jwk.kty, jwk.crv, jwk.alg), ("OKP", "Ed25519", "EdDSA"));
         assert_eq!(URL_SAFE_NO_PAD.decode(&jwk.x).unwrap().len(), 32);
-        assert!(keyring(JwtAlgorithm::Hs256).public_keys().is_empty());
+        assert!(keyring(SigningAlgorithm::Hs256).public_keys().is_empty());
     }
 
     #[test]
     fn garbage_is_invalid() {
-        let ring = keyring(JwtAlgorithm::Hs256);
+        let ring = keyring(SigningAlgorithm::Hs256);
         for token in ["", "a", "a.b.c", "....", &"x".repeat(10_000)] {
             assert_eq!(ring.verify(token, Utc::now()), Verdict::Invalid);
         }
-    }
-
-    /// Keys in memory, for the rotation schedule.
-    #[derive(Debug, Default)]
-    struct MemoryKeys(std::sync::Mutex<Vec<(KeyRecord, bool)>>);
-
-    #[async_trait::async_trait]
-    impl KeyStore for MemoryKeys {
-        async fn live_keys(&self, algorithm: &str) -> crate::store::StoreResult<Vec<KeyRecord>> {
-            let keys = self.0.lock().unwrap();
-            let mut live: Vec<KeyRecord> = keys
-                .iter()
-                .filter(|(key, retired)| key.algorithm == algorithm && !retired)
-                .map(|(key, _)| key.with_private_key(key.private_key.expose_secret().clone()))
-                .collect();
-            live.sort_by_key(|key| key.created_at);
-            Ok(live)
-        }
-
-        async fn insert_key(&self, key: &KeyRecord) -> crate::store::StoreResult<()> {
-            let copy = key.with_private_key(key.private_key.expose_secret().clone());
-            self.0.lock().unwrap().push((copy, false));
-            Ok(())
-        }
-
-        async fn retire_key(&self, kid: &str, _: DateTime<Utc>) -> crate::store::StoreResult<()> {
-            for (key, retired) in self.0.lock().unwrap().iter_mut() {
-                *retired |= key.kid == kid;
-            }
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn a_superseded_key_outlives_the_tokens_a_replica_that_has_not_reloaded_signs() {
-        let config = config(JwtAlgorithm::EdDsa);
-        let (keys, sealer) = (MemoryKeys::default(), KeySealer::new(None).unwrap());
-        let load = async |now| Keyring::load(&keys, &config, &sealer, now).await.unwrap();
-        let kids = |ring: &Keyring| -> Vec<String> {
-            ring.public_keys().iter().map(|k| k.kid.clone()).collect()
-        };
-        let t0 = Utc::now();
-        let first = load(t0).await;
-        let old_kid = first.signing_kid.clone();
-        // The next key is published a lead (two reload intervals) ahead of its turn.
-        let lead = chrono_duration(config.key_reload_interval * 2);
-        let published = t0 + chrono_duration(config.key_rotation);
-        let second = load(published).await;
-        assert_eq!(kids(&second).len(), 2, "the next key was not published");
-        let active = published + lead;
-        // A replica that reloaded just before then signs with the old key for up to a
-        // reload interval more; its last such token lives an access TTL (and leeway).
-        let lagging = load(active - chrono::Duration::seconds(1)).await;
-        assert_eq!(lagging.signing_kid, old_kid);
-        let last_old_token_expires = active
-            + chrono_duration(config.key_reload_interval)
-            + chrono_duration(config.access_ttl + config.clock_leeway);
-
-        let before = load(last_old_token_expires - chrono::Duration::seconds(1)).await;
-        assert!(
-            kids(&before).contains(&old_kid),
-            "retired while its tokens lived"
-        );
-        let long_after = load(last_old_token_expires + chrono::Duration::minutes(5)).await;
-        assert!(!kids(&long_after).contains(&old_kid), "never retired");
     }
 }

@@ -13,7 +13,6 @@ use super::{
 use crate::{
     auth::{self, Authenticated, Authenticator, Caller, Introspection, LogoutTarget},
     proto::auth::v1::{self as pb, auth_service_server::AuthService},
-    store::UserRecord,
 };
 
 /// The gRPC handler of `auth.v1.AuthService`.
@@ -153,7 +152,7 @@ fn authenticated_to_proto(out: Authenticated) -> (Option<pb::User>, Option<pb::T
     (Some(user_to_proto(&out.user)), Some(tokens))
 }
 
-fn user_to_proto(user: &UserRecord) -> pb::User {
+fn user_to_proto(user: &auth::User) -> pb::User {
     pb::User {
         id: user.id.hyphenated().to_string(),
         email: user.email.clone(),

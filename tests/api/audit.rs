@@ -1,7 +1,7 @@
 use sea_orm::{ConnectionTrait as _, Statement};
 use tonic::Code;
 
-use crate::helpers::{PASSWORD, TestDb, assert_code, authd_bin, spawn_app_with};
+use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, set_active};
 
 /// (kind, outcome, user_id, session_id, peer) rows, oldest first.
 async fn audit_rows(
@@ -36,11 +36,13 @@ async fn audit_rows(
 #[tokio::test]
 async fn security_events_are_recorded_with_who_what_and_where_but_no_secret() {
     let db = TestDb::fresh().await;
-    let app = spawn_app_with(db.clone(), |config| {
-        config.login.max_failures = 2;
-        config.tokens.refresh_reuse_grace = std::time::Duration::ZERO;
-    })
-    .await;
+    let app = TestApp::builder(db.clone())
+        .configure(|config| {
+            config.login.max_failures = 2;
+            config.tokens.refresh_reuse_grace = std::time::Duration::ZERO;
+        })
+        .spawn()
+        .await;
     let registered = app
         .register("audit@example.com", PASSWORD, "Audit")
         .await
@@ -77,18 +79,7 @@ async fn security_events_are_recorded_with_who_what_and_where_but_no_secret() {
         app.login("nobody@example.com", "wrong password here").await,
         Code::ResourceExhausted,
     );
-    let output = authd_bin()
-        .args([
-            "user",
-            "set-active",
-            "audit@example.com",
-            "false",
-            "--database-url",
-            &db.url,
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    set_active(&db, "audit@example.com", false);
     app.stop().await;
 
     let rows = audit_rows(&db).await;

@@ -1,6 +1,6 @@
 use std::{io::Write as _, process::Stdio};
 
-use crate::helpers::{PASSWORD, TestDb, authd_bin, spawn_app_with};
+use crate::helpers::{PASSWORD, TestApp, TestDb, authd_bin};
 
 #[test]
 fn a_bad_setting_stops_start_up_naming_the_variable() {
@@ -71,7 +71,7 @@ async fn user_create_reads_the_password_from_stdin_and_sets_the_role() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!printed.contains(PASSWORD));
-    let app = spawn_app_with(db, |_| {}).await;
+    let app = TestApp::builder(db).configure(|_| {}).spawn().await;
     let user = app
         .login("root@example.com", PASSWORD)
         .await
@@ -125,7 +125,10 @@ async fn migrate_up_then_status_lists_every_migration_as_applied() {
 
 #[tokio::test]
 async fn healthcheck_exits_zero_only_when_the_server_is_serving() {
-    let app = spawn_app_with(TestDb::fresh().await, |_| {}).await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|_| {})
+        .spawn()
+        .await;
     let addr = app.addr.to_string();
 
     let serving = tokio::task::spawn_blocking(move || {

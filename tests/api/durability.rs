@@ -23,8 +23,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::{
-    DbProxy, PASSWORD, TestDb, assert_code, new_database_name, server_admin, spawn_app,
-    spawn_app_with, test_config, testing_sqlite,
+    DbProxy, PASSWORD, TestApp, TestDb, assert_code, new_database_name, server_admin, spawn_app,
+    test_config, testing_sqlite,
 };
 
 /// The emails the database holds, read through a connection of the test's own: only
@@ -356,7 +356,10 @@ async fn a_full_disk_refuses_writes_clearly_and_every_ok_survives_a_restart() {
         }
     };
     let config = |config: &mut Config| config.health_probe_interval = PROBE_INTERVAL;
-    let app = spawn_app_with(small.db.clone(), config).await;
+    let app = TestApp::builder(small.db.clone())
+        .configure(config)
+        .spawn()
+        .await;
     let (early_email, early_tokens) = app.new_user().await;
     let mut acknowledged = vec![early_email.clone()];
     small.shrink_to_free(64);
@@ -417,7 +420,10 @@ async fn a_full_disk_refuses_writes_clearly_and_every_ok_survives_a_restart() {
 
     // Every call answered OK survived a restart: each account, and the whole chain of
     // rotations (each one only works if the one before it was kept).
-    let app = spawn_app_with(small.db.clone(), config).await;
+    let app = TestApp::builder(small.db.clone())
+        .configure(config)
+        .spawn()
+        .await;
     for email in &acknowledged {
         app.login(email, PASSWORD)
             .await
@@ -434,13 +440,16 @@ async fn transactions_cut_off_at_every_point_leave_the_next_write_committed() {
         return;
     }
     let db = TestDb::fresh().await;
-    let direct = test_config(&db).database;
+    let direct = test_config(&db).database.settings().unwrap();
     let migrated = store::connect(&direct).await.unwrap();
     store::migrate(&migrated, &direct).await.unwrap();
     // A slow network to the database, and a pool of one connection.
     let proxy = DbProxy::start_with_delay(db.server_addr().unwrap(), LATENCY).await;
-    let mut config = test_config(&db.via(proxy.addr)).database;
-    config.max_connections = Some(std::num::NonZeroUsize::MIN);
+    let mut config = test_config(&db.via(proxy.addr))
+        .database
+        .settings()
+        .unwrap();
+    config.max_connections = Some(1);
     let pool = store::connect(&config).await.unwrap();
     let store = SqlStore::new(pool.clone(), &config);
 

@@ -11,8 +11,7 @@ use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 
 use crate::{
     helpers::{
-        PASSWORD, TestDb, connect_authd, free_port, spawn_app, spawn_app_with, start_authd,
-        testing_sqlite,
+        PASSWORD, TestApp, TestDb, connect_authd, free_port, spawn_app, start_authd, testing_sqlite,
     },
     workload::{Journal, OnFailure, Options, Rpc, Workload},
 };
@@ -271,10 +270,12 @@ async fn calls_cut_off_by_deadlines_at_random_moments_lose_nothing_acknowledged(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_blocked_by_a_lock_held_elsewhere_is_unavailable_within_the_statement_timeout() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.database.statement_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.database.statement_timeout = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
     let (email, _) = app.new_user().await;
     // Another client of the database holds the user's row (SQLite: the whole write lock).
     let mut options = sea_orm::ConnectOptions::new(app.db.url.clone());

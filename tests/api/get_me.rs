@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use crate::helpers::{TestDb, assert_code, authd_bin, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestDb, assert_code, set_active, spawn_app};
 
 #[tokio::test]
 async fn get_me_returns_the_callers_user() {
@@ -36,17 +36,17 @@ async fn get_me_without_a_usable_bearer_is_unauthenticated() {
 
 #[tokio::test]
 async fn get_me_with_an_expired_access_token_is_unauthenticated() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        // Expiry is in whole seconds, so a token lives between TTL - 1 and TTL seconds:
-        // 5 leaves the refreshed token at the end time to be used on a loaded machine.
-        config.tokens.access_ttl = Duration::from_secs(5);
-        config.tokens.clock_leeway = Duration::ZERO;
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.tokens.access_ttl = Duration::from_secs(60);
+            config.tokens.clock_leeway = Duration::ZERO;
+        })
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
-    assert_eq!(tokens.expires_in, 5);
+    assert_eq!(tokens.expires_in, 60);
 
-    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    app.advance(Duration::from_secs(61)).await;
 
     let status = assert_code(
         app.get_me(Some(&tokens.access_token)).await,
@@ -64,18 +64,7 @@ async fn get_me_reads_the_user_fresh_and_refuses_a_deactivated_one() {
     let app = spawn_app().await;
     let (email, tokens) = app.new_user().await;
 
-    let output = authd_bin()
-        .args([
-            "user",
-            "set-active",
-            &email,
-            "false",
-            "--database-url",
-            &app.db.url,
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    set_active(&app.db, &email, false);
 
     assert_code(
         app.get_me(Some(&tokens.access_token)).await,

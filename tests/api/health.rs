@@ -6,7 +6,7 @@ use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use tonic_reflection::pb::{v1, v1alpha};
 
-use crate::helpers::{DbProxy, PASSWORD, TestDb, assert_code, spawn_app, spawn_app_with};
+use crate::helpers::{DbProxy, PASSWORD, TestApp, TestDb, assert_code, spawn_app};
 
 #[tokio::test]
 async fn health_is_serving_for_the_server_and_the_auth_service() {
@@ -115,10 +115,12 @@ async fn database_outage_turns_health_not_serving_fails_fast_and_recovers() {
         return;
     };
     let proxy = DbProxy::start(target).await;
-    let app = spawn_app_with(db.via(proxy.addr), |config| {
-        config.database.acquire_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let app = TestApp::builder(db.via(proxy.addr))
+        .configure(|config| {
+            config.database.acquire_timeout = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
     let (email, tokens) = app.new_user().await;
 
     proxy.cut();
@@ -166,11 +168,13 @@ async fn a_black_holed_database_fails_calls_within_the_statement_timeout_and_rec
         return;
     };
     let proxy = DbProxy::start(target).await;
-    let app = spawn_app_with(db.via(proxy.addr), |config| {
-        config.database.acquire_timeout = Duration::from_secs(1);
-        config.database.statement_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let app = TestApp::builder(db.via(proxy.addr))
+        .configure(|config| {
+            config.database.acquire_timeout = Duration::from_secs(1);
+            config.database.statement_timeout = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
     let (email, tokens) = app.new_user().await;
 
     proxy.stall();

@@ -1,4 +1,4 @@
-//! spawn_app and friends: a real authd on 127.0.0.1:0 against a fresh database, and typed
+//! spawn_app and TestApp::builder: a real authd on 127.0.0.1:0 against a fresh database, and typed
 //! clients for it.
 //!
 //! The database comes from AUTHD_TEST_DATABASE_URL: unset or sqlite, a new SQLite file per
@@ -10,16 +10,18 @@ use std::{
     num::NonZeroU32,
     sync::{
         Arc, Mutex, Once,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
     },
     time::Duration,
 };
 
 use authd::{
+    auth::Clock,
     config::Config,
     proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient},
     startup::App,
 };
+use chrono::{DateTime, Utc};
 use clap::Parser;
 use sea_orm::ConnectionTrait as _;
 use secrecy::SecretString;
@@ -209,62 +211,125 @@ pub struct TestApp {
     pub channel: Channel,
     /// SQL statements the server has run.
     pub queries: authd::store::QueryCounter,
+    /// The server's clock: [`TestApp::advance`] moves it.
+    pub clock: Arc<TestClock>,
+    revocation_sync: Duration,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The system clock, moved forward by whatever a test skips: expiries without waiting.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    ahead_ms: AtomicI64,
+}
+
+impl TestClock {
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).expect("a short skip");
+        self.ahead_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.ahead_ms.load(Ordering::SeqCst))
+    }
+}
+
+/// A server on a fresh database with the test defaults.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(TestDb::fresh().await, |_| {}).await
+    TestApp::builder(TestDb::fresh().await).spawn().await
 }
 
-pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = test_config(&db);
-    tweak(&mut config);
-    spawn_config(db, config).await
-}
-
-pub async fn spawn_config(db: TestDb, config: Config) -> TestApp {
-    spawn_config_with_client(db, config, None).await
-}
-
-/// As [`spawn_config`], with the test client speaking TLS when `client_tls` is given.
-pub async fn spawn_config_with_client(
+/// How a test wants its server: [`TestApp::builder`].
+pub struct TestAppBuilder {
     db: TestDb,
     config: Config,
     client_tls: Option<tonic::transport::ClientTlsConfig>,
-) -> TestApp {
-    init_logging();
-    let app = App::build(config).await.expect("build app");
-    let addr = app.local_addr();
-    let queries = app.query_counter();
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    let scheme = if client_tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}")).expect("endpoint");
-    if let Some(tls) = client_tls {
-        endpoint = endpoint.tls_config(tls).expect("client TLS");
+}
+
+impl TestAppBuilder {
+    /// Changes the test defaults.
+    pub fn configure(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
+        tweak(&mut self.config);
+        self
     }
-    let channel = endpoint.connect().await.expect("connect to authd");
-    let app = TestApp {
-        addr,
-        db,
-        client: AuthServiceClient::new(channel.clone()),
-        channel,
-        queries,
-        shutdown: Some(tx),
-        handle: Some(handle),
-    };
-    app.wait_for_health(ServingStatus::Serving).await;
-    app
+
+    /// Replaces the configuration whole.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The test client speaks TLS.
+    pub fn client_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        self.client_tls = tls;
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let Self {
+            db,
+            config,
+            client_tls,
+        } = self;
+        init_logging();
+        let clock = Arc::new(TestClock::default());
+        let revocation_sync = config.revocation_sync;
+        let app = App::build_with_clock(config, clock.clone())
+            .await
+            .expect("build app");
+        let addr = app.local_addr();
+        let queries = app.query_counter();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        let scheme = if client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}")).expect("endpoint");
+        if let Some(tls) = client_tls {
+            endpoint = endpoint.tls_config(tls).expect("client TLS");
+        }
+        let channel = endpoint.connect().await.expect("connect to authd");
+        let app = TestApp {
+            addr,
+            db,
+            client: AuthServiceClient::new(channel.clone()),
+            channel,
+            queries,
+            clock,
+            revocation_sync,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        app.wait_for_health(ServingStatus::Serving).await;
+        app
+    }
 }
 
 impl TestApp {
+    /// A server on `db`, with the test defaults unless changed.
+    pub fn builder(db: TestDb) -> TestAppBuilder {
+        let config = test_config(&db);
+        TestAppBuilder {
+            db,
+            config,
+            client_tls: None,
+        }
+    }
+
+    /// Moves the server's clock forward, then lets a revocation poll run at the new time
+    /// (the server calls its revocation view stale three intervals after its last poll).
+    pub async fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        tokio::time::sleep(self.revocation_sync * 2).await;
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -461,6 +526,27 @@ pub fn authd_bin() -> std::process::Command {
 }
 
 /// A port nothing listens on yet.
+/// `authd user set-active EMAIL true|false` against `db`, as an operator runs it; it must
+/// succeed.
+pub fn set_active(db: &TestDb, email: &str, active: bool) -> std::process::Output {
+    let output = authd_bin()
+        .args([
+            "user",
+            "set-active",
+            email,
+            if active { "true" } else { "false" },
+        ])
+        .env("AUTHD_DATABASE_URL", &db.url)
+        .output()
+        .expect("run authd user set-active");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())

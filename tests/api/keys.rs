@@ -4,7 +4,7 @@ use secrecy::SecretString;
 use sha2::{Digest as _, Sha256};
 use tonic::{Code, Request};
 
-use crate::helpers::{TestDb, assert_code, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestDb, assert_code, spawn_app};
 
 #[tokio::test]
 async fn get_jwks_publishes_the_public_key_that_verifies_access_tokens() {
@@ -46,10 +46,10 @@ async fn get_jwks_publishes_the_public_key_that_verifies_access_tokens() {
 
 #[tokio::test]
 async fn get_jwks_is_empty_for_hs256() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.algorithm = JwtAlgorithm::Hs256
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| config.tokens.algorithm = JwtAlgorithm::Hs256)
+        .spawn()
+        .await;
     let jwks = app
         .client
         .clone()
@@ -68,8 +68,14 @@ async fn replicas_sharing_an_hs256_secret_accept_each_others_tokens() {
         config.tokens.algorithm = JwtAlgorithm::Hs256;
         config.tokens.jwt_secret = Some(secret.clone());
     };
-    let a = spawn_app_with(TestDb::fresh().await, with_secret).await;
-    let b = spawn_app_with(TestDb::fresh().await, with_secret).await;
+    let a = TestApp::builder(TestDb::fresh().await)
+        .configure(with_secret)
+        .spawn()
+        .await;
+    let b = TestApp::builder(TestDb::fresh().await)
+        .configure(with_secret)
+        .spawn()
+        .await;
     let (_, tokens) = a.new_user().await;
 
     assert!(b.validate(&tokens.access_token).await.unwrap().active);
@@ -80,10 +86,10 @@ async fn replicas_sharing_an_hs256_secret_accept_each_others_tokens() {
 #[tokio::test]
 async fn validate_token_can_require_an_api_key() {
     let digest: [u8; 32] = Sha256::digest(b"service-key-1").into();
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.validate_api_keys = vec![digest]
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| config.validate_api_keys = vec![digest])
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
     let call = |key: Option<&'static str>, token: String| {
         let mut client = app.client.clone();
@@ -124,7 +130,10 @@ async fn validate_token_can_require_an_api_key() {
 #[tokio::test]
 async fn reflection_can_be_turned_off() {
     use tonic_reflection::pb::v1;
-    let app = spawn_app_with(TestDb::fresh().await, |config| config.reflection = false).await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| config.reflection = false)
+        .spawn()
+        .await;
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
@@ -155,7 +164,10 @@ async fn private_keys_are_sealed_at_rest_with_the_master_key() {
         config.tokens.master_key = key.map(SecretString::from);
         config
     };
-    let app = crate::helpers::spawn_config(db.clone(), with_master(Some(MASTER))).await;
+    let app = crate::helpers::TestApp::builder(db.clone())
+        .config(with_master(Some(MASTER)))
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
     app.stop().await;
 
@@ -181,7 +193,10 @@ async fn private_keys_are_sealed_at_rest_with_the_master_key() {
             .unwrap_err();
         assert!(format!("{err:#}").contains("AUTHD_MASTER_KEY"), "{err:#}");
     }
-    let app = crate::helpers::spawn_config(db.clone(), with_master(Some(MASTER))).await;
+    let app = crate::helpers::TestApp::builder(db.clone())
+        .config(with_master(Some(MASTER)))
+        .spawn()
+        .await;
     assert!(app.validate(&tokens.access_token).await.unwrap().active);
     app.stop().await;
 }
@@ -192,15 +207,17 @@ async fn signing_keys_rotate_with_overlap_and_retire_after_their_tokens_expire()
 
     use authd::proto::auth::v1::InactiveReason;
 
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.key_rotation = Duration::from_secs(1);
-        config.tokens.key_reload_interval = Duration::from_millis(200);
-        // The first token must outlive the wait for rotation below, on a loaded machine
-        // too (expiry is in whole seconds: it lives between TTL - 1 and TTL seconds).
-        config.tokens.access_ttl = Duration::from_secs(6);
-        config.tokens.clock_leeway = Duration::ZERO;
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.tokens.key_rotation = Duration::from_secs(1);
+            config.tokens.key_reload_interval = Duration::from_millis(200);
+            // The first token must outlive the wait for rotation below, on a loaded machine
+            // too (expiry is in whole seconds: it lives between TTL - 1 and TTL seconds).
+            config.tokens.access_ttl = Duration::from_secs(6);
+            config.tokens.clock_leeway = Duration::ZERO;
+        })
+        .spawn()
+        .await;
     let (email, first) = app.new_user().await;
     let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
     let jwks_kids = || async {

@@ -3,16 +3,16 @@ use std::time::Duration;
 use authd::proto::auth::v1::InactiveReason;
 use tonic::Code;
 
-use crate::helpers::{PASSWORD, TestDb, assert_code, authd_bin, spawn_app, spawn_app_with};
+use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, set_active, spawn_app};
 
 #[tokio::test]
 async fn keys_and_sessions_survive_a_restart_on_the_same_database() {
     let db = TestDb::fresh().await;
-    let app = spawn_app_with(db.clone(), |_| {}).await;
+    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
     let (email, tokens) = app.new_user().await;
     app.stop().await;
 
-    let app = spawn_app_with(db, |_| {}).await;
+    let app = TestApp::builder(db).configure(|_| {}).spawn().await;
 
     assert!(app.validate(&tokens.access_token).await.unwrap().active);
     assert_eq!(
@@ -28,14 +28,14 @@ async fn keys_and_sessions_survive_a_restart_on_the_same_database() {
 #[tokio::test]
 async fn a_revocation_survives_a_restart() {
     let db = TestDb::fresh().await;
-    let app = spawn_app_with(db.clone(), |_| {}).await;
+    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
     let (_, tokens) = app.new_user().await;
     app.logout(&tokens.refresh_token, false, None)
         .await
         .unwrap();
     app.stop().await;
 
-    let app = spawn_app_with(db, |_| {}).await;
+    let app = TestApp::builder(db).configure(|_| {}).spawn().await;
 
     assert_eq!(
         app.validate(&tokens.access_token).await.unwrap().reason(),
@@ -47,8 +47,8 @@ async fn a_revocation_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_one_replica_revokes_on_another_within_the_sync_interval() {
     let db = TestDb::fresh().await;
-    let a = spawn_app_with(db.clone(), |_| {}).await;
-    let b = spawn_app_with(db, |_| {}).await;
+    let a = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
+    let b = TestApp::builder(db).configure(|_| {}).spawn().await;
     let (_, tokens) = a.new_user().await;
     assert!(
         b.validate(&tokens.access_token).await.unwrap().active,
@@ -70,19 +70,7 @@ async fn deactivation_ends_every_session_of_the_user() {
     let (email, first) = app.new_user().await;
     let second = app.login(&email, PASSWORD).await.unwrap().tokens.unwrap();
 
-    let output = authd_bin()
-        .args([
-            "user",
-            "set-active",
-            &email,
-            "false",
-            "--database-url",
-            &app.db.url,
-        ])
-        .output()
-        .unwrap();
-
-    assert!(output.status.success(), "{output:?}");
+    let output = set_active(&app.db, &email, false);
     assert!(String::from_utf8_lossy(&output.stdout).contains("sessions ended: 2"));
     for tokens in [&first, &second] {
         app.wait_for_validation(&tokens.access_token, InactiveReason::Revoked)
@@ -124,11 +112,13 @@ async fn shutdown_lets_in_flight_calls_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_racing_a_deactivation_gets_no_session_that_stays_active() {
     // A slow hash: the deactivation lands while the password is being checked.
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.hashing.iterations = 60;
-        config.hashing.workers = std::num::NonZeroUsize::new(1);
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.hashing.iterations = 60;
+            config.hashing.workers = std::num::NonZeroUsize::new(1);
+        })
+        .spawn()
+        .await;
     let (email, _) = app.new_user().await;
 
     let login = tokio::spawn({
@@ -144,16 +134,7 @@ async fn a_login_racing_a_deactivation_gets_no_session_that_stays_active() {
         }
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let deactivated = authd_bin()
-        .args(["user", "set-active", &email, "false"])
-        .env("AUTHD_DATABASE_URL", &app.db.url)
-        .output()
-        .unwrap();
-    assert!(
-        deactivated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deactivated.stderr)
-    );
+    set_active(&app.db, &email, false);
 
     match login.await.unwrap() {
         Err(status) => assert_eq!(status.code(), Code::PermissionDenied, "{status:?}"),

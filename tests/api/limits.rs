@@ -9,7 +9,7 @@ use tonic_reflection::pb::v1::{
 };
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{PASSWORD, TestDb, assert_code, spawn_app, spawn_app_with};
+use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, spawn_app};
 
 #[tokio::test]
 async fn an_oversize_message_is_resource_exhausted_and_others_are_still_served() {
@@ -52,11 +52,13 @@ async fn oversize_metadata_is_refused_and_others_are_still_served() {
 
 #[tokio::test]
 async fn register_and_login_are_rate_limited_per_client_address() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.limits.register_per_minute = NonZeroU32::new(3).unwrap();
-        config.limits.login_per_minute = NonZeroU32::new(2).unwrap();
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.limits.register_per_minute = NonZeroU32::new(3).unwrap();
+            config.limits.login_per_minute = NonZeroU32::new(2).unwrap();
+        })
+        .spawn()
+        .await;
     let mut emails = Vec::new();
     for i in 0..3 {
         let email = format!("rate-{i}@example.com");
@@ -87,10 +89,10 @@ async fn register_and_login_are_rate_limited_per_client_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_global_concurrency_limit_calls_are_shed_at_once() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.limits.max_concurrent_requests = 1
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| config.limits.max_concurrent_requests = 1)
+        .spawn()
+        .await;
     let (email, _) = app.new_user().await;
     let results = app.logins_at_once(&email, PASSWORD, 16).await;
 
@@ -109,13 +111,15 @@ async fn beyond_the_global_concurrency_limit_calls_are_shed_at_once() {
 
 #[tokio::test]
 async fn a_call_past_the_request_timeout_is_cancelled_and_others_are_still_served() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.limits.request_timeout = Duration::from_millis(100);
-        // A deliberately slow hash: one Register takes far longer than the timeout.
-        config.hashing.memory_kib = 262_144;
-        config.hashing.iterations = 4;
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.limits.request_timeout = Duration::from_millis(100);
+            // A deliberately slow hash: one Register takes far longer than the timeout.
+            config.hashing.memory_kib = 262_144;
+            config.hashing.iterations = 4;
+        })
+        .spawn()
+        .await;
 
     assert_code(
         app.register("slow@example.com", PASSWORD, "Slow").await,
@@ -147,10 +151,10 @@ fn grpc_request_to(addr: std::net::SocketAddr) -> http::Request<()> {
 
 #[tokio::test]
 async fn streams_beyond_the_per_connection_limit_wait_while_other_clients_are_served() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.limits.max_concurrent_streams = 2
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| config.limits.max_concurrent_streams = 2)
+        .spawn()
+        .await;
     let (client, connection) = raw_h2(&app).await;
     tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
@@ -200,11 +204,13 @@ async fn streams_beyond_the_per_connection_limit_wait_while_other_clients_are_se
 
 #[tokio::test]
 async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.limits.keepalive_interval = Duration::from_millis(200);
-        config.limits.keepalive_timeout = Duration::from_millis(200);
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.limits.keepalive_interval = Duration::from_millis(200);
+            config.limits.keepalive_timeout = Duration::from_millis(200);
+        })
+        .spawn()
+        .await;
     let (_client, connection) = raw_h2(&app).await;
 
     // Not polling the connection means never answering the server's pings.

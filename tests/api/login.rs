@@ -1,6 +1,6 @@
 use tonic::Code;
 
-use crate::helpers::{PASSWORD, assert_code, authd_bin, spawn_app};
+use crate::helpers::{PASSWORD, assert_code, set_active, spawn_app};
 
 #[tokio::test]
 async fn login_starts_a_new_session_in_any_letter_case() {
@@ -61,18 +61,7 @@ async fn login_with_an_empty_password_or_bad_email_is_invalid_argument() {
 async fn deactivated_account_is_permission_denied_only_with_the_right_password() {
     let app = spawn_app().await;
     let (email, _) = app.new_user().await;
-    let status = authd_bin()
-        .args([
-            "user",
-            "set-active",
-            &email,
-            "false",
-            "--database-url",
-            &app.db.url,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    set_active(&app.db, &email, false);
 
     assert_code(app.login(&email, PASSWORD).await, Code::PermissionDenied);
     assert_code(
@@ -80,18 +69,7 @@ async fn deactivated_account_is_permission_denied_only_with_the_right_password()
         Code::Unauthenticated,
     );
 
-    let status = authd_bin()
-        .args([
-            "user",
-            "set-active",
-            &email,
-            "true",
-            "--database-url",
-            &app.db.url,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    set_active(&app.db, &email, true);
     app.login(&email, PASSWORD).await.unwrap();
     app.stop().await;
 }
@@ -102,11 +80,13 @@ async fn a_full_hash_queue_is_resource_exhausted_at_once_with_retry_info() {
 
     use tonic_types::StatusExt as _;
 
-    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::fresh().await, |config| {
-        config.hashing.workers = NonZeroUsize::new(1);
-        config.hashing.queue = 0;
-    })
-    .await;
+    let app = crate::helpers::TestApp::builder(crate::helpers::TestDb::fresh().await)
+        .configure(|config| {
+            config.hashing.workers = NonZeroUsize::new(1);
+            config.hashing.queue = 0;
+        })
+        .spawn()
+        .await;
     let (email, _) = app.new_user().await;
     let results = app.logins_at_once(&email, PASSWORD, 12).await;
 
@@ -131,7 +111,10 @@ async fn a_hash_weaker_than_configured_is_upgraded_at_the_next_login() {
     use sea_orm::{ConnectionTrait as _, Statement};
 
     let db = crate::helpers::TestDb::fresh().await;
-    let app = crate::helpers::spawn_app_with(db.clone(), |_| {}).await;
+    let app = crate::helpers::TestApp::builder(db.clone())
+        .configure(|_| {})
+        .spawn()
+        .await;
     let (email, _) = app.new_user().await;
     app.stop().await;
     let stored_hash = || async {
@@ -148,11 +131,13 @@ async fn a_hash_weaker_than_configured_is_upgraded_at_the_next_login() {
     };
     assert!(stored_hash().await.contains("m=19456,t=2,p=1"));
 
-    let app = crate::helpers::spawn_app_with(db.clone(), |config| {
-        config.hashing.memory_kib = 32_768;
-        config.hashing.iterations = 3;
-    })
-    .await;
+    let app = crate::helpers::TestApp::builder(db.clone())
+        .configure(|config| {
+            config.hashing.memory_kib = 32_768;
+            config.hashing.iterations = 3;
+        })
+        .spawn()
+        .await;
     app.login(&email, PASSWORD).await.unwrap();
 
     assert!(stored_hash().await.contains("m=32768,t=3,p=1"));
@@ -164,10 +149,12 @@ async fn a_hash_weaker_than_configured_is_upgraded_at_the_next_login() {
 async fn unknown_email_and_wrong_password_take_the_same_median_time() {
     use std::time::{Duration, Instant};
 
-    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::fresh().await, |config| {
-        config.login.max_failures = 100;
-    })
-    .await;
+    let app = crate::helpers::TestApp::builder(crate::helpers::TestDb::fresh().await)
+        .configure(|config| {
+            config.login.max_failures = 100;
+        })
+        .spawn()
+        .await;
     let (email, _) = app.new_user().await;
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     // Both emails go through the same throttle bookkeeping, so only the password check
@@ -231,16 +218,21 @@ async fn after_the_hash_cost_is_raised_a_dormant_account_and_an_unknown_email_ta
     use std::time::{Duration, Instant};
 
     let db = crate::helpers::TestDb::fresh().await;
-    let app = crate::helpers::spawn_app_with(db.clone(), |_| {}).await;
+    let app = crate::helpers::TestApp::builder(db.clone())
+        .configure(|_| {})
+        .spawn()
+        .await;
     let (email, _) = app.new_user().await;
     app.stop().await;
     // The operator raises the cost fourfold; this account has not logged in since, so its
     // hash is still at the old cost while the dummy hash is at the new one.
-    let app = crate::helpers::spawn_app_with(db, |config| {
-        config.login.max_failures = 100;
-        config.hashing.iterations = 8;
-    })
-    .await;
+    let app = crate::helpers::TestApp::builder(db)
+        .configure(|config| {
+            config.login.max_failures = 100;
+            config.hashing.iterations = 8;
+        })
+        .spawn()
+        .await;
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for i in 0..21 {
         for known_turn in [i % 2 == 0, i % 2 == 1] {

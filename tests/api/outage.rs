@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
-    helpers::{PASSWORD, TestApp, TestDb, assert_code, spawn_app_with, testing_sqlite},
+    helpers::{PASSWORD, TestApp, TestDb, assert_code, testing_sqlite},
     workload::{OnFailure, Workload},
 };
 
@@ -86,10 +86,10 @@ async fn app_on_a_server() -> Option<(TestApp, DbBackend)> {
     } else {
         DbBackend::MySql
     };
-    let app = spawn_app_with(db, |config| {
-        config.database.acquire_timeout = Duration::from_secs(1)
-    })
-    .await;
+    let app = TestApp::builder(db)
+        .configure(|config| config.database.acquire_timeout = Duration::from_secs(1))
+        .spawn()
+        .await;
     Some((app, backend))
 }
 

@@ -58,9 +58,10 @@ async fn a_purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
     // sessions kept for the revocation retention after they end, idle counters for a day,
     // audit events for 90 days.
     let config = test_config(&app.db);
-    let pool = store::connect(&config.database).await.unwrap();
+    let database = config.database.settings().unwrap();
+    let pool = store::connect(&database).await.unwrap();
     let purger = Purger::new(
-        Arc::new(SqlStore::new(pool.clone(), &config.database)),
+        Arc::new(SqlStore::new(pool.clone(), &database)),
         Retention {
             session_after_end: Duration::from_secs(15 * 60 + 5 + 10 + 10 + 1),
             idle_login_throttle: Duration::from_secs(86_400),
@@ -103,12 +104,14 @@ async fn a_purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_purges_on_its_own_schedule() {
-    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::fresh().await, |config| {
-        config.purge_interval = Duration::from_secs(1);
-        config.tokens.access_ttl = Duration::from_secs(1);
-        config.tokens.clock_leeway = Duration::ZERO;
-    })
-    .await;
+    let app = crate::helpers::TestApp::builder(crate::helpers::TestDb::fresh().await)
+        .configure(|config| {
+            config.purge_interval = Duration::from_secs(1);
+            config.tokens.access_ttl = Duration::from_secs(1);
+            config.tokens.clock_leeway = Duration::ZERO;
+        })
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
     app.logout(&tokens.refresh_token, false, None)
         .await

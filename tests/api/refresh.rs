@@ -4,7 +4,7 @@ use authd::proto::auth::v1::{InactiveReason, RefreshRequest};
 use tokio::task::JoinSet;
 use tonic::Code;
 
-use crate::helpers::{TestDb, assert_code, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestDb, assert_code, spawn_app};
 
 #[tokio::test]
 async fn refresh_rotates_the_pair_and_the_old_refresh_token_stops_working() {
@@ -32,7 +32,10 @@ fn no_grace(config: &mut authd::config::Config) {
 
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
-    let app = spawn_app_with(TestDb::fresh().await, no_grace).await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(no_grace)
+        .spawn()
+        .await;
     let (_, first) = app.new_user().await;
     let second = app.rotate(&first.refresh_token).await;
 
@@ -98,7 +101,10 @@ async fn refresh_concurrently(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_grace_concurrent_refreshes_of_one_token_have_exactly_one_winner() {
-    let app = spawn_app_with(TestDb::fresh().await, no_grace).await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(no_grace)
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
 
     let results = refresh_concurrently(&app, &tokens.refresh_token, 10).await;
@@ -157,14 +163,16 @@ async fn a_retry_within_the_grace_window_gets_the_same_successor() {
 
 #[tokio::test]
 async fn a_replay_after_the_grace_window_revokes_the_session() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.refresh_reuse_grace = Duration::from_secs(1);
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.tokens.refresh_reuse_grace = Duration::from_secs(10);
+        })
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
     let first = app.rotate(&tokens.refresh_token).await;
 
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    app.advance(Duration::from_secs(11)).await;
 
     assert_code(
         app.refresh(&tokens.refresh_token).await,
@@ -205,14 +213,16 @@ async fn an_access_token_is_not_a_refresh_token_and_vice_versa() {
 
 #[tokio::test]
 async fn an_idle_refresh_token_expires_after_the_refresh_ttl() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.refresh_ttl = Duration::from_secs(2);
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.tokens.refresh_ttl = Duration::from_secs(3600);
+        })
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
-    assert_eq!(tokens.refresh_expires_in, 2);
+    assert_eq!(tokens.refresh_expires_in, 3600);
 
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    app.advance(Duration::from_secs(3601)).await;
 
     let status = assert_code(
         app.refresh(&tokens.refresh_token).await,
@@ -224,26 +234,28 @@ async fn an_idle_refresh_token_expires_after_the_refresh_ttl() {
 
 #[tokio::test]
 async fn refreshing_never_extends_a_session_past_its_maximum_age() {
-    // The idle TTL (an hour) would let it live on; only the 5 s maximum age ends it.
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.refresh_ttl = Duration::from_secs(3600);
-        config.tokens.session_max_age = Duration::from_secs(5);
-    })
-    .await;
+    // The idle TTL (a day) would let it live on; only the hour's maximum age ends it.
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.tokens.refresh_ttl = Duration::from_secs(86_400);
+            config.tokens.session_max_age = Duration::from_secs(3600);
+        })
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
-    assert!(
-        tokens.refresh_expires_in <= 5,
+    assert_eq!(
+        tokens.refresh_expires_in, 3600,
         "the first refresh token ends with the session"
     );
 
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    app.advance(Duration::from_secs(1800)).await;
     let rotated = app.rotate(&tokens.refresh_token).await;
     assert!(
-        rotated.refresh_expires_in <= 4,
+        (1799..=1800).contains(&rotated.refresh_expires_in),
         "{}",
         rotated.refresh_expires_in
     );
-    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    app.advance(Duration::from_secs(1801)).await;
 
     assert_code(
         app.refresh(&rotated.refresh_token).await,

@@ -163,7 +163,10 @@ async fn first_start_work_runs_under_the_migration_lock_one_replica_at_a_time() 
     // What a first start does after migrating (making the signing and refresh keys) runs
     // under the migration lock, so replicas started together cannot each make their own.
     let db = TestDb::fresh().await;
-    let config = crate::helpers::test_config(&db).database;
+    let config = crate::helpers::test_config(&db)
+        .database
+        .settings()
+        .unwrap();
     let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut replicas = tokio::task::JoinSet::new();
     for _ in 0..3 {

@@ -3,18 +3,20 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, spawn_app_with};
+use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code};
 
 const WRONG: &str = "definitely not the password";
 
 /// Ten failures allowed; then a first wait of `window`. Tests that do not wait it out use
 /// a long one, so a slow machine cannot see it expire mid-test.
 async fn throttled_app(window: Duration) -> TestApp {
-    spawn_app_with(TestDb::fresh().await, |config| {
-        config.login.max_failures = 10;
-        config.login.window = window;
-    })
-    .await
+    TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.login.max_failures = 10;
+            config.login.window = window;
+        })
+        .spawn()
+        .await
 }
 
 const LONG: Duration = Duration::from_secs(60);
@@ -99,7 +101,7 @@ async fn the_wait_grows_with_further_failures_and_a_success_resets_it() {
     assert!(first <= Duration::from_secs(3), "{first:?}");
 
     // After the wait one more attempt is checked, and the next wait is longer.
-    tokio::time::sleep(first + Duration::from_millis(100)).await;
+    app.advance(first + Duration::from_millis(100)).await;
     assert_code(app.login(&email, WRONG).await, Code::Unauthenticated);
     let second = retry_delay(&assert_code(
         app.login(&email, WRONG).await,
@@ -108,7 +110,7 @@ async fn the_wait_grows_with_further_failures_and_a_success_resets_it() {
     assert!(second > first, "{second:?} should exceed {first:?}");
 
     // The right password after the wait logs in and clears the counter.
-    tokio::time::sleep(second + Duration::from_millis(100)).await;
+    app.advance(second + Duration::from_millis(100)).await;
     app.login(&email, PASSWORD).await.unwrap();
     for _ in 0..9 {
         assert_code(app.login(&email, WRONG).await, Code::Unauthenticated);

@@ -8,7 +8,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
-use crate::helpers::{TestApp, TestDb, spawn_config_with_client, test_config};
+use crate::helpers::{TestApp, TestDb, test_config};
 
 /// A CA, a server certificate for "localhost" and a client certificate, as PEM files.
 struct Pki {
@@ -65,7 +65,11 @@ async fn spawn_tls(pki: &Pki, mtls: bool) -> TestApp {
         config.tls.client_ca = Some(pki.path("ca.pem"));
         config.tls.validate_require_client_cert = true;
     }
-    spawn_config_with_client(db, config, Some(pki.client_tls())).await
+    TestApp::builder(db)
+        .config(config)
+        .client_tls(Some(pki.client_tls()))
+        .spawn()
+        .await
 }
 
 async fn client(

@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use crate::helpers::{
-    PASSWORD, TestDb, assert_code, connect_authd, free_port, spawn_app_with, testing_sqlite,
-    with_bearer,
+    PASSWORD, TestApp, TestDb, assert_code, connect_authd, free_port, testing_sqlite, with_bearer,
 };
 
 /// Token lifetimes long enough that the fixture's tokens outlive the tests.
@@ -78,13 +77,15 @@ async fn databases_made_by_earlier_releases_are_migrated_with_every_user_session
             &std::fs::read(fixtures().join(format!("{release}.json"))).unwrap(),
         )
         .unwrap();
-        let app = spawn_app_with(TestDb::sqlite_at(&file), |config| {
-            let days = std::time::Duration::from_secs(3650 * 86_400);
-            config.tokens.access_ttl = days;
-            config.tokens.refresh_ttl = days;
-            config.tokens.session_max_age = days;
-        })
-        .await;
+        let app = TestApp::builder(TestDb::sqlite_at(&file))
+            .configure(|config| {
+                let days = std::time::Duration::from_secs(3650 * 86_400);
+                config.tokens.access_ttl = days;
+                config.tokens.refresh_ttl = days;
+                config.tokens.session_max_age = days;
+            })
+            .spawn()
+            .await;
 
         // Accounts and passwords.
         app.login(&handed.alice, PASSWORD).await.unwrap();
@@ -222,7 +223,7 @@ async fn write_fixture() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emails_stored_decomposed_are_migrated_to_nfc_without_merging_accounts() {
     let db = TestDb::fresh().await;
-    let app = spawn_app_with(db.clone(), |_| {}).await;
+    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let composed = |name: &str| format!("{name}-\u{e9}-{run}@example.com");
     let decomposed = |name: &str| format!("{name}-e\u{301}-{run}@example.com");
@@ -257,7 +258,7 @@ async fn emails_stored_decomposed_are_migrated_to_nfc_without_merging_accounts()
     .await
     .unwrap();
 
-    let app = spawn_app_with(db.clone(), |_| {}).await;
+    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
     app.login(&composed("rene"), PASSWORD)
         .await
         .expect("the NFC spelling opens the account stored decomposed");

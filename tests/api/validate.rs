@@ -4,7 +4,7 @@ use authd::{config::JwtAlgorithm, proto::auth::v1::InactiveReason};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use tonic::Code;
 
-use crate::helpers::{TestDb, assert_code, spawn_app, spawn_app_with, spawn_config, test_config};
+use crate::helpers::{TestApp, TestDb, assert_code, spawn_app, test_config};
 
 fn jwt_part(token: &str, index: usize) -> serde_json::Value {
     let part = token.split('.').nth(index).unwrap();
@@ -137,20 +137,42 @@ async fn a_token_from_another_authd_is_invalid() {
     theirs.stop().await;
 }
 
+/// The one expiry test that really waits: the others move the server's clock.
+#[tokio::test]
+async fn an_access_token_expires_on_the_wall_clock() {
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.tokens.access_ttl = Duration::from_secs(2);
+            config.tokens.clock_leeway = Duration::ZERO;
+        })
+        .spawn()
+        .await;
+    let (_, tokens) = app.new_user().await;
+
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+
+    let validation = app.validate(&tokens.access_token).await.unwrap();
+    assert_eq!(
+        (validation.active, validation.reason()),
+        (false, InactiveReason::Expired)
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_expired_token_is_inactive_expired() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        // Expiry is in whole seconds, so a token lives between TTL - 1 and TTL seconds:
-        // 5 leaves the first validation time to run on a loaded machine.
-        config.tokens.access_ttl = Duration::from_secs(5);
-        config.tokens.clock_leeway = Duration::ZERO;
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.tokens.access_ttl = Duration::from_secs(60);
+            config.tokens.clock_leeway = Duration::ZERO;
+        })
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
     // Validated once, so the server remembers it as verified: expiry must still win.
     assert!(app.validate(&tokens.access_token).await.unwrap().active);
 
-    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    app.advance(Duration::from_secs(61)).await;
 
     let validation = app.validate(&tokens.access_token).await.unwrap();
     assert_eq!(
@@ -164,14 +186,14 @@ async fn an_expired_token_is_inactive_expired() {
 #[tokio::test]
 async fn issuer_and_audience_are_enforced() {
     let db = TestDb::fresh().await;
-    let app = spawn_app_with(db.clone(), |_| {}).await;
+    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
     let (_, tokens) = app.new_user().await;
     app.stop().await;
 
     // Same keys (same database), different expected audience.
     let mut config = test_config(&db);
     config.tokens.audience = "another-audience".into();
-    let app = spawn_config(db, config).await;
+    let app = TestApp::builder(db).config(config).spawn().await;
 
     let validation = app.validate(&tokens.access_token).await.unwrap();
     assert_eq!(validation.reason(), InactiveReason::Invalid);
@@ -180,10 +202,12 @@ async fn issuer_and_audience_are_enforced() {
 
 #[tokio::test]
 async fn hs256_can_be_selected() {
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.tokens.algorithm = JwtAlgorithm::Hs256;
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.tokens.algorithm = JwtAlgorithm::Hs256;
+        })
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
 
     assert_eq!(jwt_part(&tokens.access_token, 0)["alg"], "HS256");
@@ -194,12 +218,14 @@ async fn hs256_can_be_selected() {
 #[tokio::test]
 async fn validate_token_runs_no_database_query() {
     // Background polls far apart, so that only the RPCs themselves could query.
-    let app = spawn_app_with(TestDb::fresh().await, |config| {
-        config.revocation_sync = Duration::from_secs(3600);
-        config.health_probe_interval = Duration::from_secs(3600);
-        config.tokens.key_reload_interval = Duration::from_secs(3600);
-    })
-    .await;
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| {
+            config.revocation_sync = Duration::from_secs(3600);
+            config.health_probe_interval = Duration::from_secs(3600);
+            config.tokens.key_reload_interval = Duration::from_secs(3600);
+        })
+        .spawn()
+        .await;
     let (_, tokens) = app.new_user().await;
     // The counter does count: GetMe reads the user.
     let before = app.queries.get();

@@ -24,7 +24,13 @@ enum Class {
     WritesFailing,
 }
 
-pub(super) fn map_db_err(err: DbErr) -> StoreError {
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        map_db_err(err)
+    }
+}
+
+fn map_db_err(err: DbErr) -> StoreError {
     if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
         return StoreError::Conflict;
     }

@@ -1,10 +1,7 @@
 //! Whether the database serves: it answers, and it takes writes. A database that is out of
 //! space or read-only still answers reads, so a ping alone would call it healthy.
 
-use std::{
-    path::PathBuf,
-    sync::{Mutex, PoisonError},
-};
+use std::{path::PathBuf, sync::Mutex};
 
 use chrono::Utc;
 use sea_orm::{
@@ -14,6 +11,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::super::{StoreError, entities::write_probe};
+use crate::sync;
 
 /// What the health check found.
 #[derive(Debug)]
@@ -80,7 +78,7 @@ impl WriteHealth {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 
     /// Notes a store error; the first refused write of a spell is logged, naming the

@@ -15,30 +15,24 @@ use sea_orm::{
 };
 use secrecy::ExposeSecret as _;
 
-use crate::config::{DatabaseConfig, SqliteSynchronous};
+use super::settings::{Backend, DatabaseSettings, SqliteSync};
 
 /// How long SQLite waits for the write lock before answering "database is locked".
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens the connection pool. Statement logging is off: sqlx would log bound values,
 /// and those include password hashes and refresh-token hashes.
-pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
-    let default_pool = match config.backend() {
+pub async fn connect(config: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
+    let default_pool = match config.backend {
         // SQLite has one writer; one connection means no "database is locked" at all.
-        "sqlite" => 1,
-        "postgres" | "postgresql" | "mysql" => 10,
-        _ => anyhow::bail!(
-            "AUTHD_DATABASE_URL: expected a URL starting with sqlite:, postgres: or mysql:"
-        ),
+        Backend::Sqlite => 1,
+        Backend::Postgres | Backend::MySql => 10,
     };
-    let max_connections = config
-        .max_connections
-        .map_or(default_pool, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
-    open(config, max_connections).await
+    open(config, config.max_connections.unwrap_or(default_pool)).await
 }
 
 /// Applies the pending migrations to `db`, the pool opened from `config`.
-pub async fn migrate(db: &DatabaseConnection, config: &DatabaseConfig) -> anyhow::Result<()> {
+pub async fn migrate(db: &DatabaseConnection, config: &DatabaseSettings) -> anyhow::Result<()> {
     migrate_then(db, config, async || Ok(())).await
 }
 
@@ -48,7 +42,7 @@ pub async fn migrate(db: &DatabaseConnection, config: &DatabaseConfig) -> anyhow
 /// each make keys of its own. A replica that waited for the lock finds the work done.
 pub async fn migrate_then<T>(
     db: &DatabaseConnection,
-    config: &DatabaseConfig,
+    config: &DatabaseSettings,
     then: impl AsyncFnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let backend = db.get_database_backend();
@@ -89,7 +83,7 @@ pub async fn migrate_then<T>(
 
 /// One connection for a session-scoped lock: never recycled for age or idleness, and
 /// without the pool's checks, which would close it (and so drop the lock) on a doubt.
-async fn open_session(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+async fn open_session(config: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(config.url.expose_secret().to_owned());
     options
         .max_connections(1)
@@ -98,12 +92,9 @@ async fn open_session(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnect
         .sqlx_logging(false)
         .map_sqlx_postgres_pool_opts(|pool| pool.max_lifetime(None).idle_timeout(None))
         .map_sqlx_mysql_pool_opts(|pool| pool.max_lifetime(None).idle_timeout(None));
-    Database::connect(options).await.with_context(|| {
-        format!(
-            "AUTHD_DATABASE_URL: cannot open the {} database",
-            config.backend()
-        )
-    })
+    Database::connect(options)
+        .await
+        .with_context(|| format!("cannot open the {} database", config.backend()))
 }
 
 /// Releases the migration lock, and says so if it was lost on the way (the session's
@@ -134,7 +125,7 @@ async fn unlock_server_database(db: &DatabaseConnection, backend: DbBackend) -> 
 /// it. The directory rather than the file: closing a descriptor of the database file
 /// would drop the POSIX locks SQLite holds on it in this process. An in-memory database
 /// belongs to one process and needs none.
-async fn lock_sqlite_directory(config: &DatabaseConfig) -> anyhow::Result<Option<std::fs::File>> {
+async fn lock_sqlite_directory(config: &DatabaseSettings) -> anyhow::Result<Option<std::fs::File>> {
     let Some(directory) = sqlite_directory(config) else {
         return Ok(None);
     };
@@ -150,8 +141,8 @@ async fn lock_sqlite_directory(config: &DatabaseConfig) -> anyhow::Result<Option
 
 /// The directory of an on-disk SQLite database; `None` for other databases, and for a
 /// SQLite database in memory or not made yet.
-pub(super) fn sqlite_directory(config: &DatabaseConfig) -> Option<PathBuf> {
-    if config.backend() != "sqlite" {
+pub(super) fn sqlite_directory(config: &DatabaseSettings) -> Option<PathBuf> {
+    if config.backend != Backend::Sqlite {
         return None;
     }
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(config.url.expose_secret()).ok()?;
@@ -229,12 +220,15 @@ async fn lock_server_database(db: &DatabaseConnection, backend: DbBackend) -> an
 /// MySQL's drivers count a BEGIN only once its answer arrives, so a call cut off in
 /// between leaves the server inside a transaction the driver does not count; the store
 /// runs its calls to the end (`SqlStore::detached`), and the pool asks the server too.
-async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+async fn open(
+    config: &DatabaseSettings,
+    max_connections: u32,
+) -> anyhow::Result<DatabaseConnection> {
     let url = config.url.expose_secret();
     let backend = config.backend();
-    let synchronous = match config.sqlite_synchronous {
-        SqliteSynchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,
-        SqliteSynchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
+    let synchronous = match config.sqlite_sync {
+        SqliteSync::EveryCommit => sqlx::sqlite::SqliteSynchronous::Full,
+        SqliteSync::AtCheckpoints => sqlx::sqlite::SqliteSynchronous::Normal,
     };
     let statement_timeout = config.statement_timeout;
     let statement_timeout_ms = statement_timeout.as_millis();
@@ -291,13 +285,13 @@ async fn open(config: &DatabaseConfig, max_connections: u32) -> anyhow::Result<D
                 Ok(true)
             })
         });
-    if config.backend() != "sqlite" {
+    if config.backend != Backend::Sqlite {
         // The checks above reach the server: the pool's own ping would be a second trip.
         options.test_before_acquire(false);
     }
     Database::connect(options)
         .await
-        .with_context(|| format!("AUTHD_DATABASE_URL: cannot open the {backend} database"))
+        .with_context(|| format!("cannot open the {backend} database"))
 }
 
 /// Sets the server-side limits of a new MySQL connection: a lock wait (whole seconds, at
@@ -340,16 +334,16 @@ fn reusable(outside_transaction: bool) -> bool {
 
 /// The database a URL names, for log lines: the SQLite file, or the server and database
 /// name, never the user or password.
-pub(super) fn database_name(config: &DatabaseConfig) -> String {
+pub(super) fn database_name(config: &DatabaseSettings) -> String {
     let url = config.url.expose_secret();
-    let named = match config.backend() {
-        "sqlite" => sqlx::sqlite::SqliteConnectOptions::from_str(url)
+    let named = match config.backend {
+        Backend::Sqlite => sqlx::sqlite::SqliteConnectOptions::from_str(url)
             .map(|o| format!("SQLite database {}", o.get_filename().display())),
-        "mysql" => sqlx::mysql::MySqlConnectOptions::from_str(url).map(|o| {
+        Backend::MySql => sqlx::mysql::MySqlConnectOptions::from_str(url).map(|o| {
             let name = o.get_database().unwrap_or_default();
             format!("MySQL database {name} on {}:{}", o.get_host(), o.get_port())
         }),
-        _ => sqlx::postgres::PgConnectOptions::from_str(url).map(|o| {
+        Backend::Postgres => sqlx::postgres::PgConnectOptions::from_str(url).map(|o| {
             let name = o.get_database().unwrap_or_default();
             format!(
                 "PostgreSQL database {name} on {}:{}",

@@ -3,11 +3,12 @@
 //! future resolves, then drains in-flight calls, stops the background tasks and closes
 //! the pool.
 
+mod tasks;
+
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use chrono::Utc;
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{
     ServingStatus,
@@ -16,21 +17,19 @@ use tonic_health::{
 };
 use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 
+use self::tasks::KeyReload;
 use crate::{
     auth::{
-        Auditor, Authenticator, AuthenticatorParts, KeySealer, Keyring, PASSWORD_MIN_CHARS_FLOOR,
-        PasswordHasher, PasswordPolicy, Purged, Purger, RefreshKey, Retention, Revocations,
+        Authenticator, Clock, Credentials, KeySealer, Keyring, Purger, RefreshKey, Retention,
+        Revocations, SealError, SessionPolicy, Stores, SystemClock, TokenKeys,
     },
-    config::{Config, HashingConfig, LimitsConfig, TlsConfig, TokenConfig},
+    config::{Config, LimitsConfig, TlsConfig},
     grpc::{
         AuthGrpc, PeerRateLimits, ValidateCallers, capped, oversize_message_is_resource_exhausted,
     },
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
-    store::{self, DatabaseHealth, SessionStore, SqlStore, ThrottleRule},
+    store::{self, SqlStore, ThrottleRule},
 };
-
-/// The gRPC name of the auth service, as the health service reports it.
-const AUTH_SERVICE_NAME: &str = "auth.v1.AuthService";
 
 /// A built server, bound and ready to run.
 #[derive(Debug)]
@@ -49,6 +48,7 @@ pub struct App {
     purge_interval: Duration,
     reflection: bool,
     health_probe_interval: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl App {
@@ -60,6 +60,11 @@ impl App {
     /// Binds the listener, connects to and migrates the database, loads (or creates) the
     /// signing keys and reads recent revocations.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Self::build`], reading the time from `clock`.
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         // Bind first: a taken port should fail before anything touches the database.
         let listener = TcpListener::bind(config.listen)
             .await
@@ -69,8 +74,9 @@ impl App {
         // start-up before the database is touched.
         config.validate()?;
         let sealer = key_sealer(&config)?;
-        let policy = password_policy(&config.hashing)?;
-        let hasher = PasswordHasher::new(&config.hashing)?;
+        let policy = config.hashing.password_policy()?;
+        let hasher = config.hashing.hasher()?;
+        let token_settings = config.tokens.settings()?;
         let tls = server_tls(&config.tls)?;
         let mut validate_callers =
             ValidateCallers::with_api_key_digests(config.validate_api_keys.clone());
@@ -78,25 +84,29 @@ impl App {
             validate_callers = validate_callers.accepting_client_certs();
         }
 
-        let db = store::connect(&config.database).await?;
-        let store = SqlStore::new(db.clone(), &config.database);
+        let database = config.database.settings()?;
+        let db = store::connect(&database)
+            .await
+            .context("AUTHD_DATABASE_URL")?;
+        let store = SqlStore::new(db.clone(), &database);
         let store_arc = Arc::new(store.clone());
         // On a first start the signing key and the refresh key are made under the same lock
         // as the schema, so replicas started together all settle on the same ones.
-        let (keyring, refresh_key) = store::migrate_then(&db, &config.database, async || {
-            let keyring =
-                Keyring::load(store_arc.as_ref(), &config.tokens, &sealer, Utc::now()).await?;
-            let refresh_key = RefreshKey::load_or_create(store_arc.as_ref(), &sealer).await?;
+        let (keyring, refresh_key) = store::migrate_then(&db, &database, async || {
+            let now = clock.now();
+            let keyring = Keyring::load(store_arc.as_ref(), &token_settings, &sealer, now).await?;
+            let refresh_key = RefreshKey::load_or_create(store_arc.as_ref(), &sealer, now).await?;
             Ok((keyring, refresh_key))
         })
-        .await?;
+        .await
+        .map_err(name_the_master_key)?;
         let revocations = Arc::new(Revocations::new(
             config.tokens.access_ttl,
             config.tokens.clock_leeway,
             config.revocation_sync,
         ));
         revocations
-            .sync(store_arc.as_ref(), Utc::now())
+            .sync(store_arc.as_ref(), clock.now())
             .await
             .context("reading revoked sessions")?;
         let throttle_rule = ThrottleRule {
@@ -104,21 +114,30 @@ impl App {
             base_window_ms: millis(config.login.window),
             max_window_ms: millis(config.login.max_window),
         };
-        let auth = Arc::new(Authenticator::new(AuthenticatorParts {
-            users: store_arc.clone(),
-            sessions: store_arc.clone(),
-            throttle: store_arc.clone(),
-            throttle_rule,
-            auditor: Auditor::new(store_arc.clone()),
-            refresh_key,
-            refresh_reuse_grace: config.tokens.refresh_reuse_grace,
-            hasher,
-            policy,
-            keyring,
-            revocations: Arc::clone(&revocations),
-            refresh_ttl: config.tokens.refresh_ttl,
-            session_max_age: config.tokens.session_max_age,
-        }));
+        let auth = Arc::new(Authenticator::new(
+            Stores {
+                users: store_arc.clone(),
+                sessions: store_arc.clone(),
+                throttle: store_arc.clone(),
+                audit: store_arc.clone(),
+            },
+            Credentials {
+                hasher,
+                policy,
+                throttle: throttle_rule,
+            },
+            TokenKeys {
+                keyring,
+                refresh_key,
+            },
+            SessionPolicy {
+                refresh_ttl: config.tokens.refresh_ttl,
+                max_age: config.tokens.session_max_age,
+                reuse_grace: config.tokens.refresh_reuse_grace,
+            },
+            Arc::clone(&revocations),
+            Arc::clone(&clock),
+        ));
         let rate_limits = Arc::new(PeerRateLimits::per_minute(
             config.limits.login_per_minute,
             config.limits.register_per_minute,
@@ -136,7 +155,7 @@ impl App {
             tls,
             keys: KeyReload {
                 sealer,
-                tokens: config.tokens.clone(),
+                settings: token_settings,
             },
             purger: Purger::new(
                 store_arc.clone(),
@@ -152,6 +171,7 @@ impl App {
             revocations,
             reflection: config.reflection,
             health_probe_interval: config.health_probe_interval,
+            clock,
         })
     }
 
@@ -171,23 +191,30 @@ impl App {
         set_health(&health, ServingStatus::NotServing).await;
 
         let tasks = [
-            spawn_health_probe(
+            tasks::health_probe(
                 health.clone(),
                 self.store.clone(),
                 self.health_probe_interval,
                 stop_rx.clone(),
             ),
-            spawn_revocation_sync(
+            tasks::revocation_sync(
                 Arc::clone(&self.revocations),
                 self.store.clone(),
+                Arc::clone(&self.clock),
                 stop_rx.clone(),
             ),
-            spawn_rate_limit_cleanup(Arc::clone(&self.rate_limits), stop_rx.clone()),
-            spawn_purge(self.purger, self.purge_interval, stop_rx.clone()),
-            spawn_key_reload(
+            tasks::rate_limit_cleanup(Arc::clone(&self.rate_limits), stop_rx.clone()),
+            tasks::purge(
+                self.purger,
+                self.purge_interval,
+                Arc::clone(&self.clock),
+                stop_rx.clone(),
+            ),
+            tasks::key_reload(
                 self.keys,
                 Arc::clone(&self.auth),
                 self.store.clone(),
+                self.clock,
                 stop_rx,
             ),
         ];
@@ -286,65 +313,17 @@ impl App {
     }
 }
 
+/// Sets the server's overall status and the auth service's, which go together.
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
-    health.set_service_status(AUTH_SERVICE_NAME, status).await;
-}
-
-/// Flips the health status with the database's state: NOT_SERVING while it cannot be
-/// reached, and while it refuses writes (out of space, read-only).
-fn spawn_health_probe(
-    health: HealthReporter,
-    store: SqlStore,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut serving = None;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let up = match store.check().await {
-                DatabaseHealth::Serving => true,
-                // The store logs this, naming the database, when it begins and ends.
-                DatabaseHealth::RefusingWrites => false,
-                DatabaseHealth::Unreachable(err) => {
-                    if serving != Some(false) {
-                        let err = anyhow::Error::from(err);
-                        tracing::warn!(error = %format!("{err:#}"), "database unreachable");
-                    }
-                    false
-                }
-            };
-            if serving != Some(up) {
-                let status = if up {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                set_health(&health, status).await;
-                if serving.is_some() && up {
-                    tracing::info!("database serving again");
-                }
-                serving = Some(up);
-            }
+    match status {
+        ServingStatus::Serving => health.set_serving::<AuthServiceServer<AuthGrpc>>().await,
+        _ => {
+            health
+                .set_not_serving::<AuthServiceServer<AuthGrpc>>()
+                .await
         }
-    })
-}
-
-fn spawn_revocation_sync(
-    revocations: Arc<Revocations>,
-    store: SqlStore,
-    stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let store: &dyn SessionStore = &store;
-        revocations.run(store, stop).await;
-    })
+    }
 }
 
 /// The master key that seals private keys at rest, from AUTHD_MASTER_KEY or its file.
@@ -357,7 +336,8 @@ fn key_sealer(config: &Config) -> anyhow::Result<KeySealer> {
         )),
         None => None,
     };
-    let sealer = KeySealer::new(config.tokens.master_key.as_ref().or(from_file.as_ref()))?;
+    let sealer = KeySealer::new(config.tokens.master_key.as_ref().or(from_file.as_ref()))
+        .context("AUTHD_MASTER_KEY")?;
     if !sealer.is_sealing() {
         if config.listen.ip().is_loopback() {
             tracing::info!(
@@ -371,6 +351,15 @@ fn key_sealer(config: &Config) -> anyhow::Result<KeySealer> {
         }
     }
     Ok(sealer)
+}
+
+/// Names the setting to look at when a stored key would not open.
+fn name_the_master_key(err: anyhow::Error) -> anyhow::Error {
+    if err.chain().any(|cause| cause.is::<SealError>()) {
+        err.context("AUTHD_MASTER_KEY (or AUTHD_MASTER_KEY_FILE)")
+    } else {
+        err
+    }
 }
 
 /// The rustls configuration from the certificate files, or `None` for plaintext.
@@ -391,96 +380,6 @@ fn server_tls(config: &TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
             .client_auth_optional(true);
     }
     Ok(Some(tls))
-}
-
-/// What the key reload task needs.
-#[derive(Debug)]
-struct KeyReload {
-    sealer: KeySealer,
-    tokens: TokenConfig,
-}
-
-/// Re-reads the signing keys every reload interval, applying the rotation schedule, so
-/// every replica publishes, uses and retires keys on time.
-fn spawn_key_reload(
-    keys: KeyReload,
-    auth: Arc<Authenticator>,
-    store: SqlStore,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(keys.tokens.key_reload_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.changed() => return,
-            }
-            match Keyring::load(&store, &keys.tokens, &keys.sealer, Utc::now()).await {
-                Ok(keyring) => auth.replace_keyring(keyring),
-                Err(err) => {
-                    tracing::warn!(error = %format!("{err:#}"), "reloading signing keys failed")
-                }
-            }
-        }
-    })
-}
-
-/// Purges what can no longer matter every `interval` (see `auth::purge`); every replica
-/// does, which costs nothing but a few empty deletes.
-fn spawn_purge(
-    purger: Purger,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let (purged, failed) = match purger.run_once(Utc::now()).await {
-                Ok(purged) => (purged, None),
-                Err((purged, err)) => (purged, Some(err)),
-            };
-            if purged != Purged::default() {
-                tracing::info!(?purged, "purged ended sessions, idle counters, old events");
-            }
-            if let Some(err) = failed {
-                let err = anyhow::Error::from(err);
-                tracing::warn!(error = %format!("{err:#}"), "purge failed; retried next time");
-            }
-        }
-    })
-}
-
-/// Drops rate-limit buckets of addresses that went quiet, once a minute.
-fn spawn_rate_limit_cleanup(
-    limits: Arc<PeerRateLimits>,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => limits.forget_idle(),
-                _ = stop.changed() => return,
-            }
-        }
-    })
-}
-
-/// The password policy from config, refusing a minimum below the floor.
-pub fn password_policy(config: &HashingConfig) -> anyhow::Result<PasswordPolicy> {
-    let min = config.password_min_length;
-    anyhow::ensure!(
-        min >= PASSWORD_MIN_CHARS_FLOOR,
-        "AUTHD_PASSWORD_MIN_LENGTH: expected at least {PASSWORD_MIN_CHARS_FLOOR}, got {min}"
-    );
-    Ok(PasswordPolicy { min_chars: min })
 }
 
 fn millis(duration: Duration) -> i64 {

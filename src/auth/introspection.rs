@@ -1,0 +1,75 @@
+//! ValidateToken and GetMe: what an access token says, and whom it belongs to.
+
+use std::sync::Arc;
+
+use super::{AuthError, Authenticator, FieldViolation, Standing, User, Verdict, VerifiedToken};
+use crate::sync;
+
+/// Why ValidateToken calls a token inactive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InactiveReason {
+    Expired,
+    Revoked,
+    Invalid,
+}
+
+/// ValidateToken's answer (RFC 7662): claims only for an active token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Introspection {
+    Active(Arc<VerifiedToken>),
+    Inactive(InactiveReason),
+}
+
+impl Authenticator {
+    /// Introspects an access token in memory (RFC 7662): no database round-trip.
+    pub fn validate(&self, token: &str) -> Result<Introspection, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::InvalidInput(vec![FieldViolation::new(
+                "token",
+                "token is required",
+            )]));
+        }
+        let now = self.clock.now();
+        // The read guard, not a clone of the Arc: two atomic operations fewer per call.
+        let verdict = sync::read(&self.keyring).verify(token, now);
+        Ok(match verdict {
+            Verdict::Invalid => Introspection::Inactive(InactiveReason::Invalid),
+            Verdict::Expired => Introspection::Inactive(InactiveReason::Expired),
+            Verdict::Valid(verified) => match self.revocations.standing(verified.session_id, now) {
+                Standing::NotRevoked => Introspection::Active(verified),
+                Standing::Revoked => Introspection::Inactive(InactiveReason::Revoked),
+                Standing::Unknown => return Err(AuthError::RevocationStale),
+            },
+        })
+    }
+
+    /// The caller's user, read fresh from the store.
+    pub async fn me(&self, access_token: &str) -> Result<User, AuthError> {
+        let verified = self.authenticate(access_token)?;
+        // The store is the authority here (this call reads it anyway), so a revocation
+        // made on another replica counts even before the next sync.
+        let session = self.sessions.find(verified.session_id).await?;
+        if session.is_none_or(|s| s.revoked_at.is_some()) {
+            return Err(AuthError::SessionRevoked);
+        }
+        self.users
+            .find_by_id(verified.user_id)
+            .await?
+            .filter(|user| user.active)
+            .map(User::from)
+            .ok_or(AuthError::SessionRevoked)
+    }
+
+    /// A bearer token that must be active, for RPCs that act as its user.
+    pub(super) fn authenticate(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::AccessTokenMissing);
+        }
+        match self.validate(token)? {
+            Introspection::Active(verified) => Ok(verified),
+            Introspection::Inactive(InactiveReason::Expired) => Err(AuthError::AccessTokenExpired),
+            Introspection::Inactive(InactiveReason::Revoked) => Err(AuthError::SessionRevoked),
+            Introspection::Inactive(InactiveReason::Invalid) => Err(AuthError::AccessTokenInvalid),
+        }
+    }
+}

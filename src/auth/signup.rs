@@ -1,0 +1,166 @@
+//! Register and Login: the use cases that start a session from an email and a password.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{
+    AuthError, Authenticated, Authenticator, DisplayName, Email, Password,
+    audit::{AuditKind, AuditOutcome, Caller},
+    input::Violations,
+    sha256_hex,
+};
+use crate::store::{Admission, NewUser, StoreError};
+
+/// The role of self-registered accounts.
+pub const DEFAULT_ROLE: &str = "user";
+
+impl Authenticator {
+    /// Creates a user with the default role and starts its first session.
+    pub async fn register(
+        &self,
+        caller: Caller,
+        email: &str,
+        password: String,
+        name: &str,
+    ) -> Result<Authenticated, AuthError> {
+        let mut violations = Violations::default();
+        let password = violations.check(Password::new_password(
+            password,
+            &self.credentials.policy,
+            &[email, name],
+        ));
+        let email = violations.check(Email::parse(email));
+        let name = violations.check(DisplayName::parse(name));
+        let ((email, name), password) = violations.finish(email.zip(name).zip(password))?;
+        // Cheap pre-check so a taken email costs no hash; the unique index still decides
+        // races between concurrent registrations.
+        if self.users.find_by_email(email.as_str()).await?.is_some() {
+            return Err(AuthError::EmailTaken);
+        }
+        let password_hash = self.credentials.hasher.hash_new(&password).await?;
+        let now = self.clock.now();
+        let user = NewUser {
+            id: Uuid::now_v7(),
+            email: email.as_str().to_owned(),
+            name: name.as_str().to_owned(),
+            role: DEFAULT_ROLE.to_owned(),
+            password_hash,
+            created_at: now,
+        };
+        let (refresh_token, session) = self.new_session(user.id, now)?;
+        let (session_id, refresh_expires_at) = (session.id, session.expires_at);
+        let audit = self.audit_entry(
+            caller,
+            (AuditKind::Register, AuditOutcome::Success),
+            (Some(user.id), Some(session_id)),
+            now,
+        );
+        let user = match self.users.create_with_session(user, session, &audit).await {
+            Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
+            other => other?,
+        };
+        let refresh = (refresh_token, refresh_expires_at);
+        self.authenticated(Some(&audit), user.into(), session_id, refresh, now)
+    }
+
+    /// Checks the password and starts a new session. Unknown email and wrong password are
+    /// the same error and cost the same argon2 run.
+    pub async fn login(
+        &self,
+        caller: Caller,
+        email: &str,
+        password: String,
+    ) -> Result<Authenticated, AuthError> {
+        let mut violations = Violations::default();
+        let email = violations.check(Email::parse(email));
+        let password = violations.check(Password::submitted(password));
+        let (email, password) = violations.finish(email.zip(password))?;
+        let login = |outcome| (AuditKind::Login, outcome);
+        // Throttling comes first and is keyed on the submitted email whether or not an
+        // account exists, so a throttled answer costs no hash and reveals nothing.
+        let throttle_key = throttle_key(&email);
+        let now = self.clock.now();
+        let now_ms = now.timestamp_millis();
+        let admission = self
+            .throttle
+            .admit_login(&throttle_key, &self.credentials.throttle, now_ms)
+            .await?;
+        if let Admission::Throttled { until_ms } = admission {
+            let wait = u64::try_from(until_ms.saturating_sub(now_ms))
+                .unwrap_or(0)
+                .max(1_000);
+            self.audit(caller, login(AuditOutcome::Throttled), (None, None), now)
+                .await;
+            return Err(AuthError::LoginThrottled {
+                retry_after: Duration::from_millis(wait),
+            });
+        }
+        let hasher = &self.credentials.hasher;
+        let user = self.users.find_by_email(email.as_str()).await?;
+        let matches = hasher
+            .verify(&password, user.as_ref().map(|u| &u.password_hash))
+            .await?;
+        let user_id = user.as_ref().map(|u| u.id);
+        let Some(user) = user.filter(|_| matches) else {
+            let outcome = login(AuditOutcome::InvalidCredentials);
+            self.audit(caller, outcome, (user_id, None), now).await;
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.throttle.reset_login_failures(&throttle_key).await?;
+        // Only someone who knows the password learns that the account is deactivated.
+        let disabled = login(AuditOutcome::AccountDisabled);
+        if !user.active {
+            self.audit(caller, disabled, (Some(user.id), None), now)
+                .await;
+            return Err(AuthError::AccountDisabled);
+        }
+        if hasher.needs_rehash(&user.password_hash) {
+            self.upgrade_hash(user.id, &password).await;
+        }
+        // The hash took time: the session starts now.
+        let now = self.clock.now();
+        let (refresh_token, session) = self.new_session(user.id, now)?;
+        let (session_id, refresh_expires_at) = (session.id, session.expires_at);
+        let audit = self.audit_entry(
+            caller,
+            login(AuditOutcome::Success),
+            (Some(user.id), Some(session_id)),
+            now,
+        );
+        // Deactivated while the password was being checked: no session.
+        if !self.sessions.create(session, &audit).await? {
+            self.audit(caller, disabled, (Some(user.id), None), now)
+                .await;
+            return Err(AuthError::AccountDisabled);
+        }
+        tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
+        let refresh = (refresh_token, refresh_expires_at);
+        self.authenticated(Some(&audit), user.into(), session_id, refresh, now)
+    }
+
+    /// Re-hashes a password stored with weaker parameters than configured. A failure
+    /// costs nothing but the upgrade, so it is logged, not returned.
+    async fn upgrade_hash(&self, user_id: Uuid, password: &Password) {
+        let result = async {
+            let hash = self.credentials.hasher.hash(password).await?;
+            self.users
+                .update_password_hash(user_id, hash, self.clock.now())
+                .await?;
+            Ok::<_, AuthError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(user_id = %user_id, "password hash upgraded"),
+            Err(err) => {
+                tracing::warn!(user_id = %user_id, error = %err, "password hash upgrade failed")
+            }
+        }
+    }
+}
+
+/// The stored form of an email's throttle counter: a hash, so that arbitrary submitted
+/// strings are never stored.
+fn throttle_key(email: &Email) -> String {
+    sha256_hex(email.as_str())
+}

@@ -1,0 +1,209 @@
+//! The background tasks of a running server: each runs a step on a [`Periodic`] schedule
+//! until the server stops.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::watch,
+    task::JoinHandle,
+    time::{Instant, Interval, MissedTickBehavior},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use super::set_health;
+use crate::{
+    auth::{
+        Authenticator, Clock, KeySealer, KeySource, Keyring, Purged, Purger, Revocations,
+        TokenSettings,
+    },
+    grpc::PeerRateLimits,
+    store::{DatabaseHealth, SqlStore},
+};
+
+/// A schedule that ends when the server stops.
+#[derive(Debug)]
+struct Periodic {
+    ticker: Interval,
+    stop: watch::Receiver<bool>,
+}
+
+impl Periodic {
+    /// Every `period`, the first time after `first_after`. A slow step delays the next
+    /// one rather than piling up behind it.
+    fn new(first_after: Duration, period: Duration, stop: watch::Receiver<bool>) -> Self {
+        let mut ticker = tokio::time::interval_at(Instant::now() + first_after, period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self { ticker, stop }
+    }
+
+    /// Waits for the next step: false once the server stops.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.ticker.tick() => true,
+            _ = self.stop.changed() => false,
+        }
+    }
+}
+
+/// Logs a step that fails once when it starts failing and once when it recovers, not
+/// at every step.
+#[derive(Debug)]
+struct OnChange {
+    failing: bool,
+    what: &'static str,
+}
+
+impl OnChange {
+    fn new(what: &'static str) -> Self {
+        Self {
+            failing: false,
+            what,
+        }
+    }
+
+    fn note<E: Into<anyhow::Error>>(&mut self, result: Result<(), E>) {
+        match result {
+            Err(err) if !self.failing => {
+                let err = err.into();
+                tracing::warn!(error = %format!("{err:#}"), "{} failing", self.what);
+                self.failing = true;
+            }
+            Ok(()) if self.failing => {
+                tracing::info!("{} recovered", self.what);
+                self.failing = false;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Flips the health status with the database's state: NOT_SERVING while it cannot be
+/// reached, and while it refuses writes (out of space, read-only).
+pub(super) fn health_probe(
+    health: HealthReporter,
+    store: SqlStore,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut schedule = Periodic::new(Duration::ZERO, interval, stop);
+        let mut serving = None;
+        while schedule.next().await {
+            let up = match store.check().await {
+                DatabaseHealth::Serving => true,
+                // The store logs this, naming the database, when it begins and ends.
+                DatabaseHealth::RefusingWrites => false,
+                DatabaseHealth::Unreachable(err) => {
+                    if serving != Some(false) {
+                        let err = anyhow::Error::from(err);
+                        tracing::warn!(error = %format!("{err:#}"), "database unreachable");
+                    }
+                    false
+                }
+            };
+            if serving != Some(up) {
+                let status = if up {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                set_health(&health, status).await;
+                if serving.is_some() && up {
+                    tracing::info!("database serving again");
+                }
+                serving = Some(up);
+            }
+        }
+    })
+}
+
+/// Polls the database for revocations made elsewhere (see `auth::revocation`).
+pub(super) fn revocation_sync(
+    revocations: Arc<Revocations>,
+    store: SqlStore,
+    clock: Arc<dyn Clock>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut schedule = Periodic::new(Duration::ZERO, revocations.interval(), stop);
+        let mut log = OnChange::new("revocation sync");
+        while schedule.next().await {
+            log.note(revocations.sync(&store, clock.now()).await);
+        }
+    })
+}
+
+/// What the key reload task needs.
+#[derive(Debug)]
+pub(super) struct KeyReload {
+    pub(super) sealer: KeySealer,
+    pub(super) settings: TokenSettings,
+}
+
+/// Re-reads the signing keys every reload interval, applying the rotation schedule, so
+/// every replica publishes, uses and retires keys on time. The first reload comes one
+/// interval after start-up, which has just loaded them.
+pub(super) fn key_reload(
+    keys: KeyReload,
+    auth: Arc<Authenticator>,
+    store: SqlStore,
+    clock: Arc<dyn Clock>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let KeySource::Rotating(schedule) = &keys.settings.keys else {
+            // A shared secret never changes.
+            return;
+        };
+        let period = schedule.reload_interval;
+        let mut schedule = Periodic::new(period, period, stop);
+        while schedule.next().await {
+            match Keyring::load(&store, &keys.settings, &keys.sealer, clock.now()).await {
+                Ok(keyring) => auth.replace_keyring(keyring),
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "reloading signing keys failed")
+                }
+            }
+        }
+    })
+}
+
+/// Purges what can no longer matter every `interval` (see `auth::purge`); every replica
+/// does, which costs nothing but a few empty deletes.
+pub(super) fn purge(
+    purger: Purger,
+    interval: Duration,
+    clock: Arc<dyn Clock>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut schedule = Periodic::new(Duration::ZERO, interval, stop);
+        while schedule.next().await {
+            let (purged, failed) = match purger.run_once(clock.now()).await {
+                Ok(purged) => (purged, None),
+                Err((purged, err)) => (purged, Some(err)),
+            };
+            if purged != Purged::default() {
+                tracing::info!(?purged, "purged ended sessions, idle counters, old events");
+            }
+            if let Some(err) = failed {
+                let err = anyhow::Error::from(err);
+                tracing::warn!(error = %format!("{err:#}"), "purge failed; retried next time");
+            }
+        }
+    })
+}
+
+/// Drops rate-limit buckets of addresses that went quiet, once a minute.
+pub(super) fn rate_limit_cleanup(
+    limits: Arc<PeerRateLimits>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let minute = Duration::from_secs(60);
+        let mut schedule = Periodic::new(Duration::ZERO, minute, stop);
+        while schedule.next().await {
+            limits.forget_idle();
+        }
+    })
+}

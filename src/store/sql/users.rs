@@ -1,0 +1,152 @@
+//! Users.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set, sea_query::Expr,
+};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::{
+    SqlStore,
+    sessions::{live_session_ids, revoke_ids, session_model},
+};
+use crate::store::{
+    AuditRecord, NewSession, NewUser, RevokeReason, StoreResult, UserRecord, UserStore,
+    entities::{sessions, users},
+};
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn create(&self, user: NewUser, audit: &AuditRecord) -> StoreResult<UserRecord> {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
+            let txn = store.begin().await?;
+            let model = user_model(user).insert(&txn).await?;
+            store.commit_with(txn, &audit).await?;
+            Ok(model.into())
+        })
+        .await
+    }
+
+    async fn create_with_session(
+        &self,
+        user: NewUser,
+        session: NewSession,
+        audit: &AuditRecord,
+    ) -> StoreResult<UserRecord> {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
+            let txn = store.begin().await?;
+            let model = user_model(user).insert(&txn).await?;
+            sessions::Entity::insert(session_model(session))
+                .exec_without_returning(&txn)
+                .await?;
+            store.commit_with(txn, &audit).await?;
+            Ok(model.into())
+        })
+        .await
+    }
+
+    async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        let select = users::Entity::find().filter(users::Column::Email.eq(email));
+        Ok(self.find_one(select).await?.map(Into::into))
+    }
+
+    async fn find_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        Ok(self
+            .find_one(users::Entity::find_by_id(id))
+            .await?
+            .map(Into::into))
+    }
+
+    async fn update_password_hash(
+        &self,
+        id: Uuid,
+        password_hash: SecretString,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.detached(move |store| async move {
+            users::Entity::update_many()
+                .col_expr(
+                    users::Column::PasswordHash,
+                    Expr::value(password_hash.expose_secret().to_owned()),
+                )
+                .col_expr(users::Column::UpdatedAt, Expr::value(now))
+                .filter(users::Column::Id.eq(id))
+                .exec(&store.db)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<Vec<Uuid>>> {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
+            let txn = store.begin().await?;
+            // Existence is checked with a read (MySQL counts only rows an UPDATE changed),
+            // locking the row first thing: a session being started for the user is waited
+            // for, and then found below.
+            let exists = users::Entity::find_by_id(id)
+                .lock_exclusive()
+                .one(&txn)
+                .await?
+                .is_some();
+            if !exists {
+                return Ok(None);
+            }
+            users::Entity::update_many()
+                .col_expr(users::Column::Active, Expr::value(active))
+                .col_expr(users::Column::UpdatedAt, Expr::value(now))
+                .filter(users::Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+            let mut revoked = Vec::new();
+            if !active {
+                revoked = live_session_ids(&txn, id).await?;
+                revoke_ids(&txn, &revoked, RevokeReason::Deactivated, now).await?;
+            }
+            store.commit_with(txn, &audit).await?;
+            Ok(Some(revoked))
+        })
+        .await
+    }
+}
+
+pub(super) fn user_model(user: NewUser) -> users::ActiveModel {
+    users::ActiveModel {
+        id: Set(user.id),
+        email: Set(user.email),
+        name: Set(user.name),
+        role: Set(user.role),
+        password_hash: Set(user.password_hash.expose_secret().to_owned()),
+        active: Set(true),
+        email_verified: Set(false),
+        created_at: Set(user.created_at),
+        updated_at: Set(user.created_at),
+    }
+}
+
+impl From<users::Model> for UserRecord {
+    fn from(m: users::Model) -> Self {
+        Self {
+            id: m.id,
+            email: m.email,
+            name: m.name,
+            role: m.role,
+            password_hash: SecretString::from(m.password_hash),
+            active: m.active,
+            email_verified: m.email_verified,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Users: accounts and their password hashes.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::{AuditRecord, NewSession, StoreResult};
+
+/// A stored user.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    /// PHC string; kept secret so it never appears in a Debug print.
+    pub password_hash: SecretString,
+    pub active: bool,
+    pub email_verified: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user to insert.
+#[derive(Debug)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub password_hash: SecretString,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Users.
+#[async_trait]
+pub trait UserStore: Send + Sync + std::fmt::Debug {
+    /// Inserts a user; [`StoreError::Conflict`] if the email is taken.
+    async fn create(&self, user: NewUser, audit: &AuditRecord) -> StoreResult<UserRecord>;
+    /// Inserts a user and its first session in one transaction.
+    async fn create_with_session(
+        &self,
+        user: NewUser,
+        session: NewSession,
+        audit: &AuditRecord,
+    ) -> StoreResult<UserRecord>;
+    async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    async fn find_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>>;
+    /// Replaces a user's password hash.
+    async fn update_password_hash(
+        &self,
+        id: Uuid,
+        password_hash: SecretString,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Activates or deactivates a user. Deactivation revokes every live session of the
+    /// user in the same transaction; the revoked session ids are returned. `None` if no
+    /// such user.
+    async fn set_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<Vec<Uuid>>>;
+}
