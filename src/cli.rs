@@ -20,7 +20,7 @@ use tonic_health::pb::{
 
 use crate::{
     auth::{Accounts, AuthError, NewAccount, SystemClock},
-    config::{Config, DatabaseConfig, HashingConfig, parse_duration},
+    config::{Config, DatabaseConfig, HashingConfig, name_the_setting, parse_duration},
     startup::App,
     store::{self, DatabaseSettings, SqlStore},
     telemetry::LogFormat,
@@ -163,9 +163,7 @@ async fn connect(
     database: &DatabaseConfig,
 ) -> anyhow::Result<(DatabaseSettings, DatabaseConnection)> {
     let settings = database.settings()?;
-    let db = store::connect(&settings)
-        .await
-        .context("AUTHD_DATABASE_URL")?;
+    let db = store::connect(&settings).await.map_err(name_the_setting)?;
     Ok((settings, db))
 }
 
@@ -173,7 +171,9 @@ async fn migrate(action: MigrateAction, database: &DatabaseConfig) -> anyhow::Re
     match action {
         MigrateAction::Up => {
             let (settings, db) = connect(database).await?;
-            store::migrate(&db, &settings).await?;
+            store::migrate(&db, &settings)
+                .await
+                .map_err(name_the_setting)?;
             db.close().await.context("closing the database pool")?;
             println!("migrations applied");
         }
@@ -196,7 +196,9 @@ async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
         UserCommand::Create { database, .. } | UserCommand::SetActive { database, .. } => database,
     };
     let (settings, db) = connect(database).await?;
-    store::migrate(&db, &settings).await?;
+    store::migrate(&db, &settings)
+        .await
+        .map_err(name_the_setting)?;
     let store = Arc::new(SqlStore::new(db.clone(), &settings));
     let accounts = Accounts::new(store.clone(), store, Arc::new(SystemClock));
     let result = match command {

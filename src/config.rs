@@ -21,9 +21,9 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     auth::{
         CostBelowFloor, HashCost, HmacSecret, KeySource, PasswordHasher, PasswordPolicy,
-        RotationSchedule, SigningAlgorithm, TokenSettings,
+        RotationSchedule, SealError, SigningAlgorithm, TokenSettings,
     },
-    store::{Backend, DatabaseSettings, SqliteSync},
+    store::{Backend, CannotOpen, DatabaseSettings, SqliteSync},
 };
 
 /// Everything `authd serve` needs.
@@ -770,6 +770,19 @@ pub struct TlsConfig {
         requires = "client_ca"
     )]
     pub validate_require_client_cert: bool,
+}
+
+/// Names the setting an operator fixes for a failure that comes from one: a database
+/// that will not open, a stored key the master key does not open.
+pub fn name_the_setting(err: anyhow::Error) -> anyhow::Error {
+    let is = |check: fn(&(dyn std::error::Error + 'static)) -> bool| err.chain().any(check);
+    if is(|cause| cause.is::<CannotOpen>()) {
+        err.context("AUTHD_DATABASE_URL")
+    } else if is(|cause| cause.is::<SealError>()) {
+        err.context("AUTHD_MASTER_KEY (or AUTHD_MASTER_KEY_FILE)")
+    } else {
+        err
+    }
 }
 
 /// Parses "90s", "15m", "7d", "1h 30m" and the like.

@@ -1,6 +1,9 @@
 use std::{io::IsTerminal as _, process::ExitCode};
 
-use authd::{cli::Cli, telemetry};
+use authd::{
+    cli::Cli,
+    telemetry::{self, LogFormat},
+};
 use clap::Parser as _;
 
 #[tokio::main]
@@ -15,11 +18,16 @@ async fn main() -> ExitCode {
         eprintln!("error: {err:#}");
         return ExitCode::FAILURE;
     }
+    let log_format = cli.log_format;
     match cli.run().await {
         Ok(code) => code,
-        // Once, on stderr, whatever the log format: it is the answer to the command.
+        // Reported once: as a log line where logs are collected as JSON, as plain text
+        // for a person at a terminal.
         Err(err) => {
-            eprintln!("error: {err:#}");
+            match log_format {
+                LogFormat::Json => tracing::error!(error = %format!("{err:#}"), "authd failed"),
+                LogFormat::Pretty => eprintln!("error: {err:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -83,6 +83,11 @@ impl SessionPolicy {
         session.created_at + chrono_duration(self.max_age)
     }
 
+    /// When a new session's first refresh token expires.
+    pub(super) fn first_expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono_duration(self.refresh_ttl.min(self.max_age))
+    }
+
     /// When a refresh token issued at `now` expires.
     pub(super) fn refresh_expiry(
         &self,
@@ -165,13 +170,12 @@ impl Authenticator {
         self.auditor.entry(caller, event, now)
     }
 
-    /// Stores an event that comes with no change of its own.
+    /// Stores an event that comes with no change of its own, stamped when it is stored.
     pub(super) async fn audit(
         &self,
         caller: Caller,
         (kind, outcome): (AuditKind, AuditOutcome),
         (user_id, session_id): (Option<Uuid>, Option<Uuid>),
-        now: DateTime<Utc>,
     ) {
         let event = AuditEvent {
             kind,
@@ -179,7 +183,7 @@ impl Authenticator {
             user_id,
             session_id,
         };
-        self.auditor.record(caller, event, now).await;
+        self.auditor.record(caller, event, self.clock.now()).await;
     }
 
     /// A new session for `user_id` starting at `now`, and its first refresh token.
@@ -189,13 +193,12 @@ impl Authenticator {
         now: DateTime<Utc>,
     ) -> Result<(SecretString, NewSession), AuthError> {
         let NewRefreshToken { token, hash } = new_refresh_token()?;
-        let policy = &self.session_policy;
         let session = NewSession {
             id: Uuid::now_v7(),
             user_id,
             refresh_hash: hash,
             created_at: now,
-            expires_at: now + chrono_duration(policy.refresh_ttl.min(policy.max_age)),
+            expires_at: self.session_policy.first_expiry(now),
         };
         Ok((token, session))
     }

@@ -1,6 +1,7 @@
-//! Where the domain reads the time. A use case takes its `now` once, at its start, and
-//! passes it down, so one call sees one moment; tests move a clock of their own instead
-//! of waiting for expiries.
+//! Where the domain reads the time. A use case takes its `now` at its start and passes it
+//! down, so its steps agree on one moment (reading it again only after a wait that must
+//! count, such as a password hash); tests move a clock of their own instead of waiting
+//! for expiries.
 
 use chrono::{DateTime, Utc};
 

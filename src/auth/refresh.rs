@@ -79,7 +79,7 @@ impl Authenticator {
         now: DateTime<Utc>,
     ) -> Result<Authenticated, AuthError> {
         let refresh = (AuditKind::Refresh, AuditOutcome::Success);
-        self.audit(caller, refresh, (Some(user.id), Some(session.id)), now)
+        self.audit(caller, refresh, (Some(user.id), Some(session.id)))
             .await;
         let tokens = (successor.token, session.expires_at);
         self.authenticated(None, user, session.id, tokens, now)

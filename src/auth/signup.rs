@@ -90,7 +90,7 @@ impl Authenticator {
             let wait = u64::try_from(until_ms.saturating_sub(now_ms))
                 .unwrap_or(0)
                 .max(1_000);
-            self.audit(caller, login(AuditOutcome::Throttled), (None, None), now)
+            self.audit(caller, login(AuditOutcome::Throttled), (None, None))
                 .await;
             return Err(AuthError::LoginThrottled {
                 retry_after: Duration::from_millis(wait),
@@ -104,15 +104,17 @@ impl Authenticator {
         let user_id = user.as_ref().map(|u| u.id);
         let Some(user) = user.filter(|_| matches) else {
             let outcome = login(AuditOutcome::InvalidCredentials);
-            self.audit(caller, outcome, (user_id, None), now).await;
+            self.audit(caller, outcome, (user_id, None)).await;
             return Err(AuthError::InvalidCredentials);
         };
-        self.throttle.reset_login_failures(&throttle_key).await?;
+        let checked = self.clock.now();
+        self.throttle
+            .reset_login_failures(&throttle_key, checked)
+            .await?;
         // Only someone who knows the password learns that the account is deactivated.
         let disabled = login(AuditOutcome::AccountDisabled);
         if !user.active {
-            self.audit(caller, disabled, (Some(user.id), None), now)
-                .await;
+            self.audit(caller, disabled, (Some(user.id), None)).await;
             return Err(AuthError::AccountDisabled);
         }
         if hasher.needs_rehash(&user.password_hash) {
@@ -130,8 +132,7 @@ impl Authenticator {
         );
         // Deactivated while the password was being checked: no session.
         if !self.sessions.create(session, &audit).await? {
-            self.audit(caller, disabled, (Some(user.id), None), now)
-                .await;
+            self.audit(caller, disabled, (Some(user.id), None)).await;
             return Err(AuthError::AccountDisabled);
         }
         tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");

@@ -21,9 +21,9 @@ use self::tasks::KeyReload;
 use crate::{
     auth::{
         Authenticator, Clock, Credentials, KeySealer, Keyring, Purger, RefreshKey, Retention,
-        Revocations, SealError, SessionPolicy, Stores, SystemClock, TokenKeys,
+        Revocations, SessionPolicy, Stores, SystemClock, TokenKeys,
     },
-    config::{Config, LimitsConfig, TlsConfig},
+    config::{Config, LimitsConfig, TlsConfig, name_the_setting},
     grpc::{
         AuthGrpc, PeerRateLimits, ValidateCallers, capped, oversize_message_is_resource_exhausted,
     },
@@ -85,9 +85,7 @@ impl App {
         }
 
         let database = config.database.settings()?;
-        let db = store::connect(&database)
-            .await
-            .context("AUTHD_DATABASE_URL")?;
+        let db = store::connect(&database).await.map_err(name_the_setting)?;
         let store = SqlStore::new(db.clone(), &database);
         let store_arc = Arc::new(store.clone());
         // On a first start the signing key and the refresh key are made under the same lock
@@ -99,7 +97,7 @@ impl App {
             Ok((keyring, refresh_key))
         })
         .await
-        .map_err(name_the_master_key)?;
+        .map_err(name_the_setting)?;
         let revocations = Arc::new(Revocations::new(
             config.tokens.access_ttl,
             config.tokens.clock_leeway,
@@ -351,15 +349,6 @@ fn key_sealer(config: &Config) -> anyhow::Result<KeySealer> {
         }
     }
     Ok(sealer)
-}
-
-/// Names the setting to look at when a stored key would not open.
-fn name_the_master_key(err: anyhow::Error) -> anyhow::Error {
-    if err.chain().any(|cause| cause.is::<SealError>()) {
-        err.context("AUTHD_MASTER_KEY (or AUTHD_MASTER_KEY_FILE)")
-    } else {
-        err
-    }
 }
 
 /// The rustls configuration from the certificate files, or `None` for plaintext.

@@ -16,6 +16,7 @@ use crate::{
         Authenticator, Clock, KeySealer, KeySource, Keyring, Purged, Purger, Revocations,
         TokenSettings,
     },
+    config::name_the_setting,
     grpc::PeerRateLimits,
     store::{DatabaseHealth, SqlStore},
 };
@@ -161,6 +162,7 @@ pub(super) fn key_reload(
             match Keyring::load(&store, &keys.settings, &keys.sealer, clock.now()).await {
                 Ok(keyring) => auth.replace_keyring(keyring),
                 Err(err) => {
+                    let err = name_the_setting(err);
                     tracing::warn!(error = %format!("{err:#}"), "reloading signing keys failed")
                 }
             }

@@ -23,8 +23,8 @@ pub use keys::{KeyRecord, KeyStore};
 pub use purge::PurgeStore;
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionStore};
 pub use sql::{
-    Backend, DatabaseHealth, DatabaseSettings, QueryCounter, SqlStore, SqliteSync, connect,
-    migrate, migrate_then,
+    Backend, CannotOpen, DatabaseHealth, DatabaseSettings, QueryCounter, SqlStore, SqliteSync,
+    connect, migrate, migrate_then,
 };
 pub use throttle::{Admission, ThrottleRule, ThrottleStore};
 pub use users::{NewUser, UserRecord, UserStore};

@@ -1,6 +1,7 @@
 //! Per-email login failure counters.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::StoreResult;
 
@@ -39,5 +40,5 @@ pub trait ThrottleStore: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> StoreResult<Admission>;
     /// Clears the counter after a successful login.
-    async fn reset_login_failures(&self, key: &str) -> StoreResult<()>;
+    async fn reset_login_failures(&self, key: &str, now: DateTime<Utc>) -> StoreResult<()>;
 }

@@ -30,6 +30,31 @@ fn a_bad_database_url_is_named_without_echoing_its_password() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
+#[test]
+fn a_database_that_will_not_open_is_named_by_its_setting_without_its_password() {
+    let closed = crate::helpers::free_port();
+    for command in [&["migrate", "up"][..], &["serve"]] {
+        let output = authd_bin()
+            .args(command)
+            .env(
+                "AUTHD_DATABASE_URL",
+                format!("postgres://admin:hunter2@127.0.0.1:{closed}/authd"),
+            )
+            .env("AUTHD_DB_ACQUIRE_TIMEOUT", "1s")
+            .env("AUTHD_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+
+        assert!(!output.status.success(), "{command:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("AUTHD_DATABASE_URL: cannot open the postgres database"),
+            "{command:?}: {stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
+
 fn create_user(db: &TestDb, email: &str, role: &str, password: &str) -> std::process::Output {
     let mut child = authd_bin()
         .args([

@@ -525,7 +525,6 @@ pub fn authd_bin() -> std::process::Command {
     command
 }
 
-/// A port nothing listens on yet.
 /// `authd user set-active EMAIL true|false` against `db`, as an operator runs it; it must
 /// succeed.
 pub fn set_active(db: &TestDb, email: &str, active: bool) -> std::process::Output {
@@ -547,6 +546,7 @@ pub fn set_active(db: &TestDb, email: &str, active: bool) -> std::process::Outpu
     output
 }
 
+/// A port nothing listens on yet.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())

@@ -28,7 +28,7 @@ use self::health::{Look, WriteHealth};
 pub use self::{
     health::DatabaseHealth,
     settings::{Backend, DatabaseSettings, SqliteSync},
-    setup::{connect, migrate, migrate_then},
+    setup::{CannotOpen, connect, migrate, migrate_then},
 };
 use super::{AuditRecord, StoreError, StoreResult};
 
@@ -139,25 +139,29 @@ impl SqlStore {
     /// way. The work is given up only past the statement timeout and a margin, when the
     /// server has not answered even its own limit (a dead or black-holed server); the pool
     /// then discards the connection (see `setup::open`). A refused write is noted here for
-    /// [`Self::check`], the one place every store error passes.
+    /// [`Self::check`]: every store call's error passes this way.
     async fn detached<T, F>(&self, work: impl FnOnce(SqlStore) -> F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Future<Output = StoreResult<T>> + Send + 'static,
     {
         let limit = self.call_limit;
+        let writes = Arc::clone(&self.writes);
         let work = tokio::time::timeout(limit, work(self.clone()));
-        let result = match tokio::spawn(work).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(_)) => Err(timed_out(limit)),
+        // Observed on the task, so a refusal counts even when the caller is gone.
+        let observed = async move {
+            let result = work.await.unwrap_or_else(|_| Err(timed_out(limit)));
+            if let Err(err) = &result {
+                writes.observe(err);
+            }
+            result
+        };
+        match tokio::spawn(observed).await {
+            Ok(result) => result,
             Err(err) => Err(StoreError::Other(anyhow::anyhow!(
                 "store task failed: {err}"
             ))),
-        };
-        if let Err(err) = &result {
-            self.writes.observe(err);
         }
-        result
     }
 
     /// One row, or none, read on a task of its own (see [`Self::detached`]).

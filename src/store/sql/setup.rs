@@ -17,6 +17,15 @@ use secrecy::ExposeSecret as _;
 
 use super::settings::{Backend, DatabaseSettings, SqliteSync};
 
+/// The database could not be opened (the edge names the setting that says where it is).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the {backend} database")]
+pub struct CannotOpen {
+    backend: &'static str,
+    #[source]
+    source: sea_orm::DbErr,
+}
+
 /// How long SQLite waits for the write lock before answering "database is locked".
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -94,7 +103,11 @@ async fn open_session(config: &DatabaseSettings) -> anyhow::Result<DatabaseConne
         .map_sqlx_mysql_pool_opts(|pool| pool.max_lifetime(None).idle_timeout(None));
     Database::connect(options)
         .await
-        .with_context(|| format!("cannot open the {} database", config.backend()))
+        .map_err(|source| CannotOpen {
+            backend: config.backend(),
+            source,
+        })
+        .map_err(anyhow::Error::from)
 }
 
 /// Releases the migration lock, and says so if it was lost on the way (the session's
@@ -291,7 +304,8 @@ async fn open(
     }
     Database::connect(options)
         .await
-        .with_context(|| format!("cannot open the {backend} database"))
+        .map_err(|source| CannotOpen { backend, source })
+        .map_err(anyhow::Error::from)
 }
 
 /// Sets the server-side limits of a new MySQL connection: a lock wait (whole seconds, at

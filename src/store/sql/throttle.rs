@@ -1,7 +1,7 @@
 //! Per-email login failure counters.
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, QueryFilter, Set,
     sea_query::{Expr, ExprTrait as _},
@@ -21,6 +21,7 @@ impl ThrottleStore for SqlStore {
         now_ms: i64,
     ) -> StoreResult<Admission> {
         let (key, rule) = (key.to_owned(), *rule);
+        let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
         self.detached(move |store| async move {
             let key = key.as_str();
             use login_throttle::Column;
@@ -48,7 +49,7 @@ impl ThrottleStore for SqlStore {
                 login_throttle::Entity::update_many()
                     .col_expr(Column::BlockedUntil, blocked_until.clone().into())
                     .col_expr(Column::Failures, failures.clone().add(1))
-                    .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+                    .col_expr(Column::UpdatedAt, Expr::value(now))
                     .filter(Column::Key.eq(key))
                     .filter(
                         Condition::any()
@@ -80,7 +81,7 @@ impl ThrottleStore for SqlStore {
                     key: Set(key.to_owned()),
                     failures: Set(0),
                     blocked_until: Set(0),
-                    updated_at: Set(Utc::now()),
+                    updated_at: Set(now),
                 })
                 .exec_without_returning(&store.db)
                 .await
@@ -97,13 +98,13 @@ impl ThrottleStore for SqlStore {
         .await
     }
 
-    async fn reset_login_failures(&self, key: &str) -> StoreResult<()> {
+    async fn reset_login_failures(&self, key: &str, now: DateTime<Utc>) -> StoreResult<()> {
         let key = key.to_owned();
         self.detached(move |store| async move {
             login_throttle::Entity::update_many()
                 .col_expr(login_throttle::Column::Failures, Expr::value(0i64))
                 .col_expr(login_throttle::Column::BlockedUntil, Expr::value(0i64))
-                .col_expr(login_throttle::Column::UpdatedAt, Expr::value(Utc::now()))
+                .col_expr(login_throttle::Column::UpdatedAt, Expr::value(now))
                 .filter(login_throttle::Column::Key.eq(key))
                 .exec(&store.db)
                 .await?;
