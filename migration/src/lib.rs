@@ -21,6 +21,7 @@ mod m20261202_000001_create_write_probe;
 mod m20261202_000002_email_binary_collation;
 mod m20261202_000003_purge_indexes;
 mod m20261202_000004_email_nfc;
+mod m20261203_000001_session_client_and_last_login;
 
 /// All of authd's migrations, oldest first.
 #[derive(Debug)]
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000002_email_binary_collation::Migration),
             Box::new(m20261202_000003_purge_indexes::Migration),
             Box::new(m20261202_000004_email_nfc::Migration),
+            Box::new(m20261203_000001_session_client_and_last_login::Migration),
         ]
     }
 }

@@ -29,3 +29,20 @@ pub(crate) async fn create_index<C: IntoIndexColumn>(
     }
     manager.create_index(index).await
 }
+
+/// ALTER TABLE `table` ADD `column` unless it exists: neither SQLite nor MySQL has ADD
+/// COLUMN IF NOT EXISTS.
+pub(crate) async fn add_column(
+    manager: &SchemaManager<'_>,
+    table: impl IntoIden,
+    column: &mut ColumnDef,
+) -> Result<(), DbErr> {
+    let table = table.into_iden();
+    let name = column.get_column_name();
+    if manager.has_column(table.to_string(), &name).await? {
+        return Ok(());
+    }
+    manager
+        .alter_table(Table::alter().table(table).add_column(column).to_owned())
+        .await
+}

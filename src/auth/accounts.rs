@@ -83,7 +83,7 @@ impl Accounts {
             user_id: Some(user.id),
             session_id: None,
         };
-        let audit = self.auditor.entry(Caller::default(), event, now);
+        let audit = self.auditor.entry(&Caller::default(), event, now);
         let user = match self.users.create(user, &audit).await {
             Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
             other => other?,
@@ -112,7 +112,7 @@ impl Accounts {
             session_id: None,
         };
         let now = self.clock.now();
-        let audit = self.auditor.entry(Caller::default(), event, now);
+        let audit = self.auditor.entry(&Caller::default(), event, now);
         let ended = self
             .users
             .set_active(user.id, active, now, &audit)

@@ -11,10 +11,30 @@ use uuid::Uuid;
 use crate::store::{AuditRecord, AuditStore};
 
 /// Where a call came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     /// The TCP peer; `None` for the command line.
     pub peer: Option<SocketAddr>,
+    /// The client's `user-agent`, at most [`USER_AGENT_MAX_CHARS`] characters.
+    pub user_agent: Option<String>,
+}
+
+/// What is kept of a client's `user-agent`.
+pub const USER_AGENT_MAX_CHARS: usize = 256;
+
+impl Caller {
+    pub fn new(peer: Option<SocketAddr>, user_agent: Option<&str>) -> Self {
+        let user_agent = user_agent
+            .map(str::trim)
+            .filter(|agent| !agent.is_empty())
+            .map(|agent| agent.chars().take(USER_AGENT_MAX_CHARS).collect());
+        Self { peer, user_agent }
+    }
+
+    /// The client's IP address, as recorded.
+    pub fn ip(&self) -> Option<String> {
+        self.peer.map(|addr| addr.ip().to_string())
+    }
 }
 
 /// What happened.
@@ -26,6 +46,8 @@ pub enum AuditKind {
     RefreshReuse,
     Logout,
     AccountActivity,
+    UpdateMe,
+    RevokeSession,
 }
 
 impl AuditKind {
@@ -37,6 +59,8 @@ impl AuditKind {
             Self::RefreshReuse => "refresh_reuse",
             Self::Logout => "logout",
             Self::AccountActivity => "account_activity",
+            Self::UpdateMe => "update_me",
+            Self::RevokeSession => "revoke_session",
         }
     }
 }
@@ -94,7 +118,7 @@ impl Auditor {
 
     /// The stored form of an event. A use case that changes state hands it to the store
     /// with the change, so the two commit together, then calls [`Self::log`].
-    pub fn entry(&self, caller: Caller, event: AuditEvent, now: DateTime<Utc>) -> AuditRecord {
+    pub fn entry(&self, caller: &Caller, event: AuditEvent, now: DateTime<Utc>) -> AuditRecord {
         AuditRecord {
             id: Uuid::now_v7(),
             occurred_at: now,
@@ -102,7 +126,7 @@ impl Auditor {
             outcome: event.outcome.as_str(),
             user_id: event.user_id,
             session_id: event.session_id,
-            peer: caller.peer.map(|addr| addr.ip().to_string()),
+            peer: caller.ip(),
         }
     }
 
@@ -122,7 +146,7 @@ impl Auditor {
     /// Stores and logs an event that comes with no change of its own (a refused login, a
     /// retried refresh). A failed write is logged as an error but does not fail the call
     /// it describes: the store being briefly unwritable must not lock every user out.
-    pub async fn record(&self, caller: Caller, event: AuditEvent, now: DateTime<Utc>) {
+    pub async fn record(&self, caller: &Caller, event: AuditEvent, now: DateTime<Utc>) {
         let record = self.entry(caller, event, now);
         self.log(&record);
         if let Err(err) = self.store.record(&record).await {

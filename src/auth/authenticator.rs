@@ -156,7 +156,7 @@ impl Authenticator {
     /// An event to store with the change it describes.
     pub(super) fn audit_entry(
         &self,
-        caller: Caller,
+        caller: &Caller,
         (kind, outcome): (AuditKind, AuditOutcome),
         (user_id, session_id): (Option<Uuid>, Option<Uuid>),
         now: DateTime<Utc>,
@@ -173,7 +173,7 @@ impl Authenticator {
     /// Stores an event that comes with no change of its own, stamped when it is stored.
     pub(super) async fn audit(
         &self,
-        caller: Caller,
+        caller: &Caller,
         (kind, outcome): (AuditKind, AuditOutcome),
         (user_id, session_id): (Option<Uuid>, Option<Uuid>),
     ) {
@@ -186,10 +186,12 @@ impl Authenticator {
         self.auditor.record(caller, event, self.clock.now()).await;
     }
 
-    /// A new session for `user_id` starting at `now`, and its first refresh token.
+    /// A new session for `user_id`, started by `caller` at `now`, and its first refresh
+    /// token.
     pub(super) fn new_session(
         &self,
         user_id: Uuid,
+        caller: &Caller,
         now: DateTime<Utc>,
     ) -> Result<(SecretString, NewSession), AuthError> {
         let NewRefreshToken { token, hash } = new_refresh_token()?;
@@ -199,6 +201,8 @@ impl Authenticator {
             refresh_hash: hash,
             created_at: now,
             expires_at: self.session_policy.first_expiry(now),
+            user_agent: caller.user_agent.clone(),
+            peer: caller.ip(),
         };
         Ok((token, session))
     }

@@ -59,6 +59,9 @@ pub enum AuthError {
     AccessTokenExpired,
     #[error("session has ended")]
     SessionRevoked,
+    /// Not one of the caller's sessions (or no session at all).
+    #[error("session not found")]
+    SessionNotFound,
     #[error("invalid refresh token")]
     RefreshTokenInvalid,
     #[error("refresh token expired")]

@@ -57,7 +57,7 @@ impl Authenticator {
             AuditOutcome::Success
         };
         let audit = self.audit_entry(
-            caller,
+            &caller,
             (AuditKind::Logout, outcome),
             (Some(user_id), Some(session_id)),
             now,

@@ -2,8 +2,8 @@
 //!
 //! Nothing here knows about gRPC or SQL. [`Authenticator`] implements the use cases of
 //! `auth.v1.AuthService` on top of the `crate::store` traits, one file per use case
-//! (`signup`, `refresh`, `logout`, `introspection`; `accounts` for the operator's
-//! commands); the validated input types ([`Email`], [`DisplayName`], [`Password`]) can only
+//! (`signup`, `refresh`, `logout`, `introspection`, `profile`, `own_sessions`; `accounts`
+//! for the operator's commands); the validated input types ([`Email`], [`DisplayName`], [`Password`]) can only
 //! be built valid; every failure is an [`AuthError`] variant; the time comes from a
 //! [`Clock`].
 
@@ -16,7 +16,9 @@ mod hasher;
 mod input;
 mod introspection;
 mod logout;
+mod own_sessions;
 mod policy;
+mod profile;
 mod purge;
 mod refresh;
 mod refresh_token;
@@ -29,7 +31,7 @@ mod user;
 mod verified_cache;
 
 pub use accounts::{Accounts, NewAccount};
-pub use audit::{AuditEvent, AuditKind, AuditOutcome, Auditor, Caller};
+pub use audit::{AuditEvent, AuditKind, AuditOutcome, Auditor, Caller, USER_AGENT_MAX_CHARS};
 pub use authenticator::{
     Authenticated, Authenticator, Credentials, SessionPolicy, Stores, TokenKeys, TokenPair,
 };
@@ -39,6 +41,7 @@ pub use hasher::{CostBelowFloor, HashCost, PasswordHasher};
 pub use input::{DisplayName, Email, NewPassword, Password};
 pub use introspection::{InactiveReason, Introspection};
 pub use logout::LogoutTarget;
+pub use own_sessions::SessionView;
 pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
 pub use purge::{Purged, Purger, Retention};
 pub use refresh_token::RefreshKey;

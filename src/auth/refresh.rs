@@ -30,13 +30,13 @@ impl Authenticator {
         let now = self.clock.now();
         let Some(session) = self.sessions.find_by_refresh_hash(&old_hash).await? else {
             return self
-                .refresh_rotated_token(caller, &old_hash, successor, now)
+                .refresh_rotated_token(&caller, &old_hash, successor, now)
                 .await;
         };
         let user = self.live_session_user(&session, now).await?;
         let expires_at = self.session_policy.refresh_expiry(&session, now);
         let audit = self.audit_entry(
-            caller,
+            &caller,
             (AuditKind::Refresh, AuditOutcome::Success),
             (Some(user.id), Some(session.id)),
             now,
@@ -59,7 +59,7 @@ impl Authenticator {
                 return Err(AuthError::RefreshTokenInvalid);
             };
             return self
-                .refreshed_again(caller, user, &session, successor, now)
+                .refreshed_again(&caller, user, &session, successor, now)
                 .await;
         }
         // Answered from what was just committed: a read here could fail after the
@@ -72,7 +72,7 @@ impl Authenticator {
     /// already, so only the event is.
     async fn refreshed_again(
         &self,
-        caller: Caller,
+        caller: &Caller,
         user: User,
         session: &SessionRecord,
         successor: NewRefreshToken,
@@ -88,7 +88,7 @@ impl Authenticator {
     /// A presented token that is no session's current one.
     async fn refresh_rotated_token(
         &self,
-        caller: Caller,
+        caller: &Caller,
         hash: &str,
         successor: NewRefreshToken,
         now: DateTime<Utc>,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{
-    AuthError, Authenticated, Authenticator, DisplayName, Email, Password,
+    AuthError, Authenticated, Authenticator, DisplayName, Email, Password, User,
     audit::{AuditKind, AuditOutcome, Caller},
     input::Violations,
     sha256_hex,
@@ -48,10 +48,10 @@ impl Authenticator {
             password_hash,
             created_at: now,
         };
-        let (refresh_token, session) = self.new_session(user.id, now)?;
+        let (refresh_token, session) = self.new_session(user.id, &caller, now)?;
         let (session_id, refresh_expires_at) = (session.id, session.expires_at);
         let audit = self.audit_entry(
-            caller,
+            &caller,
             (AuditKind::Register, AuditOutcome::Success),
             (Some(user.id), Some(session_id)),
             now,
@@ -90,7 +90,7 @@ impl Authenticator {
             let wait = u64::try_from(until_ms.saturating_sub(now_ms))
                 .unwrap_or(0)
                 .max(1_000);
-            self.audit(caller, login(AuditOutcome::Throttled), (None, None))
+            self.audit(&caller, login(AuditOutcome::Throttled), (None, None))
                 .await;
             return Err(AuthError::LoginThrottled {
                 retry_after: Duration::from_millis(wait),
@@ -104,7 +104,7 @@ impl Authenticator {
         let user_id = user.as_ref().map(|u| u.id);
         let Some(user) = user.filter(|_| matches) else {
             let outcome = login(AuditOutcome::InvalidCredentials);
-            self.audit(caller, outcome, (user_id, None)).await;
+            self.audit(&caller, outcome, (user_id, None)).await;
             return Err(AuthError::InvalidCredentials);
         };
         let checked = self.clock.now();
@@ -114,7 +114,7 @@ impl Authenticator {
         // Only someone who knows the password learns that the account is deactivated.
         let disabled = login(AuditOutcome::AccountDisabled);
         if !user.active {
-            self.audit(caller, disabled, (Some(user.id), None)).await;
+            self.audit(&caller, disabled, (Some(user.id), None)).await;
             return Err(AuthError::AccountDisabled);
         }
         if hasher.needs_rehash(&user.password_hash) {
@@ -122,22 +122,25 @@ impl Authenticator {
         }
         // The hash took time: the session starts now.
         let now = self.clock.now();
-        let (refresh_token, session) = self.new_session(user.id, now)?;
+        let (refresh_token, session) = self.new_session(user.id, &caller, now)?;
         let (session_id, refresh_expires_at) = (session.id, session.expires_at);
         let audit = self.audit_entry(
-            caller,
+            &caller,
             login(AuditOutcome::Success),
             (Some(user.id), Some(session_id)),
             now,
         );
         // Deactivated while the password was being checked: no session.
         if !self.sessions.create(session, &audit).await? {
-            self.audit(caller, disabled, (Some(user.id), None)).await;
+            self.audit(&caller, disabled, (Some(user.id), None)).await;
             return Err(AuthError::AccountDisabled);
         }
         tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
+        // As committed with the session.
+        let mut user = User::from(user);
+        user.last_login_at = Some(now);
         let refresh = (refresh_token, refresh_expires_at);
-        self.authenticated(Some(&audit), user.into(), session_id, refresh, now)
+        self.authenticated(Some(&audit), user, session_id, refresh, now)
     }
 
     /// Re-hashes a password stored with weaker parameters than configured. A failure

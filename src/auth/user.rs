@@ -16,6 +16,8 @@ pub struct User {
     pub email_verified: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When a session was last started by Register or Login.
+    pub last_login_at: Option<DateTime<Utc>>,
 }
 
 impl From<UserRecord> for User {
@@ -30,6 +32,7 @@ impl From<UserRecord> for User {
             email_verified,
             created_at,
             updated_at,
+            last_login_at,
         } = record;
         Self {
             id,
@@ -40,6 +43,7 @@ impl From<UserRecord> for User {
             email_verified,
             created_at,
             updated_at,
+            last_login_at,
         }
     }
 }

@@ -133,12 +133,50 @@ impl AuthService for AuthGrpc {
             .collect();
         Ok(Response::new(pb::GetJwksResponse { keys }))
     }
+
+    async fn update_me(
+        &self,
+        request: Request<pb::UpdateMeRequest>,
+    ) -> Result<Response<pb::UpdateMeResponse>, Status> {
+        let (token, caller) = (bearer_token(&request)?, caller(&request));
+        let user = self
+            .auth
+            .update_me(caller, &token, &request.get_ref().name)
+            .await?;
+        Ok(Response::new(pb::UpdateMeResponse {
+            user: Some(user_to_proto(&user)),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let token = bearer_token(&request)?;
+        let sessions = self.auth.list_sessions(&token).await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.into_iter().map(session_to_proto).collect(),
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let (token, caller) = (bearer_token(&request)?, caller(&request));
+        self.auth
+            .revoke_session(caller, &token, &request.get_ref().session_id)
+            .await?;
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
 }
 
 fn caller<T>(request: &Request<T>) -> Caller {
-    Caller {
-        peer: request.remote_addr(),
-    }
+    let user_agent = request
+        .metadata()
+        .get("user-agent")
+        .and_then(|value| value.to_str().ok());
+    Caller::new(request.remote_addr(), user_agent)
 }
 
 fn authenticated_to_proto(out: Authenticated) -> (Option<pb::User>, Option<pb::TokenPair>) {
@@ -162,6 +200,19 @@ fn user_to_proto(user: &auth::User) -> pb::User {
         email_verified: user.email_verified,
         created_at: Some(timestamp(user.created_at)),
         updated_at: Some(timestamp(user.updated_at)),
+        last_login_at: user.last_login_at.map(timestamp),
+    }
+}
+
+fn session_to_proto(session: auth::SessionView) -> pb::Session {
+    pb::Session {
+        id: session.id.hyphenated().to_string(),
+        created_at: Some(timestamp(session.created_at)),
+        last_used_at: Some(timestamp(session.last_used_at)),
+        expires_at: Some(timestamp(session.expires_at)),
+        user_agent: session.user_agent.unwrap_or_default(),
+        peer: session.peer.unwrap_or_default(),
+        current: session.current,
     }
 }
 

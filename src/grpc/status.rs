@@ -45,7 +45,7 @@ impl From<AuthError> for Status {
             | AuthError::RefreshTokenReused
             | AuthError::CallerUnauthenticated => Status::unauthenticated(message),
             AuthError::AccountDisabled => Status::permission_denied(message),
-            AuthError::UserNotFound => Status::not_found(message),
+            AuthError::UserNotFound | AuthError::SessionNotFound => Status::not_found(message),
             AuthError::LoginThrottled { retry_after } | AuthError::RateLimited { retry_after } => {
                 Status::with_error_details(
                     Code::ResourceExhausted,

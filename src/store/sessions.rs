@@ -22,6 +22,9 @@ pub struct SessionRecord {
     /// When the refresh token was last rotated.
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The client that started it.
+    pub user_agent: Option<String>,
+    pub peer: Option<String>,
 }
 
 /// A session to insert, with the hash of its first refresh token.
@@ -32,6 +35,8 @@ pub struct NewSession {
     pub refresh_hash: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+    pub peer: Option<String>,
 }
 
 /// One refresh-token rotation, applied only if the session still holds `old_hash`.
@@ -50,6 +55,8 @@ pub enum RevokeReason {
     Logout,
     RefreshReuse,
     Deactivated,
+    /// Ended by its user from another session.
+    RevokedByUser,
 }
 
 impl RevokeReason {
@@ -59,6 +66,7 @@ impl RevokeReason {
             Self::Logout => "logout",
             Self::RefreshReuse => "refresh_reuse",
             Self::Deactivated => "deactivated",
+            Self::RevokedByUser => "revoked_by_user",
         }
     }
 }
@@ -66,9 +74,16 @@ impl RevokeReason {
 /// Sessions and their refresh tokens.
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// A user's sessions not revoked and not expired at `now`, newest first.
+    async fn live_for_user(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<SessionRecord>>;
     /// Starts a session only if its user is active at that moment, serialized with
     /// [`super::UserStore::set_active`]: a deactivation either comes first (false: nothing is
-    /// stored) or finds the new session and ends it.
+    /// stored) or finds the new session and ends it. The user's `last_login_at` becomes the
+    /// session's start, in the same transaction.
     async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<bool>;
     async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>>;
     /// The session whose current refresh token has this hash.

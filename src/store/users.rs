@@ -20,6 +20,8 @@ pub struct UserRecord {
     pub email_verified: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When a session was last started by Register or Login.
+    pub last_login_at: Option<DateTime<Utc>>,
 }
 
 /// A user to insert.
@@ -38,7 +40,8 @@ pub struct NewUser {
 pub trait UserStore: Send + Sync + std::fmt::Debug {
     /// Inserts a user; [`StoreError::Conflict`] if the email is taken.
     async fn create(&self, user: NewUser, audit: &AuditRecord) -> StoreResult<UserRecord>;
-    /// Inserts a user and its first session in one transaction.
+    /// Inserts a user and its first session in one transaction (its `last_login_at` is the
+    /// session's start).
     async fn create_with_session(
         &self,
         user: NewUser,
@@ -54,6 +57,14 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
         password_hash: SecretString,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Changes a user's display name; `None` if no such user.
+    async fn update_name(
+        &self,
+        id: Uuid,
+        name: &str,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<UserRecord>>;
     /// Activates or deactivates a user. Deactivation revokes every live session of the
     /// user in the same transaction; the revoked session ids are returned. `None` if no
     /// such user.

@@ -8,6 +8,7 @@
     unreachable_pub
 )]
 
+mod account;
 mod audit;
 mod cli;
 mod crash;

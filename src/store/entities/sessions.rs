@@ -15,6 +15,8 @@ pub(crate) struct Model {
     pub(crate) rotated_at: Option<DateTimeUtc>,
     pub(crate) revoked_at: Option<DateTimeUtc>,
     pub(crate) revoked_reason: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) peer: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,7 @@ pub(crate) struct Model {
     pub(crate) email_verified: bool,
     pub(crate) created_at: DateTimeUtc,
     pub(crate) updated_at: DateTimeUtc,
+    pub(crate) last_login_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait as _},
 };
 use uuid::Uuid;
@@ -29,11 +29,36 @@ impl SessionStore for SqlStore {
             if !active {
                 return Ok(false);
             }
+            let (user_id, started) = (session.user_id, session.created_at);
             sessions::Entity::insert(session_model(session))
                 .exec_without_returning(&txn)
                 .await?;
+            users::Entity::update_many()
+                .col_expr(users::Column::LastLoginAt, Expr::value(started))
+                .filter(users::Column::Id.eq(user_id))
+                .exec(&txn)
+                .await?;
             store.commit_with(txn, &audit).await?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn live_for_user(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.detached(move |store| async move {
+            let sessions = sessions::Entity::find()
+                .filter(sessions::Column::UserId.eq(user_id))
+                .filter(sessions::Column::RevokedAt.is_null())
+                .filter(sessions::Column::ExpiresAt.gt(now))
+                .order_by_desc(sessions::Column::CreatedAt)
+                .order_by_desc(sessions::Column::Id)
+                .all(&store.db)
+                .await?;
+            Ok(sessions.into_iter().map(Into::into).collect())
         })
         .await
     }
@@ -218,6 +243,8 @@ pub(super) fn session_model(session: NewSession) -> sessions::ActiveModel {
         rotated_at: Set(None),
         revoked_at: Set(None),
         revoked_reason: Set(None),
+        user_agent: Set(session.user_agent),
+        peer: Set(session.peer),
     }
 }
 
@@ -233,6 +260,8 @@ impl From<sessions::Model> for SessionRecord {
             expires_at: m.expires_at,
             rotated_at: m.rotated_at,
             revoked_at: m.revoked_at,
+            user_agent: m.user_agent,
+            peer: m.peer,
         }
     }
 }

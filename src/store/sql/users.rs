@@ -39,7 +39,9 @@ impl UserStore for SqlStore {
         let audit = audit.clone();
         self.detached(move |store| async move {
             let txn = store.begin().await?;
-            let model = user_model(user).insert(&txn).await?;
+            let mut model = user_model(user);
+            model.last_login_at = Set(Some(session.created_at));
+            let model = model.insert(&txn).await?;
             sessions::Entity::insert(session_model(session))
                 .exec_without_returning(&txn)
                 .await?;
@@ -78,6 +80,33 @@ impl UserStore for SqlStore {
                 .exec(&store.db)
                 .await?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn update_name(
+        &self,
+        id: Uuid,
+        name: &str,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<UserRecord>> {
+        let (name, audit) = (name.to_owned(), audit.clone());
+        self.detached(move |store| async move {
+            let txn = store.begin().await?;
+            users::Entity::update_many()
+                .col_expr(users::Column::Name, Expr::value(name))
+                .col_expr(users::Column::UpdatedAt, Expr::value(now))
+                .filter(users::Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+            // Read back in the transaction: the answer is what was committed. (MySQL
+            // counts only changed rows, so an unchanged name reads back too.)
+            let Some(user) = users::Entity::find_by_id(id).one(&txn).await? else {
+                return Ok(None);
+            };
+            store.commit_with(txn, &audit).await?;
+            Ok(Some(user.into()))
         })
         .await
     }
@@ -132,6 +161,7 @@ pub(super) fn user_model(user: NewUser) -> users::ActiveModel {
         email_verified: Set(false),
         created_at: Set(user.created_at),
         updated_at: Set(user.created_at),
+        last_login_at: Set(None),
     }
 }
 
@@ -147,6 +177,7 @@ impl From<users::Model> for UserRecord {
             email_verified: m.email_verified,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            last_login_at: m.last_login_at,
         }
     }
 }
