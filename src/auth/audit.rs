@@ -48,6 +48,7 @@ pub enum AuditKind {
     AccountActivity,
     UpdateMe,
     RevokeSession,
+    ChangePassword,
 }
 
 impl AuditKind {
@@ -61,6 +62,7 @@ impl AuditKind {
             Self::AccountActivity => "account_activity",
             Self::UpdateMe => "update_me",
             Self::RevokeSession => "revoke_session",
+            Self::ChangePassword => "change_password",
         }
     }
 }

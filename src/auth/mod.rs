@@ -2,7 +2,7 @@
 //!
 //! Nothing here knows about gRPC or SQL. [`Authenticator`] implements the use cases of
 //! `auth.v1.AuthService` on top of the `crate::store` traits, one file per use case
-//! (`signup`, `refresh`, `logout`, `introspection`, `profile`, `own_sessions`; `accounts`
+//! (`signup`, `refresh`, `logout`, `introspection`, `profile`, `password`, `own_sessions`; `accounts`
 //! for the operator's commands); the validated input types ([`Email`], [`DisplayName`], [`Password`]) can only
 //! be built valid; every failure is an [`AuthError`] variant; the time comes from a
 //! [`Clock`].
@@ -17,6 +17,7 @@ mod input;
 mod introspection;
 mod logout;
 mod own_sessions;
+mod password;
 mod policy;
 mod profile;
 mod purge;

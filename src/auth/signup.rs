@@ -10,7 +10,7 @@ use super::{
     input::Violations,
     sha256_hex,
 };
-use crate::store::{Admission, NewUser, StoreError};
+use crate::store::{Admission, NewUser, StoreError, UserRecord};
 
 /// The role of self-registered accounts.
 pub const DEFAULT_ROLE: &str = "user";
@@ -77,40 +77,10 @@ impl Authenticator {
         let password = violations.check(Password::submitted(password));
         let (email, password) = violations.finish(email.zip(password))?;
         let login = |outcome| (AuditKind::Login, outcome);
-        // Throttling comes first and is keyed on the submitted email whether or not an
-        // account exists, so a throttled answer costs no hash and reveals nothing.
-        let throttle_key = throttle_key(&email);
-        let now = self.clock.now();
-        let now_ms = now.timestamp_millis();
-        let admission = self
-            .throttle
-            .admit_login(&throttle_key, &self.credentials.throttle, now_ms)
+        let user = self
+            .checked_password(&caller, AuditKind::Login, &email, &password)
             .await?;
-        if let Admission::Throttled { until_ms } = admission {
-            let wait = u64::try_from(until_ms.saturating_sub(now_ms))
-                .unwrap_or(0)
-                .max(1_000);
-            self.audit(&caller, login(AuditOutcome::Throttled), (None, None))
-                .await;
-            return Err(AuthError::LoginThrottled {
-                retry_after: Duration::from_millis(wait),
-            });
-        }
         let hasher = &self.credentials.hasher;
-        let user = self.users.find_by_email(email.as_str()).await?;
-        let matches = hasher
-            .verify(&password, user.as_ref().map(|u| &u.password_hash))
-            .await?;
-        let user_id = user.as_ref().map(|u| u.id);
-        let Some(user) = user.filter(|_| matches) else {
-            let outcome = login(AuditOutcome::InvalidCredentials);
-            self.audit(&caller, outcome, (user_id, None)).await;
-            return Err(AuthError::InvalidCredentials);
-        };
-        let checked = self.clock.now();
-        self.throttle
-            .reset_login_failures(&throttle_key, checked)
-            .await?;
         // Only someone who knows the password learns that the account is deactivated.
         let disabled = login(AuditOutcome::AccountDisabled);
         if !user.active {
@@ -141,6 +111,52 @@ impl Authenticator {
         user.last_login_at = Some(now);
         let refresh = (refresh_token, refresh_expires_at);
         self.authenticated(Some(&audit), user, session_id, refresh, now)
+    }
+
+    /// The account of `email` if `password` is its password: throttled per email first,
+    /// whether or not an account exists (so a throttled answer costs no hash and reveals
+    /// nothing), and an unknown email costs the same argon2 run as a wrong password. A
+    /// failure is audited as `kind`; a success clears the email's failure count.
+    pub(super) async fn checked_password(
+        &self,
+        caller: &Caller,
+        kind: AuditKind,
+        email: &Email,
+        password: &Password,
+    ) -> Result<UserRecord, AuthError> {
+        let throttle_key = throttle_key(email);
+        let now = self.clock.now();
+        let now_ms = now.timestamp_millis();
+        let admission = self
+            .throttle
+            .admit_login(&throttle_key, &self.credentials.throttle, now_ms)
+            .await?;
+        if let Admission::Throttled { until_ms } = admission {
+            let wait = u64::try_from(until_ms.saturating_sub(now_ms))
+                .unwrap_or(0)
+                .max(1_000);
+            self.audit(caller, (kind, AuditOutcome::Throttled), (None, None))
+                .await;
+            return Err(AuthError::LoginThrottled {
+                retry_after: Duration::from_millis(wait),
+            });
+        }
+        let user = self.users.find_by_email(email.as_str()).await?;
+        let matches = self
+            .credentials
+            .hasher
+            .verify(password, user.as_ref().map(|u| &u.password_hash))
+            .await?;
+        let user_id = user.as_ref().map(|u| u.id);
+        let Some(user) = user.filter(|_| matches) else {
+            let outcome = (kind, AuditOutcome::InvalidCredentials);
+            self.audit(caller, outcome, (user_id, None)).await;
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.throttle
+            .reset_login_failures(&throttle_key, self.clock.now())
+            .await?;
+        Ok(user)
     }
 
     /// Re-hashes a password stored with weaker parameters than configured. A failure

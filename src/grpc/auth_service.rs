@@ -169,6 +169,21 @@ impl AuthService for AuthGrpc {
             .await?;
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let (token, caller) = (bearer_token(&request)?, caller(&request));
+        let req = request.into_inner();
+        let tokens = self
+            .auth
+            .change_password(caller, &token, req.current_password, req.new_password)
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {
+            tokens: Some(token_pair_to_proto(&tokens)),
+        }))
+    }
 }
 
 fn caller<T>(request: &Request<T>) -> Caller {
@@ -180,14 +195,20 @@ fn caller<T>(request: &Request<T>) -> Caller {
 }
 
 fn authenticated_to_proto(out: Authenticated) -> (Option<pb::User>, Option<pb::TokenPair>) {
-    let tokens = pb::TokenPair {
-        access_token: out.tokens.access_token.expose_secret().to_owned(),
-        refresh_token: out.tokens.refresh_token.expose_secret().to_owned(),
+    (
+        Some(user_to_proto(&out.user)),
+        Some(token_pair_to_proto(&out.tokens)),
+    )
+}
+
+fn token_pair_to_proto(tokens: &auth::TokenPair) -> pb::TokenPair {
+    pb::TokenPair {
+        access_token: tokens.access_token.expose_secret().to_owned(),
+        refresh_token: tokens.refresh_token.expose_secret().to_owned(),
         token_type: "Bearer".to_owned(),
-        expires_in: out.tokens.expires_in,
-        refresh_expires_in: out.tokens.refresh_expires_in,
-    };
-    (Some(user_to_proto(&out.user)), Some(tokens))
+        expires_in: tokens.expires_in,
+        refresh_expires_in: tokens.refresh_expires_in,
+    }
 }
 
 fn user_to_proto(user: &auth::User) -> pb::User {

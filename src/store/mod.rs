@@ -27,7 +27,7 @@ pub use sql::{
     connect, migrate, migrate_then,
 };
 pub use throttle::{Admission, ThrottleRule, ThrottleStore};
-pub use users::{NewUser, UserRecord, UserStore};
+pub use users::{NewUser, PasswordChange, UserRecord, UserStore};
 
 /// What can go wrong in the store, as the domain needs to tell it apart.
 #[derive(Debug, thiserror::Error)]

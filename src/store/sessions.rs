@@ -57,6 +57,8 @@ pub enum RevokeReason {
     Deactivated,
     /// Ended by its user from another session.
     RevokedByUser,
+    /// Ended by a change of its user's password.
+    PasswordChanged,
 }
 
 impl RevokeReason {
@@ -67,6 +69,7 @@ impl RevokeReason {
             Self::RefreshReuse => "refresh_reuse",
             Self::Deactivated => "deactivated",
             Self::RevokedByUser => "revoked_by_user",
+            Self::PasswordChanged => "password_changed",
         }
     }
 }

@@ -35,6 +35,15 @@ pub struct NewUser {
     pub created_at: DateTime<Utc>,
 }
 
+/// A password change: the new hash, and the session that replaces all the others.
+#[derive(Debug)]
+pub struct PasswordChange {
+    pub user_id: Uuid,
+    pub password_hash: SecretString,
+    pub session: NewSession,
+    pub now: DateTime<Utc>,
+}
+
 /// Users.
 #[async_trait]
 pub trait UserStore: Send + Sync + std::fmt::Debug {
@@ -65,6 +74,14 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
         audit: &AuditRecord,
     ) -> StoreResult<Option<UserRecord>>;
+    /// Replaces a user's password, ends every live session of the user and starts
+    /// `session` in their place, in one transaction; the ended sessions' ids are
+    /// returned. `None` (and nothing changed) if the user is gone or deactivated.
+    async fn change_password(
+        &self,
+        change: PasswordChange,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<Vec<Uuid>>>;
     /// Activates or deactivates a user. Deactivation revokes every live session of the
     /// user in the same transaction; the revoked session ids are returned. `None` if no
     /// such user.

@@ -230,3 +230,122 @@ async fn a_session_revoked_on_one_replica_is_revoked_on_another_within_the_sync_
     one.stop().await;
     two.stop().await;
 }
+
+async fn change_password(
+    app: &TestApp,
+    bearer: &str,
+    current: &str,
+    new: &str,
+) -> Result<pb::TokenPair, tonic::Status> {
+    let request = pb::ChangePasswordRequest {
+        current_password: current.to_owned(),
+        new_password: new.to_owned(),
+    };
+    let response = app
+        .client
+        .clone()
+        .change_password(with_bearer(request, Some(bearer)))
+        .await?;
+    Ok(response.into_inner().tokens.expect("tokens"))
+}
+
+const NEW_PASSWORD: &str = "a brand new passphrase of mine";
+
+#[tokio::test]
+async fn change_password_ends_every_session_and_returns_one_new_session() {
+    let db = TestDb::fresh().await;
+    let app = TestApp::builder(db.clone()).spawn().await;
+    let replica = TestApp::builder(db).spawn().await;
+    let (email, first) = app.new_user().await;
+    let second = login_as(&app, &email, "second").await;
+
+    let fresh = change_password(&app, &second.access_token, PASSWORD, NEW_PASSWORD)
+        .await
+        .unwrap();
+
+    // Every earlier session ends, the caller's included, here and on the other replica.
+    for old in [&first, &second] {
+        let validation = app.validate(&old.access_token).await.unwrap();
+        assert_eq!(validation.reason(), InactiveReason::Revoked);
+        replica
+            .wait_for_validation(&old.access_token, InactiveReason::Revoked)
+            .await;
+        assert_code(app.refresh(&old.refresh_token).await, Code::Unauthenticated);
+    }
+    // The new session works, and is the only one.
+    assert!(app.validate(&fresh.access_token).await.unwrap().active);
+    let sessions = list_sessions(&app, &fresh.access_token).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert!(sessions[0].current);
+    app.rotate(&fresh.refresh_token).await;
+    // Only the new password logs in.
+    assert_code(app.login(&email, PASSWORD).await, Code::Unauthenticated);
+    app.login(&email, NEW_PASSWORD).await.unwrap();
+    app.stop().await;
+    replica.stop().await;
+}
+
+#[tokio::test]
+async fn change_password_refuses_a_wrong_current_password_and_counts_it_like_login() {
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| config.login.max_failures = 3)
+        .spawn()
+        .await;
+    let (email, tokens) = app.new_user().await;
+    let bearer = tokens.access_token.as_str();
+
+    for _ in 0..3 {
+        let status = assert_code(
+            change_password(&app, bearer, "not the password at all", NEW_PASSWORD).await,
+            Code::Unauthenticated,
+        );
+        assert_eq!(status.message(), "invalid email or password");
+    }
+    // The account's failure budget is spent, for ChangePassword and Login alike, however
+    // right the next guess is.
+    assert_code(
+        change_password(&app, bearer, PASSWORD, NEW_PASSWORD).await,
+        Code::ResourceExhausted,
+    );
+    assert_code(app.login(&email, PASSWORD).await, Code::ResourceExhausted);
+    // Nothing changed: the session lives, the old password stands.
+    assert!(app.validate(bearer).await.unwrap().active);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn change_password_names_each_bad_field() {
+    let app = spawn_app().await;
+    let (email, tokens) = app.new_user().await;
+    let bearer = tokens.access_token.as_str();
+
+    let fields = |status: tonic::Status| -> Vec<String> {
+        use tonic_types::StatusExt as _;
+        status
+            .get_details_bad_request()
+            .expect("field violations")
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect()
+    };
+    let status = assert_code(
+        change_password(&app, bearer, "", "short").await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(fields(status), ["current_password", "new_password"]);
+    // Weak by the strength estimate, or built from the account's own email.
+    for weak in ["password1234", &format!("{email}{email}")] {
+        let status = assert_code(
+            change_password(&app, bearer, PASSWORD, weak).await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(fields(status), ["new_password"], "{weak}");
+    }
+    assert_code(
+        change_password(&app, "not-a-token", PASSWORD, NEW_PASSWORD).await,
+        Code::Unauthenticated,
+    );
+    app.login(&email, PASSWORD).await.unwrap();
+    app.stop().await;
+}

@@ -13,7 +13,8 @@ use super::{
     sessions::{live_session_ids, revoke_ids, session_model},
 };
 use crate::store::{
-    AuditRecord, NewSession, NewUser, RevokeReason, StoreResult, UserRecord, UserStore,
+    AuditRecord, NewSession, NewUser, PasswordChange, RevokeReason, StoreResult, UserRecord,
+    UserStore,
     entities::{sessions, users},
 };
 
@@ -107,6 +108,49 @@ impl UserStore for SqlStore {
             };
             store.commit_with(txn, &audit).await?;
             Ok(Some(user.into()))
+        })
+        .await
+    }
+
+    async fn change_password(
+        &self,
+        change: PasswordChange,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<Vec<Uuid>>> {
+        let audit = audit.clone();
+        let PasswordChange {
+            user_id,
+            password_hash,
+            session,
+            now,
+        } = change;
+        self.detached(move |store| async move {
+            let txn = store.begin().await?;
+            // The user's row, locked first, as a deactivation locks it.
+            let active = users::Entity::find_by_id(user_id)
+                .lock_exclusive()
+                .one(&txn)
+                .await?
+                .is_some_and(|user| user.active);
+            if !active {
+                return Ok(None);
+            }
+            users::Entity::update_many()
+                .col_expr(
+                    users::Column::PasswordHash,
+                    Expr::value(password_hash.expose_secret().to_owned()),
+                )
+                .col_expr(users::Column::UpdatedAt, Expr::value(now))
+                .filter(users::Column::Id.eq(user_id))
+                .exec(&txn)
+                .await?;
+            let ended = live_session_ids(&txn, user_id).await?;
+            revoke_ids(&txn, &ended, RevokeReason::PasswordChanged, now).await?;
+            sessions::Entity::insert(session_model(session))
+                .exec_without_returning(&txn)
+                .await?;
+            store.commit_with(txn, &audit).await?;
+            Ok(Some(ended))
         })
         .await
     }
