@@ -250,8 +250,10 @@ async fn refreshing_never_extends_a_session_past_its_maximum_age() {
 
     app.advance(Duration::from_secs(1800)).await;
     let rotated = app.rotate(&tokens.refresh_token).await;
+    // What is left of the hour, not the day's idle TTL (MySQL keeps whole seconds, and
+    // the real time the calls took passes too).
     assert!(
-        (1799..=1800).contains(&rotated.refresh_expires_in),
+        (1780..=1800).contains(&rotated.refresh_expires_in),
         "{}",
         rotated.refresh_expires_in
     );
