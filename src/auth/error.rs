@@ -15,6 +15,11 @@ impl FieldViolation {
             description: description.into(),
         }
     }
+
+    /// The same violation, named after the request field it came from.
+    pub(crate) fn for_field(self, field: &'static str) -> Self {
+        Self { field, ..self }
+    }
 }
 
 /// A setting below the least authd accepts; the edge that read it names the setting.

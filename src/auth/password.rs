@@ -1,7 +1,7 @@
 //! ChangePassword: the caller replaces their password, knowing the current one.
 
 use super::{
-    AuthError, Authenticator, Email, FieldViolation, Password, TokenPair,
+    AuthError, Authenticator, Email, Password, TokenPair,
     audit::{AuditKind, AuditOutcome, Caller},
     input::Violations,
 };
@@ -75,12 +75,5 @@ impl Authenticator {
         Ok(self
             .authenticated(Some(&audit), me, session_id, refresh, now)?
             .tokens)
-    }
-}
-
-impl FieldViolation {
-    /// The same violation, named after the request field it came from.
-    fn for_field(self, field: &'static str) -> Self {
-        Self { field, ..self }
     }
 }

@@ -96,7 +96,7 @@ async fn user_create_reads_the_password_from_stdin_and_sets_the_role() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!printed.contains(PASSWORD));
-    let app = TestApp::builder(db).configure(|_| {}).spawn().await;
+    let app = TestApp::builder(db).spawn().await;
     let user = app
         .login("root@example.com", PASSWORD)
         .await
@@ -150,10 +150,7 @@ async fn migrate_up_then_status_lists_every_migration_as_applied() {
 
 #[tokio::test]
 async fn healthcheck_exits_zero_only_when_the_server_is_serving() {
-    let app = TestApp::builder(TestDb::fresh().await)
-        .configure(|_| {})
-        .spawn()
-        .await;
+    let app = TestApp::builder(TestDb::fresh().await).spawn().await;
     let addr = app.addr.to_string();
 
     let serving = tokio::task::spawn_blocking(move || {
@@ -204,6 +201,18 @@ fn a_short_hs256_secret_stops_start_up_without_echoing_it() {
 fn settings_out_of_bounds_stop_start_up_naming_the_variable() {
     let dir = tempfile::TempDir::new().unwrap();
     let database = dir.path().join("never.db");
+    let serve = |settings: &[(&str, &str)]| {
+        authd_bin()
+            .arg("serve")
+            .env("AUTHD_LISTEN", "127.0.0.1:0")
+            .env(
+                "AUTHD_DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", database.display()),
+            )
+            .envs(settings.iter().copied())
+            .output()
+            .unwrap()
+    };
     for (variable, value, expected) in [
         // Intervals: zero would spin or panic a timer.
         ("AUTHD_REVOCATION_SYNC", "0s", "from 10ms"),
@@ -232,33 +241,17 @@ fn settings_out_of_bounds_stop_start_up_naming_the_variable() {
         ),
         ("AUTHD_KEY_ROTATION", "90s", "AUTHD_KEY_RELOAD_INTERVAL"),
     ] {
-        let output = authd_bin()
-            .arg("serve")
-            .env("AUTHD_LISTEN", "127.0.0.1:0")
-            .env(
-                "AUTHD_DATABASE_URL",
-                format!("sqlite://{}?mode=rwc", database.display()),
-            )
-            .env(variable, value)
-            .output()
-            .unwrap();
+        let output = serve(&[(variable, value)]);
         assert!(!output.status.success(), "{variable}={value} was accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
         assert!(stderr.contains(expected), "{variable}={value}: {stderr}");
     }
     // Each fine alone, too much together: 8 workers of 4 GiB each.
-    let output = authd_bin()
-        .arg("serve")
-        .env("AUTHD_LISTEN", "127.0.0.1:0")
-        .env(
-            "AUTHD_DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", database.display()),
-        )
-        .env("AUTHD_HASH_WORKERS", "8")
-        .env("AUTHD_ARGON2_MEMORY_KIB", "4194304")
-        .output()
-        .unwrap();
+    let output = serve(&[
+        ("AUTHD_HASH_WORKERS", "8"),
+        ("AUTHD_ARGON2_MEMORY_KIB", "4194304"),
+    ]);
     assert!(
         !output.status.success(),
         "32 GiB of hash memory was accepted"

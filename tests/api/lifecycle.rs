@@ -8,11 +8,11 @@ use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, set_active, spawn_a
 #[tokio::test]
 async fn keys_and_sessions_survive_a_restart_on_the_same_database() {
     let db = TestDb::fresh().await;
-    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
+    let app = TestApp::builder(db.clone()).spawn().await;
     let (email, tokens) = app.new_user().await;
     app.stop().await;
 
-    let app = TestApp::builder(db).configure(|_| {}).spawn().await;
+    let app = TestApp::builder(db).spawn().await;
 
     assert!(app.validate(&tokens.access_token).await.unwrap().active);
     assert_eq!(
@@ -28,14 +28,14 @@ async fn keys_and_sessions_survive_a_restart_on_the_same_database() {
 #[tokio::test]
 async fn a_revocation_survives_a_restart() {
     let db = TestDb::fresh().await;
-    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
+    let app = TestApp::builder(db.clone()).spawn().await;
     let (_, tokens) = app.new_user().await;
     app.logout(&tokens.refresh_token, false, None)
         .await
         .unwrap();
     app.stop().await;
 
-    let app = TestApp::builder(db).configure(|_| {}).spawn().await;
+    let app = TestApp::builder(db).spawn().await;
 
     assert_eq!(
         app.validate(&tokens.access_token).await.unwrap().reason(),
@@ -47,8 +47,8 @@ async fn a_revocation_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_one_replica_revokes_on_another_within_the_sync_interval() {
     let db = TestDb::fresh().await;
-    let a = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
-    let b = TestApp::builder(db).configure(|_| {}).spawn().await;
+    let a = TestApp::builder(db.clone()).spawn().await;
+    let b = TestApp::builder(db).spawn().await;
     let (_, tokens) = a.new_user().await;
     assert!(
         b.validate(&tokens.access_token).await.unwrap().active,

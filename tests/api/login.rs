@@ -111,10 +111,7 @@ async fn a_hash_weaker_than_configured_is_upgraded_at_the_next_login() {
     use sea_orm::{ConnectionTrait as _, Statement};
 
     let db = crate::helpers::TestDb::fresh().await;
-    let app = crate::helpers::TestApp::builder(db.clone())
-        .configure(|_| {})
-        .spawn()
-        .await;
+    let app = crate::helpers::TestApp::builder(db.clone()).spawn().await;
     let (email, _) = app.new_user().await;
     app.stop().await;
     let stored_hash = || async {
@@ -218,10 +215,7 @@ async fn after_the_hash_cost_is_raised_a_dormant_account_and_an_unknown_email_ta
     use std::time::{Duration, Instant};
 
     let db = crate::helpers::TestDb::fresh().await;
-    let app = crate::helpers::TestApp::builder(db.clone())
-        .configure(|_| {})
-        .spawn()
-        .await;
+    let app = crate::helpers::TestApp::builder(db.clone()).spawn().await;
     let (email, _) = app.new_user().await;
     app.stop().await;
     // The operator raises the cost fourfold; this account has not logged in since, so its

@@ -223,7 +223,7 @@ async fn write_fixture() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emails_stored_decomposed_are_migrated_to_nfc_without_merging_accounts() {
     let db = TestDb::fresh().await;
-    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
+    let app = TestApp::builder(db.clone()).spawn().await;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let composed = |name: &str| format!("{name}-\u{e9}-{run}@example.com");
     let decomposed = |name: &str| format!("{name}-e\u{301}-{run}@example.com");
@@ -258,7 +258,7 @@ async fn emails_stored_decomposed_are_migrated_to_nfc_without_merging_accounts()
     .await
     .unwrap();
 
-    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
+    let app = TestApp::builder(db.clone()).spawn().await;
     app.login(&composed("rene"), PASSWORD)
         .await
         .expect("the NFC spelling opens the account stored decomposed");

@@ -186,7 +186,7 @@ async fn an_expired_token_is_inactive_expired() {
 #[tokio::test]
 async fn issuer_and_audience_are_enforced() {
     let db = TestDb::fresh().await;
-    let app = TestApp::builder(db.clone()).configure(|_| {}).spawn().await;
+    let app = TestApp::builder(db.clone()).spawn().await;
     let (_, tokens) = app.new_user().await;
     app.stop().await;
 
