@@ -20,9 +20,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     auth::{
-        CostBelowFloor, HashCost, HmacSecret, KeySource, PasswordHasher, PasswordPolicy,
-        RotationSchedule, SealError, SigningAlgorithm, TokenSettings,
+        CodePolicy, CostBelowFloor, HashCost, HmacSecret, KeySource, PasswordHasher,
+        PasswordPolicy, RotationSchedule, SealError, SigningAlgorithm, TokenSettings,
     },
+    mail::{LinkTemplate, MailSettings, smtp_transport},
     store::{Backend, CannotOpen, DatabaseSettings, SqliteSync},
 };
 
@@ -55,6 +56,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub tls: TlsConfig,
+
+    #[command(flatten)]
+    pub mail: MailConfig,
 
     /// How often each replica reads the sessions other replicas revoked; the bound on how
     /// long a token revoked elsewhere can still validate here.
@@ -770,6 +774,172 @@ pub struct TlsConfig {
         requires = "client_ca"
     )]
     pub validate_require_client_cert: bool,
+}
+
+/// Password-reset and email-verification codes, and the SMTP server that delivers them.
+#[derive(Clone, Args)]
+pub struct MailConfig {
+    /// SMTP server for password-reset and verification emails: smtp://HOST:PORT
+    /// (STARTTLS required; add ?tls=none for a plaintext local relay) or
+    /// smtps://USER:PASSWORD@HOST:465. Without it, RequestPasswordReset and
+    /// RequestEmailVerification answer FAILED_PRECONDITION.
+    #[arg(
+        long = "smtp-url",
+        env = "AUTHD_SMTP_URL",
+        value_name = "AUTHD_SMTP_URL",
+        hide_env_values = true,
+        value_parser = |value: &str| Ok::<_, String>(SecretString::from(value))
+    )]
+    pub smtp_url: Option<SecretString>,
+
+    /// The sender of authd's emails, e.g. "Example <no-reply@example.com>".
+    #[arg(
+        long = "mail-from",
+        env = "AUTHD_MAIL_FROM",
+        value_name = "AUTHD_MAIL_FROM"
+    )]
+    pub mail_from: Option<String>,
+
+    /// The link a password-reset email carries, with {code} where the code goes, e.g.
+    /// https://app.example.com/reset?code={code}; without it the email carries the code.
+    #[arg(
+        long = "password-reset-url",
+        env = "AUTHD_PASSWORD_RESET_URL",
+        value_name = "AUTHD_PASSWORD_RESET_URL"
+    )]
+    pub reset_url: Option<String>,
+
+    /// The link a verification email carries, with {code} where the code goes.
+    #[arg(
+        long = "email-verify-url",
+        env = "AUTHD_EMAIL_VERIFY_URL",
+        value_name = "AUTHD_EMAIL_VERIFY_URL"
+    )]
+    pub verify_url: Option<String>,
+
+    /// How long a password-reset code works.
+    #[arg(
+        long = "password-reset-ttl",
+        env = "AUTHD_PASSWORD_RESET_TTL",
+        value_name = "AUTHD_PASSWORD_RESET_TTL",
+        default_value = "30m",
+        value_parser = duration_within(Duration::from_secs(60), Duration::from_secs(86_400))
+    )]
+    pub reset_ttl: Duration,
+
+    /// How long an email-verification code works.
+    #[arg(
+        long = "email-verify-ttl",
+        env = "AUTHD_EMAIL_VERIFY_TTL",
+        value_name = "AUTHD_EMAIL_VERIFY_TTL",
+        default_value = "24h",
+        value_parser = duration_within(Duration::from_secs(60), Duration::from_secs(30 * 86_400))
+    )]
+    pub verify_ttl: Duration,
+
+    /// Password-reset emails sent to one account per hour (verification emails alike);
+    /// reset requests beyond are answered as usual and send nothing.
+    #[arg(
+        long = "password-reset-per-hour",
+        env = "AUTHD_PASSWORD_RESET_PER_HOUR",
+        value_name = "AUTHD_PASSWORD_RESET_PER_HOUR",
+        default_value = "5",
+        value_parser = number_within(1_u32, 1_000)
+    )]
+    pub reset_per_hour: u32,
+
+    /// Emails waiting to be sent, at most; beyond, an email is dropped (logged and
+    /// audited), so a dead mail server cannot grow memory.
+    #[arg(
+        long = "mail-queue",
+        env = "AUTHD_MAIL_QUEUE",
+        value_name = "AUTHD_MAIL_QUEUE",
+        default_value = "1000",
+        value_parser = number_within(1_usize, 1_000_000)
+    )]
+    pub mail_queue: usize,
+
+    /// Tries per email before it is given up (logged and audited).
+    #[arg(
+        long = "mail-attempts",
+        env = "AUTHD_MAIL_ATTEMPTS",
+        value_name = "AUTHD_MAIL_ATTEMPTS",
+        default_value = "6",
+        value_parser = number_within(1_u32, 30)
+    )]
+    pub mail_attempts: u32,
+
+    /// The wait after an email's first failed try; it doubles after each (the default
+    /// six tries span about a minute).
+    #[arg(
+        long = "mail-retry-backoff",
+        env = "AUTHD_MAIL_RETRY_BACKOFF",
+        value_name = "AUTHD_MAIL_RETRY_BACKOFF",
+        default_value = "2s",
+        value_parser = duration_within(Duration::from_millis(10), Duration::from_secs(600))
+    )]
+    pub mail_retry_backoff: Duration,
+}
+
+// The SMTP URL may carry a password: show only whether it is set.
+impl fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("smtp", &self.smtp_url.is_some())
+            .field("mail_from", &self.mail_from)
+            .field("reset_url", &self.reset_url)
+            .field("verify_url", &self.verify_url)
+            .field("reset_ttl", &self.reset_ttl)
+            .field("verify_ttl", &self.verify_ttl)
+            .field("reset_per_hour", &self.reset_per_hour)
+            .field("mail_queue", &self.mail_queue)
+            .field("mail_attempts", &self.mail_attempts)
+            .field("mail_retry_backoff", &self.mail_retry_backoff)
+            .finish()
+    }
+}
+
+impl MailConfig {
+    /// How long codes live and how many an account may be sent.
+    pub fn code_policy(&self) -> CodePolicy {
+        CodePolicy {
+            reset_ttl: self.reset_ttl,
+            verify_ttl: self.verify_ttl,
+            per_hour: self.reset_per_hour,
+        }
+    }
+
+    /// How mail is sent; `None` without AUTHD_SMTP_URL.
+    pub fn settings(&self) -> anyhow::Result<Option<MailSettings>> {
+        let Some(url) = &self.smtp_url else {
+            return Ok(None);
+        };
+        let transport = smtp_transport(url.expose_secret())
+            .map_err(|err| anyhow::anyhow!("AUTHD_SMTP_URL: {err}"))?;
+        let from = self
+            .mail_from
+            .as_deref()
+            .context("AUTHD_MAIL_FROM: required when AUTHD_SMTP_URL is set")?;
+        let from = from.parse().map_err(|err| {
+            anyhow::anyhow!("AUTHD_MAIL_FROM: expected an address such as \"Example <no-reply@example.com>\" ({err})")
+        })?;
+        let link = |template: &Option<String>, variable: &str| {
+            template
+                .as_deref()
+                .map(LinkTemplate::new)
+                .transpose()
+                .map_err(|err| anyhow::anyhow!("{variable}: {err}"))
+        };
+        Ok(Some(MailSettings {
+            transport,
+            from,
+            reset_link: link(&self.reset_url, "AUTHD_PASSWORD_RESET_URL")?,
+            verify_link: link(&self.verify_url, "AUTHD_EMAIL_VERIFY_URL")?,
+            queue: self.mail_queue,
+            attempts: self.mail_attempts,
+            backoff: self.mail_retry_backoff,
+        }))
+    }
 }
 
 /// Names the setting an operator fixes for a failure that comes from one: a database

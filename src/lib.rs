@@ -10,6 +10,7 @@
 //! * [`grpc`] is the gRPC surface: it translates proto messages to domain calls and maps
 //!   domain errors to status codes in one place.
 //! * [`auth`] is the domain: users, passwords, sessions, tokens. No tonic, no sea-orm.
+//! * [`mail`] sends the domain's emails (one-time codes) over SMTP, off the request path.
 //! * [`store`] is persistence: repository traits and their sea-orm implementation. The
 //!   schema itself lives in the `migration` crate.
 //! * [`proto`] is the code generated from `proto/auth/v1/auth.proto`.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod mail;
 pub mod startup;
 pub mod store;
 mod sync;

@@ -49,6 +49,13 @@ pub enum AuditKind {
     UpdateMe,
     RevokeSession,
     ChangePassword,
+    ChangeEmail,
+    RequestPasswordReset,
+    ResetPassword,
+    RequestEmailVerification,
+    VerifyEmail,
+    /// An email with a one-time code, delivered or given up.
+    MailDelivery,
 }
 
 impl AuditKind {
@@ -63,6 +70,12 @@ impl AuditKind {
             Self::UpdateMe => "update_me",
             Self::RevokeSession => "revoke_session",
             Self::ChangePassword => "change_password",
+            Self::ChangeEmail => "change_email",
+            Self::RequestPasswordReset => "request_password_reset",
+            Self::ResetPassword => "reset_password",
+            Self::RequestEmailVerification => "request_email_verification",
+            Self::VerifyEmail => "verify_email",
+            Self::MailDelivery => "mail_delivery",
         }
     }
 }
@@ -80,6 +93,18 @@ pub enum AuditOutcome {
     Created,
     Activated,
     Deactivated,
+    /// No active account has the address asked about.
+    NoAccount,
+    /// The account's per-hour limit of codes was reached: nothing sent.
+    LimitReached,
+    /// A malformed, unknown, used, superseded, expired or wrong-kind code.
+    InvalidCode,
+    /// The mail server accepted the message.
+    Sent,
+    /// Every delivery attempt failed, or the mail server refused the message for good.
+    GaveUp,
+    /// The delivery queue was full: not attempted.
+    Dropped,
 }
 
 impl AuditOutcome {
@@ -94,6 +119,12 @@ impl AuditOutcome {
             Self::Created => "created",
             Self::Activated => "activated",
             Self::Deactivated => "deactivated",
+            Self::NoAccount => "no_account",
+            Self::LimitReached => "limit_reached",
+            Self::InvalidCode => "invalid_code",
+            Self::Sent => "sent",
+            Self::GaveUp => "gave_up",
+            Self::Dropped => "dropped",
         }
     }
 }

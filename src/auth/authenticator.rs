@@ -9,6 +9,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{
@@ -16,11 +17,13 @@ use super::{
     User,
     audit::{AuditEvent, AuditKind, AuditOutcome, Auditor, Caller},
     chrono_duration,
+    codes::CodePolicy,
+    mail::Mailer,
     refresh_token::{NewRefreshToken, new_refresh_token},
 };
 use crate::store::{
-    AuditRecord, AuditStore, NewSession, SessionRecord, SessionStore, ThrottleRule, ThrottleStore,
-    UserStore,
+    AuditRecord, AuditStore, CodeStore, NewSession, SessionRecord, SessionStore, ThrottleRule,
+    ThrottleStore, UserStore,
 };
 use crate::sync;
 
@@ -49,7 +52,20 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     pub throttle: Arc<dyn ThrottleStore>,
     pub audit: Arc<dyn AuditStore>,
+    pub codes: Arc<dyn CodeStore>,
 }
+
+/// One-time codes by email: their rules, and the mailer (`None`: delivery is off, and the
+/// calls that send mail answer FAILED_PRECONDITION).
+#[derive(Debug)]
+pub struct AccountMail {
+    pub policy: CodePolicy,
+    pub mailer: Option<Arc<dyn Mailer>>,
+}
+
+/// Password-reset requests being issued in the background at once; beyond, a request is
+/// dropped (and logged), so a flood cannot grow memory.
+const BACKGROUND_ISSUES: usize = 256;
 
 /// How passwords are checked: the hash, the rules for new ones, and the login throttle.
 #[derive(Debug)]
@@ -104,6 +120,7 @@ pub struct Authenticator {
     pub(super) users: Arc<dyn UserStore>,
     pub(super) sessions: Arc<dyn SessionStore>,
     pub(super) throttle: Arc<dyn ThrottleStore>,
+    pub(super) codes: Arc<dyn CodeStore>,
     pub(super) auditor: Auditor,
     pub(super) credentials: Credentials,
     /// Swapped whole when the key set changes (rotation); read on every validation.
@@ -112,6 +129,10 @@ pub struct Authenticator {
     pub(super) session_policy: SessionPolicy,
     pub(super) revocations: Arc<Revocations>,
     pub(super) clock: Arc<dyn Clock>,
+    pub(super) code_policy: CodePolicy,
+    pub(super) mailer: Option<Arc<dyn Mailer>>,
+    /// Slots for work a call leaves to the background (see `reset`).
+    pub(super) background: Arc<Semaphore>,
 }
 
 impl Authenticator {
@@ -120,6 +141,7 @@ impl Authenticator {
         credentials: Credentials,
         keys: TokenKeys,
         session_policy: SessionPolicy,
+        mail: AccountMail,
         revocations: Arc<Revocations>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -127,6 +149,7 @@ impl Authenticator {
             users: stores.users,
             sessions: stores.sessions,
             throttle: stores.throttle,
+            codes: stores.codes,
             auditor: Auditor::new(stores.audit),
             credentials,
             keyring: RwLock::new(Arc::new(keys.keyring)),
@@ -134,6 +157,9 @@ impl Authenticator {
             session_policy,
             revocations,
             clock,
+            code_policy: mail.policy,
+            mailer: mail.mailer,
+            background: Arc::new(Semaphore::new(BACKGROUND_ISSUES)),
         }
     }
 

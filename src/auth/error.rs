@@ -79,6 +79,17 @@ pub enum AuthError {
     CallerUnauthenticated,
     #[error("no such user")]
     UserNotFound,
+    /// A password-reset or verification code that is malformed, unknown, used,
+    /// superseded, expired or of the other kind: deliberately one case.
+    #[error("invalid or expired code")]
+    CodeInvalid,
+    /// Too many codes of one kind sent to this account in the last hour.
+    #[error("too many emails of this kind in the last hour, try again later")]
+    CodeLimitReached { retry_after: std::time::Duration },
+    #[error("email delivery is not configured")]
+    MailNotConfigured,
+    #[error("email is already verified")]
+    EmailAlreadyVerified,
     /// Too many consecutive failed logins for this email; says nothing about whether the
     /// password was right or the account exists.
     #[error("too many failed login attempts, try again later")]

@@ -2,8 +2,8 @@
 //!
 //! Nothing here knows about gRPC or SQL. [`Authenticator`] implements the use cases of
 //! `auth.v1.AuthService` on top of the `crate::store` traits, one file per use case
-//! (`signup`, `refresh`, `logout`, `introspection`, `profile`, `password`, `own_sessions`; `accounts`
-//! for the operator's commands); the validated input types ([`Email`], [`DisplayName`], [`Password`]) can only
+//! (`signup`, `refresh`, `logout`, `introspection`, `profile`, `password`, `email`, `reset`,
+//! `own_sessions`; `accounts` for the operator's commands); the validated input types ([`Email`], [`DisplayName`], [`Password`]) can only
 //! be built valid; every failure is an [`AuthError`] variant; the time comes from a
 //! [`Clock`].
 
@@ -11,11 +11,14 @@ mod accounts;
 mod audit;
 mod authenticator;
 mod clock;
+mod codes;
+mod email;
 mod error;
 mod hasher;
 mod input;
 mod introspection;
 mod logout;
+mod mail;
 mod own_sessions;
 mod password;
 mod policy;
@@ -23,6 +26,7 @@ mod profile;
 mod purge;
 mod refresh;
 mod refresh_token;
+mod reset;
 mod revocation;
 mod rotation;
 mod sealing;
@@ -34,14 +38,17 @@ mod verified_cache;
 pub use accounts::{Accounts, NewAccount};
 pub use audit::{AuditEvent, AuditKind, AuditOutcome, Auditor, Caller, USER_AGENT_MAX_CHARS};
 pub use authenticator::{
-    Authenticated, Authenticator, Credentials, SessionPolicy, Stores, TokenKeys, TokenPair,
+    AccountMail, Authenticated, Authenticator, Credentials, SessionPolicy, Stores, TokenKeys,
+    TokenPair,
 };
 pub use clock::{Clock, SystemClock};
+pub use codes::CodePolicy;
 pub use error::{AuthError, BelowFloor, FieldViolation};
 pub use hasher::{CostBelowFloor, HashCost, PasswordHasher};
 pub use input::{DisplayName, Email, NewPassword, Password};
 pub use introspection::{InactiveReason, Introspection};
 pub use logout::LogoutTarget;
+pub use mail::{Letter, Mailer};
 pub use own_sessions::SessionView;
 pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
 pub use purge::{Purged, Purger, Retention};
@@ -72,7 +79,8 @@ pub(crate) fn chrono_duration(duration: std::time::Duration) -> chrono::Duration
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Lowercase hex SHA-256, the stored form of refresh tokens and throttle keys.
+/// Lowercase hex SHA-256, the stored form of refresh tokens, one-time codes and throttle
+/// keys.
 pub(crate) fn sha256_hex(input: &str) -> String {
     use sha2::{Digest as _, Sha256};
     hex::encode(Sha256::digest(input.as_bytes()))

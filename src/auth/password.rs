@@ -1,7 +1,9 @@
 //! ChangePassword: the caller replaces their password, knowing the current one.
 
+use secrecy::SecretString;
+
 use super::{
-    AuthError, Authenticator, Email, Password, TokenPair,
+    AuthError, Authenticator, Email, NewPassword, Password, TokenPair,
     audit::{AuditKind, AuditOutcome, Caller},
     input::Violations,
 };
@@ -36,20 +38,7 @@ impl Authenticator {
             // The email moved to another account between the two reads.
             return Err(AuthError::SessionRevoked);
         }
-        let password_hash =
-            self.credentials
-                .hasher
-                .hash_new(&new)
-                .await
-                .map_err(|err| match err {
-                    AuthError::InvalidInput(violations) => AuthError::InvalidInput(
-                        violations
-                            .into_iter()
-                            .map(|v| v.for_field("new_password"))
-                            .collect(),
-                    ),
-                    other => other,
-                })?;
+        let password_hash = self.hash_new_password(&new).await?;
         let now = self.clock.now();
         let (refresh_token, session) = self.new_session(me.id, &caller, now)?;
         let (session_id, refresh_expires_at) = (session.id, session.expires_at);
@@ -75,5 +64,25 @@ impl Authenticator {
         Ok(self
             .authenticated(Some(&audit), me, session_id, refresh, now)?
             .tokens)
+    }
+
+    /// The hash of a new password, on the hash pool; a refusal names `new_password`.
+    pub(super) async fn hash_new_password(
+        &self,
+        password: &NewPassword,
+    ) -> Result<SecretString, AuthError> {
+        self.credentials
+            .hasher
+            .hash_new(password)
+            .await
+            .map_err(|err| match err {
+                AuthError::InvalidInput(violations) => AuthError::InvalidInput(
+                    violations
+                        .into_iter()
+                        .map(|v| v.for_field("new_password"))
+                        .collect(),
+                ),
+                other => other,
+            })
     }
 }

@@ -7,6 +7,8 @@
 //!   the spent tokens of a live session stay, as they are how reuse is detected.
 //! - Login failure counters untouched for a day (or the longest throttle wait, if longer)
 //!   and not blocking anyone now.
+//! - One-time codes an hour after they expired (the per-hour limit counts them until
+//!   then).
 //! - Audit events older than the audit retention.
 
 use std::{sync::Arc, time::Duration};
@@ -15,6 +17,10 @@ use chrono::{DateTime, Utc};
 
 use super::chrono_duration;
 use crate::store::{PurgeStore, StoreError, StoreResult};
+
+/// How long a one-time code is kept after it expired: the per-hour limit on issuing
+/// counts the codes of the last hour.
+const CODES_AFTER_EXPIRY: Duration = Duration::from_secs(3600);
 
 /// Rows deleted per statement: small enough that no purge holds locks for long.
 const BATCH: u64 = 500;
@@ -38,6 +44,7 @@ pub struct Purged {
     pub spent_tokens: u64,
     pub sessions: u64,
     pub login_throttle: u64,
+    pub account_codes: u64,
     pub audit_events: u64,
 }
 
@@ -63,6 +70,7 @@ impl Purger {
             Kind::SpentTokens,
             Kind::Sessions,
             Kind::LoginThrottle,
+            Kind::AccountCodes,
             Kind::AuditEvents,
         ] {
             loop {
@@ -102,6 +110,10 @@ impl Purger {
                     .purge_login_throttle(idle_since, now_ms, BATCH)
                     .await
             }
+            Kind::AccountCodes => {
+                let expired_before = before(CODES_AFTER_EXPIRY);
+                self.store.purge_account_codes(expired_before, BATCH).await
+            }
             Kind::AuditEvents => {
                 let older = before(retention.audit_events);
                 self.store.purge_audit_events(older, BATCH).await
@@ -115,6 +127,7 @@ enum Kind {
     SpentTokens,
     Sessions,
     LoginThrottle,
+    AccountCodes,
     AuditEvents,
 }
 
@@ -124,6 +137,7 @@ impl Purged {
             Kind::SpentTokens => &mut self.spent_tokens,
             Kind::Sessions => &mut self.sessions,
             Kind::LoginThrottle => &mut self.login_throttle,
+            Kind::AccountCodes => &mut self.account_codes,
             Kind::AuditEvents => &mut self.audit_events,
         }
     }

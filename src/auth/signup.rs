@@ -159,6 +159,19 @@ impl Authenticator {
         Ok(user)
     }
 
+    /// Clears the login failures of `email` (its owner just proved they hold the
+    /// mailbox). A failure costs only that, so it is logged, not returned.
+    pub(super) async fn clear_login_failures(&self, email: &Email) {
+        let cleared = self
+            .throttle
+            .reset_login_failures(&throttle_key(email), self.clock.now())
+            .await;
+        if let Err(err) = cleared {
+            let err = anyhow::Error::from(err);
+            tracing::warn!(error = %format!("{err:#}"), "login failures not cleared");
+        }
+    }
+
     /// Re-hashes a password stored with weaker parameters than configured. A failure
     /// costs nothing but the upgrade, so it is logged, not returned.
     async fn upgrade_hash(&self, user_id: Uuid, password: &Password) {

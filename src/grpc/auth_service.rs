@@ -184,6 +184,70 @@ impl AuthService for AuthGrpc {
             tokens: Some(token_pair_to_proto(&tokens)),
         }))
     }
+
+    async fn change_email(
+        &self,
+        request: Request<pb::ChangeEmailRequest>,
+    ) -> Result<Response<pb::ChangeEmailResponse>, Status> {
+        let (token, caller) = (bearer_token(&request)?, caller(&request));
+        let req = request.into_inner();
+        let user = self
+            .auth
+            .change_email(caller, &token, &req.new_email, req.current_password)
+            .await?;
+        Ok(Response::new(pb::ChangeEmailResponse {
+            user: Some(user_to_proto(&user)),
+        }))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        self.rate_limits.check(Bucket::Login, &request)?;
+        let caller = caller(&request);
+        self.auth
+            .request_password_reset(caller, &request.get_ref().email)
+            .await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        self.rate_limits.check(Bucket::Login, &request)?;
+        let caller = caller(&request);
+        let req = request.into_inner();
+        self.auth
+            .reset_password(caller, &req.code, req.new_password)
+            .await?;
+        Ok(Response::new(pb::ResetPasswordResponse {}))
+    }
+
+    async fn request_email_verification(
+        &self,
+        request: Request<pb::RequestEmailVerificationRequest>,
+    ) -> Result<Response<pb::RequestEmailVerificationResponse>, Status> {
+        let (token, caller) = (bearer_token(&request)?, caller(&request));
+        self.auth.request_email_verification(caller, &token).await?;
+        Ok(Response::new(pb::RequestEmailVerificationResponse {}))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        self.rate_limits.check(Bucket::Login, &request)?;
+        let caller = caller(&request);
+        let user = self
+            .auth
+            .verify_email(caller, &request.get_ref().code)
+            .await?;
+        Ok(Response::new(pb::VerifyEmailResponse {
+            user: Some(user_to_proto(&user)),
+        }))
+    }
 }
 
 fn caller<T>(request: &Request<T>) -> Caller {

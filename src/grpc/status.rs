@@ -43,16 +43,20 @@ impl From<AuthError> for Status {
             | AuthError::RefreshTokenInvalid
             | AuthError::RefreshTokenExpired
             | AuthError::RefreshTokenReused
-            | AuthError::CallerUnauthenticated => Status::unauthenticated(message),
+            | AuthError::CallerUnauthenticated
+            | AuthError::CodeInvalid => Status::unauthenticated(message),
             AuthError::AccountDisabled => Status::permission_denied(message),
             AuthError::UserNotFound | AuthError::SessionNotFound => Status::not_found(message),
-            AuthError::LoginThrottled { retry_after } | AuthError::RateLimited { retry_after } => {
-                Status::with_error_details(
-                    Code::ResourceExhausted,
-                    message,
-                    ErrorDetails::with_retry_info(Some(retry_after)),
-                )
+            AuthError::MailNotConfigured | AuthError::EmailAlreadyVerified => {
+                Status::failed_precondition(message)
             }
+            AuthError::LoginThrottled { retry_after }
+            | AuthError::RateLimited { retry_after }
+            | AuthError::CodeLimitReached { retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             AuthError::HashingBusy => Status::with_error_details(
                 Code::ResourceExhausted,
                 "server busy: too many password checks in progress, retry later",

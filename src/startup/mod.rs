@@ -20,13 +20,14 @@ use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 use self::tasks::KeyReload;
 use crate::{
     auth::{
-        Authenticator, Clock, Credentials, KeySealer, Keyring, Purger, RefreshKey, Retention,
-        Revocations, SessionPolicy, Stores, SystemClock, TokenKeys,
+        AccountMail, Auditor, Authenticator, Clock, Credentials, KeySealer, Keyring, Mailer,
+        Purger, RefreshKey, Retention, Revocations, SessionPolicy, Stores, SystemClock, TokenKeys,
     },
     config::{Config, LimitsConfig, TlsConfig, name_the_setting},
     grpc::{
         AuthGrpc, PeerRateLimits, ValidateCallers, capped, oversize_message_is_resource_exhausted,
     },
+    mail::{self, Delivery},
     proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
     store::{self, SqlStore, ThrottleRule},
 };
@@ -48,6 +49,8 @@ pub struct App {
     purge_interval: Duration,
     reflection: bool,
     health_probe_interval: Duration,
+    /// Sends the queued emails; `None` without SMTP.
+    mail_delivery: Option<Delivery>,
     clock: Arc<dyn Clock>,
 }
 
@@ -77,6 +80,7 @@ impl App {
         let policy = config.hashing.password_policy()?;
         let hasher = config.hashing.hasher()?;
         let token_settings = config.tokens.settings()?;
+        let mail_settings = config.mail.settings()?;
         let tls = server_tls(&config.tls)?;
         let mut validate_callers =
             ValidateCallers::with_api_key_digests(config.validate_api_keys.clone());
@@ -112,12 +116,21 @@ impl App {
             base_window_ms: millis(config.login.window),
             max_window_ms: millis(config.login.max_window),
         };
+        let (mailer, mail_delivery) = match mail_settings {
+            Some(settings) => {
+                let auditor = Auditor::new(store_arc.clone());
+                let (mailer, delivery) = mail::mailer(settings, auditor, Arc::clone(&clock));
+                (Some(mailer as Arc<dyn Mailer>), Some(delivery))
+            }
+            None => (None, None),
+        };
         let auth = Arc::new(Authenticator::new(
             Stores {
                 users: store_arc.clone(),
                 sessions: store_arc.clone(),
                 throttle: store_arc.clone(),
                 audit: store_arc.clone(),
+                codes: store_arc.clone(),
             },
             Credentials {
                 hasher,
@@ -132,6 +145,10 @@ impl App {
                 refresh_ttl: config.tokens.refresh_ttl,
                 max_age: config.tokens.session_max_age,
                 reuse_grace: config.tokens.refresh_reuse_grace,
+            },
+            AccountMail {
+                policy: config.mail.code_policy(),
+                mailer,
             },
             Arc::clone(&revocations),
             Arc::clone(&clock),
@@ -169,6 +186,7 @@ impl App {
             revocations,
             reflection: config.reflection,
             health_probe_interval: config.health_probe_interval,
+            mail_delivery,
             clock,
         })
     }
@@ -188,7 +206,7 @@ impl App {
         // NOT_SERVING until the first database probe answers.
         set_health(&health, ServingStatus::NotServing).await;
 
-        let tasks = [
+        let mut tasks = vec![
             tasks::health_probe(
                 health.clone(),
                 self.store.clone(),
@@ -213,9 +231,12 @@ impl App {
                 Arc::clone(&self.auth),
                 self.store.clone(),
                 self.clock,
-                stop_rx,
+                stop_rx.clone(),
             ),
         ];
+        if let Some(delivery) = self.mail_delivery {
+            tasks.push(tokio::spawn(delivery.run(stop_rx)));
+        }
 
         let limits = &self.limits;
         // Every service on the port gets the same message and metadata caps.

@@ -1,4 +1,4 @@
-//! The user, session and signing-key store.
+//! The user, session, one-time code and signing-key store.
 //!
 //! The domain (`crate::auth`) talks only to the traits and record types defined here; the
 //! one implementation, [`SqlStore`], maps them onto sea-orm and runs on SQLite, PostgreSQL
@@ -10,6 +10,7 @@
 //! stores it in the same transaction: the change and its record are kept or lost together.
 
 mod audit;
+mod codes;
 mod entities;
 mod keys;
 mod purge;
@@ -19,6 +20,7 @@ mod throttle;
 mod users;
 
 pub use audit::{AuditRecord, AuditStore};
+pub use codes::{CodeKind, CodeRecord, CodeReset, CodeStore, IssueLimit, Issued, NewCode};
 pub use keys::{KeyRecord, KeyStore};
 pub use purge::PurgeStore;
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionStore};
@@ -27,7 +29,7 @@ pub use sql::{
     connect, migrate, migrate_then,
 };
 pub use throttle::{Admission, ThrottleRule, ThrottleStore};
-pub use users::{NewUser, PasswordChange, UserRecord, UserStore};
+pub use users::{EmailChange, NewUser, PasswordChange, UserRecord, UserStore};
 
 /// What can go wrong in the store, as the domain needs to tell it apart.
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,12 @@ pub trait PurgeStore: Send + Sync + std::fmt::Debug {
         now_ms: i64,
         batch: u64,
     ) -> StoreResult<u64>;
+    /// One-time codes that expired before `expired_before`.
+    async fn purge_account_codes(
+        &self,
+        expired_before: DateTime<Utc>,
+        batch: u64,
+    ) -> StoreResult<u64>;
     /// Audit events older than `before`.
     async fn purge_audit_events(&self, before: DateTime<Utc>, batch: u64) -> StoreResult<u64>;
 }

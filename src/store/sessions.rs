@@ -59,6 +59,8 @@ pub enum RevokeReason {
     RevokedByUser,
     /// Ended by a change of its user's password.
     PasswordChanged,
+    /// Ended by a password reset.
+    PasswordReset,
 }
 
 impl RevokeReason {
@@ -70,6 +72,7 @@ impl RevokeReason {
             Self::Deactivated => "deactivated",
             Self::RevokedByUser => "revoked_by_user",
             Self::PasswordChanged => "password_changed",
+            Self::PasswordReset => "password_reset",
         }
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::{AuditRecord, NewSession, StoreResult};
+use super::{AuditRecord, NewCode, NewSession, StoreResult};
 
 /// A stored user.
 #[derive(Debug, Clone)]
@@ -44,6 +44,16 @@ pub struct PasswordChange {
     pub now: DateTime<Utc>,
 }
 
+/// An email change: the new address, unverified, and the code that will verify it.
+#[derive(Debug)]
+pub struct EmailChange {
+    pub user_id: Uuid,
+    pub email: String,
+    pub now: DateTime<Utc>,
+    /// Sent to the new address; `None` when email delivery is off.
+    pub verification: Option<NewCode>,
+}
+
 /// Users.
 #[async_trait]
 pub trait UserStore: Send + Sync + std::fmt::Debug {
@@ -74,14 +84,23 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
         audit: &AuditRecord,
     ) -> StoreResult<Option<UserRecord>>;
-    /// Replaces a user's password, ends every live session of the user and starts
-    /// `session` in their place, in one transaction; the ended sessions' ids are
-    /// returned. `None` (and nothing changed) if the user is gone or deactivated.
+    /// Replaces a user's password, ends every live session of the user, spends all the
+    /// user's one-time codes and starts `session` in their place, in one transaction; the
+    /// ended sessions' ids are returned. `None` (and nothing changed) if the user is gone or deactivated.
     async fn change_password(
         &self,
         change: PasswordChange,
         audit: &AuditRecord,
     ) -> StoreResult<Option<Vec<Uuid>>>;
+    /// Changes a user's email, marks it unverified, spends all the user's one-time codes
+    /// and stores the new verification code, in one transaction; the user as committed.
+    /// [`StoreError::Conflict`] if the email is taken; `None` (and nothing changed) if the
+    /// user is gone or deactivated.
+    async fn change_email(
+        &self,
+        change: EmailChange,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<UserRecord>>;
     /// Activates or deactivates a user. Deactivation revokes every live session of the
     /// user in the same transaction; the revoked session ids are returned. `None` if no
     /// such user.

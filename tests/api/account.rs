@@ -5,7 +5,9 @@ use std::time::Duration;
 use authd::proto::auth::v1::{self as pb, InactiveReason};
 use tonic::{Code, Request, metadata::MetadataValue};
 
-use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, spawn_app, with_bearer};
+use crate::helpers::{
+    PASSWORD, TestApp, TestDb, assert_code, spawn_app, violated_fields, with_bearer,
+};
 
 async fn update_me(
     app: &TestApp,
@@ -319,16 +321,7 @@ async fn change_password_names_each_bad_field() {
     let (email, tokens) = app.new_user().await;
     let bearer = tokens.access_token.as_str();
 
-    let fields = |status: tonic::Status| -> Vec<String> {
-        use tonic_types::StatusExt as _;
-        status
-            .get_details_bad_request()
-            .expect("field violations")
-            .field_violations
-            .into_iter()
-            .map(|v| v.field)
-            .collect()
-    };
+    let fields = |status: tonic::Status| violated_fields(&status);
     let status = assert_code(
         change_password(&app, bearer, "", "short").await,
         Code::InvalidArgument,

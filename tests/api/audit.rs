@@ -1,37 +1,6 @@
-use sea_orm::{ConnectionTrait as _, Statement};
 use tonic::Code;
 
-use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, set_active};
-
-/// (kind, outcome, user_id, session_id, peer) rows, oldest first.
-async fn audit_rows(
-    db: &TestDb,
-) -> Vec<(
-    String,
-    String,
-    Option<uuid::Uuid>,
-    Option<uuid::Uuid>,
-    Option<String>,
-)> {
-    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
-    let sql = "SELECT kind, outcome, user_id, session_id, peer FROM audit_events ORDER BY id";
-    let rows = conn
-        .query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    rows.iter()
-        .map(|row| {
-            (
-                row.try_get("", "kind").unwrap(),
-                row.try_get("", "outcome").unwrap(),
-                row.try_get("", "user_id").unwrap(),
-                row.try_get("", "session_id").unwrap(),
-                row.try_get("", "peer").unwrap(),
-            )
-        })
-        .collect()
-}
+use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, audit_rows, set_active};
 
 #[tokio::test]
 async fn security_events_are_recorded_with_who_what_and_where_but_no_secret() {

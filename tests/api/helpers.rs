@@ -23,7 +23,7 @@ use authd::{
 };
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use sea_orm::ConnectionTrait as _;
+use sea_orm::{ConnectionTrait as _, Statement};
 use secrecy::SecretString;
 use tempfile::TempDir;
 use tokio::{
@@ -724,4 +724,46 @@ async fn pump(
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// (kind, outcome, user_id, session_id, peer) rows, oldest first.
+pub async fn audit_rows(
+    db: &TestDb,
+) -> Vec<(
+    String,
+    String,
+    Option<uuid::Uuid>,
+    Option<uuid::Uuid>,
+    Option<String>,
+)> {
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    let sql = "SELECT kind, outcome, user_id, session_id, peer FROM audit_events ORDER BY id";
+    let rows = conn
+        .query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    rows.iter()
+        .map(|row| {
+            (
+                row.try_get("", "kind").unwrap(),
+                row.try_get("", "outcome").unwrap(),
+                row.try_get("", "user_id").unwrap(),
+                row.try_get("", "session_id").unwrap(),
+                row.try_get("", "peer").unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The fields a status's google.rpc.BadRequest names, in order.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_bad_request()
+        .expect("google.rpc.BadRequest field violations")
+        .field_violations
+        .into_iter()
+        .map(|violation| violation.field)
+        .collect()
 }

@@ -1,5 +1,6 @@
 //! sea-orm entities, one per table created in `migration/`.
 
+pub(crate) mod account_codes;
 pub(crate) mod audit_events;
 pub(crate) mod login_throttle;
 pub(crate) mod sessions;

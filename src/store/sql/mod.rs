@@ -1,6 +1,7 @@
 //! The sea-orm implementation of the store traits.
 
 mod audit;
+mod codes;
 mod errors;
 mod health;
 mod keys;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::SqlStore;
 use crate::store::{
     PurgeStore, StoreResult,
-    entities::{audit_events, login_throttle, sessions, spent_refresh_tokens},
+    entities::{account_codes, audit_events, login_throttle, sessions, spent_refresh_tokens},
 };
 
 #[async_trait]
@@ -63,6 +63,21 @@ impl PurgeStore for SqlStore {
             .limit(batch);
         // The condition again on the delete: an attempt may have touched a counter since.
         self.purge_keys::<login_throttle::Entity, String>(select, Column::Key, Some(idle))
+            .await
+    }
+
+    async fn purge_account_codes(
+        &self,
+        expired_before: DateTime<Utc>,
+        batch: u64,
+    ) -> StoreResult<u64> {
+        use account_codes::Column;
+        let select = account_codes::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::ExpiresAt.lt(expired_before))
+            .limit(batch);
+        self.purge_keys::<account_codes::Entity, Uuid>(select, Column::Id, None)
             .await
     }
 

@@ -3,18 +3,20 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    Set, sea_query::Expr,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{
     SqlStore,
+    codes::{insert_code, spend_codes},
     sessions::{live_session_ids, revoke_ids, session_model},
 };
 use crate::store::{
-    AuditRecord, NewSession, NewUser, PasswordChange, RevokeReason, StoreResult, UserRecord,
-    UserStore,
+    AuditRecord, EmailChange, NewSession, NewUser, PasswordChange, RevokeReason, StoreResult,
+    UserRecord, UserStore,
     entities::{sessions, users},
 };
 
@@ -127,9 +129,7 @@ impl UserStore for SqlStore {
         self.detached(move |store| async move {
             let txn = store.begin().await?;
             // The user's row, locked first, as a deactivation locks it.
-            let active = users::Entity::find_by_id(user_id)
-                .lock_exclusive()
-                .one(&txn)
+            let active = locked_user(&txn, user_id)
                 .await?
                 .is_some_and(|user| user.active);
             if !active {
@@ -146,11 +146,55 @@ impl UserStore for SqlStore {
                 .await?;
             let ended = live_session_ids(&txn, user_id).await?;
             revoke_ids(&txn, &ended, RevokeReason::PasswordChanged, now).await?;
+            spend_codes(&txn, user_id, None, now).await?;
             sessions::Entity::insert(session_model(session))
                 .exec_without_returning(&txn)
                 .await?;
             store.commit_with(txn, &audit).await?;
             Ok(Some(ended))
+        })
+        .await
+    }
+
+    async fn change_email(
+        &self,
+        change: EmailChange,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<UserRecord>> {
+        let audit = audit.clone();
+        let EmailChange {
+            user_id,
+            email,
+            now,
+            verification,
+        } = change;
+        self.detached(move |store| async move {
+            let txn = store.begin().await?;
+            let active = locked_user(&txn, user_id)
+                .await?
+                .is_some_and(|user| user.active);
+            if !active {
+                return Ok(None);
+            }
+            // A taken address fails here on the unique index, whatever its letter case.
+            users::Entity::update_many()
+                .col_expr(users::Column::Email, Expr::value(email))
+                .col_expr(users::Column::EmailVerified, Expr::value(false))
+                .col_expr(users::Column::UpdatedAt, Expr::value(now))
+                .filter(users::Column::Id.eq(user_id))
+                .exec(&txn)
+                .await?;
+            // Codes sent to the old address must not verify the new one, nor reset the
+            // password through the old mailbox.
+            spend_codes(&txn, user_id, None, now).await?;
+            if let Some(code) = verification {
+                insert_code(&txn, code).await?;
+            }
+            let Some(user) = users::Entity::find_by_id(user_id).one(&txn).await? else {
+                return Ok(None);
+            };
+            store.commit_with(txn, &audit).await?;
+            Ok(Some(user.into()))
         })
         .await
     }
@@ -168,11 +212,7 @@ impl UserStore for SqlStore {
             // Existence is checked with a read (MySQL counts only rows an UPDATE changed),
             // locking the row first thing: a session being started for the user is waited
             // for, and then found below.
-            let exists = users::Entity::find_by_id(id)
-                .lock_exclusive()
-                .one(&txn)
-                .await?
-                .is_some();
+            let exists = locked_user(&txn, id).await?.is_some();
             if !exists {
                 return Ok(None);
             }
@@ -192,6 +232,19 @@ impl UserStore for SqlStore {
         })
         .await
     }
+}
+
+/// The user's row, locked for the rest of the transaction (the first thing every change of
+/// a user takes, so no two changes wait for each other the other way round). A locking
+/// read: on MySQL it sees the latest committed row, not the transaction's snapshot.
+pub(super) async fn locked_user(
+    txn: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<users::Model>, DbErr> {
+    users::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(txn)
+        .await
 }
 
 pub(super) fn user_model(user: NewUser) -> users::ActiveModel {
