@@ -12,6 +12,8 @@
 
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "api/mail_sink.rs"]
+mod mail_sink;
 
 use std::{
     io::Write,
@@ -20,7 +22,9 @@ use std::{
 
 use tonic::Status;
 
-use helpers::{TestApp, TestDb};
+use authd::proto::auth::v1 as pb;
+use helpers::{TestApp, TestDb, with_bearer};
+use mail_sink::MailSink;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -46,10 +50,14 @@ async fn no_password_or_token_reaches_a_log_line_or_a_status_message() {
         move || writer.clone(),
     )
     .unwrap();
+    let sink = MailSink::start().await;
+    let smtp_url = sink.url();
     // No retry grace, so the replayed refresh token below is refused as reuse.
     let app = TestApp::builder(TestDb::fresh().await)
         .configure(|config| {
             config.tokens.refresh_reuse_grace = std::time::Duration::ZERO;
+            config.mail.smtp_url = Some(smtp_url.into());
+            config.mail.mail_from = Some("authd <no-reply@example.com>".to_owned());
         })
         .spawn()
         .await;
@@ -104,7 +112,62 @@ async fn no_password_or_token_reaches_a_log_line_or_a_status_message() {
         .unwrap();
     statuses.push(app.get_me(Some(&second.access_token)).await.unwrap_err());
     statuses.push(app.refresh(&second.refresh_token).await.unwrap_err());
-    for tokens in [&first, &second, &rotated] {
+
+    // One-time codes: a reset (refused once with a weak password, then used and replayed)
+    // and an email verification after an email change.
+    let new_password = "An0ther-Secret-Passphrase-7";
+    secrets.push(new_password.to_owned());
+    let mut client = app.client.clone();
+    let reset = |email: &str| pb::RequestPasswordResetRequest {
+        email: email.to_owned(),
+    };
+    client
+        .request_password_reset(reset("secret@example.com"))
+        .await
+        .unwrap();
+    let code = sink.wait_for(1).await[0].code();
+    let reset_with = |code: &str, new_password: &str| pb::ResetPasswordRequest {
+        code: code.to_owned(),
+        new_password: new_password.to_owned(),
+    };
+    statuses.push(
+        client
+            .reset_password(reset_with(&code, "tiny-pw"))
+            .await
+            .unwrap_err(),
+    );
+    client
+        .reset_password(reset_with(&code, new_password))
+        .await
+        .unwrap();
+    statuses.push(
+        client
+            .reset_password(reset_with(&code, new_password))
+            .await
+            .unwrap_err(),
+    );
+    secrets.push(code);
+    let third = app
+        .login("secret@example.com", new_password)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    let change = pb::ChangeEmailRequest {
+        new_email: "moved@example.com".to_owned(),
+        current_password: new_password.to_owned(),
+    };
+    client
+        .change_email(with_bearer(change, Some(&third.access_token)))
+        .await
+        .unwrap();
+    let code = sink.wait_for(2).await[1].code();
+    let verify = pb::VerifyEmailRequest { code: code.clone() };
+    client.verify_email(verify.clone()).await.unwrap();
+    statuses.push(client.verify_email(verify).await.unwrap_err());
+    secrets.push(code);
+
+    for tokens in [&first, &second, &rotated, &third] {
         secrets.push(tokens.access_token.clone());
         secrets.push(tokens.refresh_token.clone());
         // A JWT's signature alone is as good as the token for a replay check.

@@ -28,9 +28,13 @@ pub struct Delivered {
 }
 
 impl Delivered {
-    /// The body, with quoted-printable soft breaks and escapes undone.
+    /// The body, quoted-printable decoded if it was sent so.
     pub fn text(&self) -> String {
         let body = self.data.split_once("\n\n").map_or("", |(_, body)| body);
+        let encoding = self.header("Content-Transfer-Encoding").unwrap_or_default();
+        if !encoding.eq_ignore_ascii_case("quoted-printable") {
+            return body.to_owned();
+        }
         let joined = body.replace("=\n", "");
         let mut out = String::new();
         let mut chars = joined.chars().peekable();
@@ -64,10 +68,14 @@ impl Delivered {
         })
     }
 
-    /// The one-time code the message carries: what follows `code=` in its link.
+    /// The one-time code the message carries: what follows `code=` in its link, or the
+    /// code itself when there is no link.
     pub fn code(&self) -> String {
         let text = self.text();
-        let start = text.find("code=").expect("a link with the code") + "code=".len();
+        let start = ["code=", "code:\r\n", "code:\n"]
+            .iter()
+            .find_map(|marker| text.find(marker).map(|at| at + marker.len()))
+            .expect("a code in the message");
         text[start..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')

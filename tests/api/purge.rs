@@ -127,3 +127,52 @@ async fn the_server_purges_on_its_own_schedule() {
     assert_eq!(rows(&app).await[0], 0, "the ended session was never purged");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn one_time_codes_go_an_hour_after_they_expire() {
+    let sink = crate::mail_sink::MailSink::start().await;
+    let app = crate::recovery::mailing_app(crate::helpers::TestDb::fresh().await, &sink.url())
+        .spawn()
+        .await;
+    let (email, _) = app.new_user().await;
+    crate::recovery::request_reset(&app, &email).await.unwrap();
+    sink.wait_for(1).await;
+    let codes = async || {
+        let conn = app.db.connect().await;
+        let sql = "SELECT COUNT(*) FROM account_codes";
+        let row = conn
+            .query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
+            .await
+            .unwrap()
+            .unwrap();
+        conn.close().await.unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    };
+    assert_eq!(codes().await, 1);
+
+    let config = test_config(&app.db);
+    let database = config.database.settings().unwrap();
+    let pool = store::connect(&database).await.unwrap();
+    let purger = Purger::new(
+        Arc::new(SqlStore::new(pool.clone(), &database)),
+        Retention {
+            session_after_end: Duration::from_secs(3600),
+            idle_login_throttle: Duration::from_secs(86_400),
+            audit_events: config.audit_retention,
+        },
+    );
+    let now = Utc::now();
+    // Expired after 30 minutes, but still counted by the hourly limit for an hour more.
+    let purged = purger
+        .run_once(now + chrono::Duration::minutes(80))
+        .await
+        .unwrap();
+    assert_eq!((purged.account_codes, codes().await), (0, 1));
+    let purged = purger
+        .run_once(now + chrono::Duration::minutes(100))
+        .await
+        .unwrap();
+    assert_eq!((purged.account_codes, codes().await), (1, 0));
+    pool.close().await.unwrap();
+    app.stop().await;
+}
