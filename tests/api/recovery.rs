@@ -434,3 +434,41 @@ async fn a_mail_server_refusing_for_good_is_given_up_logged_and_audited() {
     wait_for_audit(&app.db, "mail_delivery", "sent", 1).await;
     app.stop().await;
 }
+
+/// Needs a network database: the proxy in front of it is cut and restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_the_code_calls_are_unavailable_and_the_code_survives() {
+    let db = TestDb::fresh().await;
+    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
+        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+        return;
+    };
+    let sink = MailSink::start().await;
+    let proxy = crate::helpers::DbProxy::start(target).await;
+    let app = mailing_app(db.via(proxy.addr), &sink.url())
+        .configure(|config| config.database.acquire_timeout = Duration::from_secs(1))
+        .spawn()
+        .await;
+    let (email, _) = app.new_user().await;
+    request_reset(&app, &email).await.unwrap();
+    let code = sink.wait_for(1).await[0].code();
+
+    proxy.cut();
+    assert_code(request_reset(&app, &email).await, Code::Unavailable);
+    assert_code(
+        reset_password(&app, &code, NEW_PASSWORD).await,
+        Code::Unavailable,
+    );
+    let verify = pb::VerifyEmailRequest { code: code.clone() };
+    assert_code(
+        app.client.clone().verify_email(verify).await,
+        Code::Unavailable,
+    );
+
+    proxy.restore();
+    app.wait_for_health(tonic_health::pb::health_check_response::ServingStatus::Serving)
+        .await;
+    reset_password(&app, &code, NEW_PASSWORD).await.unwrap();
+    app.login(&email, NEW_PASSWORD).await.unwrap();
+    app.stop().await;
+}
