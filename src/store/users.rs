@@ -102,7 +102,7 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
         audit: &AuditRecord,
     ) -> StoreResult<Option<UserRecord>>;
     /// Activates or deactivates a user. Deactivation revokes every live session of the
-    /// user in the same transaction; the revoked session ids are returned. `None` if no
+    /// user and spends their one-time codes in the same transaction; the revoked session ids are returned. `None` if no
     /// such user.
     async fn set_active(
         &self,

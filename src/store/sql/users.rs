@@ -226,6 +226,8 @@ impl UserStore for SqlStore {
             if !active {
                 revoked = live_session_ids(&txn, id).await?;
                 revoke_ids(&txn, &revoked, RevokeReason::Deactivated, now).await?;
+                // A deactivated account's outstanding codes must not outlive it.
+                spend_codes(&txn, id, None, now).await?;
             }
             store.commit_with(txn, &audit).await?;
             Ok(Some(revoked))
