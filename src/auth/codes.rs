@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::{AuthError, Authenticator, FieldViolation, chrono_duration, random_bytes, sha256_hex};
-use crate::store::{CodeKind, CodeRecord, NewCode};
+use crate::store::{CodeKind, CodeRecord, IssueLimit, NewCode};
 
 const CODE_BYTES: usize = 32;
 /// 32 bytes in unpadded base64.
@@ -60,6 +60,15 @@ impl Authenticator {
         Ok((SecretString::from(code), record))
     }
 
+    /// The per-account cap on codes of one kind: at most the configured number in the last
+    /// hour.
+    pub(super) fn code_limit(&self, now: DateTime<Utc>) -> IssueLimit {
+        IssueLimit {
+            max: self.code_policy.per_hour,
+            since: now - chrono_duration(LIMIT_WINDOW),
+        }
+    }
+
     /// The stored code a presented one names, if it is of `kind`, unspent and unexpired
     /// at `now`; `None` for anything else (malformed, unknown, used, superseded, expired,
     /// of the other kind): the caller gives one answer for all.
@@ -69,6 +78,8 @@ impl Authenticator {
         kind: CodeKind,
         now: DateTime<Utc>,
     ) -> Result<Option<CodeRecord>, AuthError> {
+        // Pasted from a message, a code may carry the line's whitespace.
+        let presented = presented.trim();
         let well_formed = presented.len() == CODE_LEN
             && URL_SAFE_NO_PAD
                 .decode(presented)

@@ -4,12 +4,12 @@
 use super::{
     AuthError, Authenticator, Email, FieldViolation, Password, User,
     audit::{AuditKind, AuditOutcome, Caller},
-    chrono_duration,
     codes::{LIMIT_WINDOW, check_code_field},
     input::Violations,
+    introspection::SignedIn,
     mail::Letter,
 };
-use crate::store::{CodeKind, EmailChange, IssueLimit, Issued, StoreError};
+use crate::store::{CodeKind, EmailChange, EmailChanged, Issued, StoreError};
 
 impl Authenticator {
     /// Changes the caller's address after checking their password as Login does (the same
@@ -22,7 +22,10 @@ impl Authenticator {
         new_email: &str,
         current_password: String,
     ) -> Result<User, AuthError> {
-        let me = self.me(access_token).await?;
+        let SignedIn {
+            user: me,
+            session_id: caller_session,
+        } = self.signed_in(access_token).await?;
         let mut violations = Violations::default();
         let new_email =
             violations.check(Email::parse(new_email).map_err(|v| v.for_field("new_email")));
@@ -56,7 +59,7 @@ impl Authenticator {
         let (code, verification) = match &self.mailer {
             Some(_) => {
                 let (code, record) = self.new_code(me.id, CodeKind::EmailVerification, now)?;
-                (Some(code), Some(record))
+                (Some(code), Some((record, self.code_limit(now))))
             }
             None => (None, None),
         };
@@ -68,13 +71,23 @@ impl Authenticator {
         );
         let change = EmailChange {
             user_id: me.id,
+            caller_session,
             email: new_email.as_str().to_owned(),
             now,
             verification,
         };
         let user = match self.users.change_email(change, &audit).await {
             Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
-            other => other?.ok_or(AuthError::SessionRevoked)?,
+            Ok(EmailChanged::Changed(user)) => user,
+            Ok(EmailChanged::LimitReached) => {
+                let outcome = (AuditKind::ChangeEmail, AuditOutcome::LimitReached);
+                self.audit(&caller, outcome, (Some(me.id), None)).await;
+                return Err(AuthError::CodeLimitReached {
+                    retry_after: LIMIT_WINDOW,
+                });
+            }
+            Ok(EmailChanged::SignedOut) => return Err(AuthError::SessionRevoked),
+            Err(err) => return Err(err.into()),
         };
         self.auditor.log(&audit);
         if let (Some(mailer), Some(code)) = (&self.mailer, code) {
@@ -113,10 +126,7 @@ impl Authenticator {
             (Some(me.id), None),
             now,
         );
-        let limit = IssueLimit {
-            max: self.code_policy.per_hour,
-            since: now - chrono_duration(LIMIT_WINDOW),
-        };
+        let limit = self.code_limit(now);
         let user = match self.codes.issue_code(record, Some(limit), &audit).await? {
             Issued::Stored(user) => user,
             Issued::LimitReached => {

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use super::{AuthError, Authenticator, FieldViolation, Standing, User, Verdict, VerifiedToken};
 use crate::sync;
 
@@ -11,6 +13,13 @@ pub enum InactiveReason {
     Expired,
     Revoked,
     Invalid,
+}
+
+/// The caller of an RPC that acts as its user: who, and in which live session.
+#[derive(Debug)]
+pub(super) struct SignedIn {
+    pub user: User,
+    pub session_id: Uuid,
 }
 
 /// ValidateToken's answer (RFC 7662): claims only for an active token.
@@ -45,19 +54,29 @@ impl Authenticator {
 
     /// The caller's user, read fresh from the store.
     pub async fn me(&self, access_token: &str) -> Result<User, AuthError> {
+        Ok(self.signed_in(access_token).await?.user)
+    }
+
+    /// The caller's user and session, both read fresh from the store: the store is the
+    /// authority here (these calls read it anyway), so a revocation made on another replica
+    /// counts even before the next sync.
+    pub(super) async fn signed_in(&self, access_token: &str) -> Result<SignedIn, AuthError> {
         let verified = self.authenticate(access_token)?;
-        // The store is the authority here (this call reads it anyway), so a revocation
-        // made on another replica counts even before the next sync.
         let session = self.sessions.find(verified.session_id).await?;
-        if session.is_none_or(|s| s.revoked_at.is_some()) {
+        if session.is_none_or(|s| s.revoked_at.is_some() || s.user_id != verified.user_id) {
             return Err(AuthError::SessionRevoked);
         }
-        self.users
+        let user = self
+            .users
             .find_by_id(verified.user_id)
             .await?
             .filter(|user| user.active)
             .map(User::from)
-            .ok_or(AuthError::SessionRevoked)
+            .ok_or(AuthError::SessionRevoked)?;
+        Ok(SignedIn {
+            user,
+            session_id: verified.session_id,
+        })
     }
 
     /// A bearer token that must be active, for RPCs that act as its user.

@@ -49,7 +49,7 @@ pub use input::{DisplayName, Email, NewPassword, Password};
 pub use introspection::{InactiveReason, Introspection};
 pub use logout::LogoutTarget;
 pub use mail::{Letter, Mailer};
-pub use own_sessions::SessionView;
+pub use own_sessions::{SESSIONS_LISTED, SessionView};
 pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
 pub use purge::{Purged, Purger, Retention};
 pub use refresh_token::RefreshKey;

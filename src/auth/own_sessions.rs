@@ -9,6 +9,10 @@ use super::{
 };
 use crate::store::{RevokeReason, SessionRecord};
 
+/// The most sessions ListSessions answers with (the newest): a bound on the reply, however
+/// many logins a client scripted.
+pub const SESSIONS_LISTED: u64 = 100;
+
 /// One of the caller's sessions, as they may see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionView {
@@ -39,18 +43,13 @@ impl SessionView {
 }
 
 impl Authenticator {
-    /// The caller's live sessions, newest first.
+    /// The caller's live sessions, newest first: at most [`SESSIONS_LISTED`] of them.
     pub async fn list_sessions(&self, access_token: &str) -> Result<Vec<SessionView>, AuthError> {
-        let me = self.authenticate(access_token)?;
+        let me = self.signed_in(access_token).await?;
         let sessions = self
             .sessions
-            .live_for_user(me.user_id, self.clock.now())
+            .live_for_user(me.user.id, self.clock.now(), SESSIONS_LISTED)
             .await?;
-        // The store is the authority here, as for GetMe: a session ended on another
-        // replica counts even before the next sync.
-        if !sessions.iter().any(|session| session.id == me.session_id) {
-            return Err(AuthError::SessionRevoked);
-        }
         Ok(sessions
             .into_iter()
             .map(|session| SessionView::of(session, me.session_id))
@@ -66,7 +65,8 @@ impl Authenticator {
         access_token: &str,
         session_id: &str,
     ) -> Result<(), AuthError> {
-        let me = self.authenticate(access_token)?;
+        // The store is the authority for the caller's own session too, as for GetMe.
+        let me = self.signed_in(access_token).await?.user;
         let session_id = Uuid::parse_str(session_id.trim()).map_err(|_| {
             AuthError::InvalidInput(vec![FieldViolation::new(
                 "session_id",
@@ -74,14 +74,14 @@ impl Authenticator {
             )])
         })?;
         let owned = self.sessions.find(session_id).await?;
-        if owned.is_none_or(|session| session.user_id != me.user_id) {
+        if owned.is_none_or(|session| session.user_id != me.id) {
             return Err(AuthError::SessionNotFound);
         }
         let now = self.clock.now();
         let audit = self.audit_entry(
             &caller,
             (AuditKind::RevokeSession, AuditOutcome::Success),
-            (Some(me.user_id), Some(session_id)),
+            (Some(me.id), Some(session_id)),
             now,
         );
         self.sessions

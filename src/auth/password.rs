@@ -6,6 +6,7 @@ use super::{
     AuthError, Authenticator, Email, NewPassword, Password, TokenPair,
     audit::{AuditKind, AuditOutcome, Caller},
     input::Violations,
+    introspection::SignedIn,
 };
 use crate::store::PasswordChange;
 
@@ -21,7 +22,10 @@ impl Authenticator {
         current: String,
         new: String,
     ) -> Result<TokenPair, AuthError> {
-        let me = self.me(access_token).await?;
+        let SignedIn {
+            user: me,
+            session_id: caller_session,
+        } = self.signed_in(access_token).await?;
         let mut violations = Violations::default();
         let current = violations
             .check(Password::submitted(current).map_err(|v| v.for_field("current_password")));
@@ -50,6 +54,7 @@ impl Authenticator {
         );
         let change = PasswordChange {
             user_id: me.id,
+            caller_session,
             password_hash,
             session,
             now,

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use super::{
     AuthError, Authenticator, Email, Password,
     audit::{AuditKind, AuditOutcome, Caller},
-    chrono_duration,
-    codes::{LIMIT_WINDOW, check_code_field},
+    codes::check_code_field,
     input::Violations,
     mail::{Letter, Mailer},
 };
-use crate::store::{CodeKind, CodeReset, IssueLimit, Issued, UserRecord};
+use crate::store::{CodeKind, CodeReset, Issued, UserRecord};
 
 impl Authenticator {
     /// Answers the same, in the same time, whether or not `email` names an account: the
@@ -66,10 +65,7 @@ impl Authenticator {
                 (Some(user.id), None),
                 now,
             );
-            let limit = IssueLimit {
-                max: self.code_policy.per_hour,
-                since: now - chrono_duration(LIMIT_WINDOW),
-            };
+            let limit = self.code_limit(now);
             let issued = self.codes.issue_code(record, Some(limit), &audit).await?;
             if matches!(issued, Issued::Stored(_)) {
                 self.auditor.log(&audit);

@@ -10,7 +10,9 @@ use super::{
     input::Violations,
     sha256_hex,
 };
-use crate::store::{Admission, NewUser, StoreError, UserRecord};
+use secrecy::SecretString;
+
+use crate::store::{Admission, NewUser, SessionStart, StoreError, UserRecord};
 
 /// The role of self-registered accounts.
 pub const DEFAULT_ROLE: &str = "user";
@@ -87,8 +89,11 @@ impl Authenticator {
             self.audit(&caller, disabled, (Some(user.id), None)).await;
             return Err(AuthError::AccountDisabled);
         }
-        if hasher.needs_rehash(&user.password_hash) {
-            self.upgrade_hash(user.id, &password).await;
+        let mut checked_hash = user.password_hash.clone();
+        if hasher.needs_rehash(&user.password_hash)
+            && let Some(upgraded) = self.upgrade_hash(&user, &password).await
+        {
+            checked_hash = upgraded;
         }
         // The hash took time: the session starts now.
         let now = self.clock.now();
@@ -100,10 +105,19 @@ impl Authenticator {
             (Some(user.id), Some(session_id)),
             now,
         );
-        // Deactivated while the password was being checked: no session.
-        if !self.sessions.create(session, &audit).await? {
-            self.audit(&caller, disabled, (Some(user.id), None)).await;
-            return Err(AuthError::AccountDisabled);
+        match self.sessions.create(session, checked_hash, &audit).await? {
+            SessionStart::Started => {}
+            // Deactivated while the password was being checked: no session.
+            SessionStart::UserInactive => {
+                self.audit(&caller, disabled, (Some(user.id), None)).await;
+                return Err(AuthError::AccountDisabled);
+            }
+            // Reset or changed meanwhile: the password given is no longer the password.
+            SessionStart::PasswordChanged => {
+                let outcome = login(AuditOutcome::InvalidCredentials);
+                self.audit(&caller, outcome, (Some(user.id), None)).await;
+                return Err(AuthError::InvalidCredentials);
+            }
         }
         tracing::info!(user_id = %user.id, session_id = %session_id, "login succeeded");
         // As committed with the session.
@@ -172,21 +186,30 @@ impl Authenticator {
         }
     }
 
-    /// Re-hashes a password stored with weaker parameters than configured. A failure
-    /// costs nothing but the upgrade, so it is logged, not returned.
-    async fn upgrade_hash(&self, user_id: Uuid, password: &Password) {
+    /// Re-hashes a password stored with weaker parameters than configured; the new hash if
+    /// it replaced the old one. A failure costs nothing but the upgrade, so it is logged,
+    /// not returned.
+    async fn upgrade_hash(&self, user: &UserRecord, password: &Password) -> Option<SecretString> {
         let result = async {
             let hash = self.credentials.hasher.hash(password).await?;
-            self.users
-                .update_password_hash(user_id, hash, self.clock.now())
+            let old = user.password_hash.clone();
+            let now = self.clock.now();
+            let swapped = (self.users)
+                .update_password_hash(user.id, old, hash.clone(), now)
                 .await?;
-            Ok::<_, AuthError>(())
+            Ok::<_, AuthError>(swapped.then_some(hash))
         }
         .await;
         match result {
-            Ok(()) => tracing::info!(user_id = %user_id, "password hash upgraded"),
+            Ok(Some(hash)) => {
+                tracing::info!(user_id = %user.id, "password hash upgraded");
+                Some(hash)
+            }
+            // The password changed meanwhile; the login then fails.
+            Ok(None) => None,
             Err(err) => {
-                tracing::warn!(user_id = %user_id, error = %err, "password hash upgrade failed")
+                tracing::warn!(user_id = %user.id, error = %err, "password hash upgrade failed");
+                None
             }
         }
     }

@@ -174,6 +174,8 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        // A password is checked: the same per-client budget as Login.
+        self.rate_limits.check(Bucket::Login, &request)?;
         let (token, caller) = (bearer_token(&request)?, caller(&request));
         let req = request.into_inner();
         let tokens = self
@@ -189,6 +191,8 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::ChangeEmailRequest>,
     ) -> Result<Response<pb::ChangeEmailResponse>, Status> {
+        // A password is checked: the same per-client budget as Login.
+        self.rate_limits.check(Bucket::Login, &request)?;
         let (token, caller) = (bearer_token(&request)?, caller(&request));
         let req = request.into_inner();
         let user = self

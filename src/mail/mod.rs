@@ -5,7 +5,8 @@
 //! letters off it, a few at a time, and sends each with retries and exponential backoff.
 //! A dead or slow mail server therefore never delays a call, and never grows memory past
 //! the queue: a letter posted to a full queue is dropped. Every letter ends in one audit
-//! event (`mail_delivery`: sent, gave up, or dropped) and a log line; neither holds the
+//! event (`mail_delivery`: sent, gave up, or dropped) and a log line, except those still
+//! queued or in flight at shutdown, which are counted in one log line; none holds the
 //! code.
 
 mod message;

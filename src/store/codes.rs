@@ -95,7 +95,7 @@ pub trait CodeStore: Send + Sync + std::fmt::Debug {
     /// Spends the reset code, sets the password, ends every live session of the user and
     /// spends all the user's codes, in one transaction; the ended sessions' ids are
     /// returned. `None`, and nothing changed, if the code is no longer unspent and
-    /// unexpired at `now` (another call used it first).
+    /// unexpired at `now` (another call used it first) or the user was deactivated.
     async fn reset_password(
         &self,
         reset: CodeReset,

@@ -23,13 +23,13 @@ pub use audit::{AuditRecord, AuditStore};
 pub use codes::{CodeKind, CodeRecord, CodeReset, CodeStore, IssueLimit, Issued, NewCode};
 pub use keys::{KeyRecord, KeyStore};
 pub use purge::PurgeStore;
-pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionStore};
+pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionStart, SessionStore};
 pub use sql::{
     Backend, CannotOpen, DatabaseHealth, DatabaseSettings, QueryCounter, SqlStore, SqliteSync,
     connect, migrate, migrate_then,
 };
 pub use throttle::{Admission, ThrottleRule, ThrottleStore};
-pub use users::{EmailChange, NewUser, PasswordChange, UserRecord, UserStore};
+pub use users::{EmailChange, EmailChanged, NewUser, PasswordChange, UserRecord, UserStore};
 
 /// What can go wrong in the store, as the domain needs to tell it apart.
 #[derive(Debug, thiserror::Error)]

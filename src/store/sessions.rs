@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::{AuditRecord, StoreResult};
@@ -37,6 +38,16 @@ pub struct NewSession {
     pub expires_at: DateTime<Utc>,
     pub user_agent: Option<String>,
     pub peer: Option<String>,
+}
+
+/// What [`SessionStore::create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStart {
+    Started,
+    /// The user is gone or deactivated.
+    UserInactive,
+    /// The password changed after the login checked it.
+    PasswordChanged,
 }
 
 /// One refresh-token rotation, applied only if the session still holds `old_hash`.
@@ -80,17 +91,25 @@ impl RevokeReason {
 /// Sessions and their refresh tokens.
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
-    /// A user's sessions not revoked and not expired at `now`, newest first.
+    /// A user's sessions not revoked and not expired at `now`, newest first, at most
+    /// `limit` of them.
     async fn live_for_user(
         &self,
         user_id: Uuid,
         now: DateTime<Utc>,
+        limit: u64,
     ) -> StoreResult<Vec<SessionRecord>>;
-    /// Starts a session only if its user is active at that moment, serialized with
-    /// [`super::UserStore::set_active`]: a deactivation either comes first (false: nothing is
+    /// Starts a session only if its user is active at that moment and their password hash
+    /// is still `checked_hash`, the one the login checked; serialized with every change of
+    /// the user: a deactivation, password change or reset either comes first (nothing is
     /// stored) or finds the new session and ends it. The user's `last_login_at` becomes the
     /// session's start, in the same transaction.
-    async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<bool>;
+    async fn create(
+        &self,
+        session: NewSession,
+        checked_hash: SecretString,
+        audit: &AuditRecord,
+    ) -> StoreResult<SessionStart>;
     async fn find(&self, id: Uuid) -> StoreResult<Option<SessionRecord>>;
     /// The session whose current refresh token has this hash.
     async fn find_by_refresh_hash(&self, hash: &str) -> StoreResult<Option<SessionRecord>>;

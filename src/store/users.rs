@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::{AuditRecord, NewCode, NewSession, StoreResult};
+use super::{AuditRecord, IssueLimit, NewCode, NewSession, StoreResult};
 
 /// A stored user.
 #[derive(Debug, Clone)]
@@ -39,6 +39,9 @@ pub struct NewUser {
 #[derive(Debug)]
 pub struct PasswordChange {
     pub user_id: Uuid,
+    /// The session that asked; the change is made only while it is live (a reset or
+    /// another change that ended it meanwhile wins).
+    pub caller_session: Uuid,
     pub password_hash: SecretString,
     pub session: NewSession,
     pub now: DateTime<Utc>,
@@ -48,10 +51,24 @@ pub struct PasswordChange {
 #[derive(Debug)]
 pub struct EmailChange {
     pub user_id: Uuid,
+    /// The session that asked; the change is made only while it is live.
+    pub caller_session: Uuid,
     pub email: String,
     pub now: DateTime<Utc>,
-    /// Sent to the new address; `None` when email delivery is off.
-    pub verification: Option<NewCode>,
+    /// Sent to the new address, unless the user was sent the limit of verification codes
+    /// already; `None` when email delivery is off.
+    pub verification: Option<(NewCode, IssueLimit)>,
+}
+
+/// What became of an [`EmailChange`].
+#[derive(Debug)]
+pub enum EmailChanged {
+    /// The user as committed.
+    Changed(UserRecord),
+    /// The user was sent the limit of verification codes: nothing changed.
+    LimitReached,
+    /// The user is gone or deactivated, or the caller's session ended: nothing changed.
+    SignedOut,
 }
 
 /// Users.
@@ -69,13 +86,16 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<UserRecord>;
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     async fn find_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>>;
-    /// Replaces a user's password hash.
+    /// Replaces a user's password hash with an equivalent one (the same password, hashed
+    /// with stronger parameters), only if it is still `old`: false if the password was
+    /// changed or reset meanwhile, which must not be undone.
     async fn update_password_hash(
         &self,
         id: Uuid,
-        password_hash: SecretString,
+        old: SecretString,
+        new: SecretString,
         now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Changes a user's display name; `None` if no such user.
     async fn update_name(
         &self,
@@ -86,7 +106,8 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Option<UserRecord>>;
     /// Replaces a user's password, ends every live session of the user, spends all the
     /// user's one-time codes and starts `session` in their place, in one transaction; the
-    /// ended sessions' ids are returned. `None` (and nothing changed) if the user is gone or deactivated.
+    /// ended sessions' ids are returned. `None` (and nothing changed) if the user is gone or
+    /// deactivated, or the caller's session has ended.
     async fn change_password(
         &self,
         change: PasswordChange,
@@ -94,13 +115,12 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Option<Vec<Uuid>>>;
     /// Changes a user's email, marks it unverified, spends all the user's one-time codes
     /// and stores the new verification code, in one transaction; the user as committed.
-    /// [`StoreError::Conflict`] if the email is taken; `None` (and nothing changed) if the
-    /// user is gone or deactivated.
+    /// [`StoreError::Conflict`] if the email is taken.
     async fn change_email(
         &self,
         change: EmailChange,
         audit: &AuditRecord,
-    ) -> StoreResult<Option<UserRecord>>;
+    ) -> StoreResult<EmailChanged>;
     /// Activates or deactivates a user. Deactivation revokes every live session of the
     /// user and spends their one-time codes in the same transaction; the revoked session ids are returned. `None` if no
     /// such user.

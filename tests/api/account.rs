@@ -342,3 +342,23 @@ async fn change_password_names_each_bad_field() {
     app.login(&email, PASSWORD).await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn list_sessions_answers_with_the_newest_hundred() {
+    let app = spawn_app().await;
+    let (email, oldest) = app.new_user().await;
+    let mut newest = None;
+    for _ in 0..authd::auth::SESSIONS_LISTED {
+        newest = Some(app.login(&email, PASSWORD).await.unwrap().tokens.unwrap());
+    }
+    let newest = newest.unwrap();
+
+    let listed = list_sessions(&app, &newest.access_token).await.unwrap();
+    assert_eq!(listed.len(), 100);
+    assert!(listed[0].current);
+    // The oldest session is live, past the cap: its caller still gets the newest hundred.
+    let listed = list_sessions(&app, &oldest.access_token).await.unwrap();
+    assert_eq!(listed.len(), 100);
+    assert!(listed.iter().all(|session| !session.current));
+    app.stop().await;
+}

@@ -1,6 +1,6 @@
 use std::{num::NonZeroU32, time::Duration};
 
-use authd::proto::auth::v1::ValidateTokenRequest;
+use authd::proto::auth::v1::{self as pb, ValidateTokenRequest};
 use tonic::{Code, Request};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use tonic_reflection::pb::v1::{
@@ -9,7 +9,7 @@ use tonic_reflection::pb::v1::{
 };
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, spawn_app};
+use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, spawn_app, with_bearer};
 
 #[tokio::test]
 async fn an_oversize_message_is_resource_exhausted_and_others_are_still_served() {
@@ -84,6 +84,38 @@ async fn register_and_login_are_rate_limited_per_client_address() {
         app.login(&emails[2], PASSWORD).await,
         Code::ResourceExhausted,
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn change_password_and_change_email_draw_from_the_login_budget() {
+    // They check a password: a stolen access token must not buy a client more guesses.
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| config.limits.login_per_minute = NonZeroU32::new(2).unwrap())
+        .spawn()
+        .await;
+    let (_, tokens) = app.new_user().await;
+    let bearer = Some(tokens.access_token.as_str());
+    let change_password = || {
+        let request = pb::ChangePasswordRequest {
+            current_password: "a guess".to_owned(),
+            new_password: "a brand new passphrase 2026".to_owned(),
+        };
+        let mut client = app.client.clone();
+        async move { client.change_password(with_bearer(request, bearer)).await }
+    };
+    let change_email = || {
+        let request = pb::ChangeEmailRequest {
+            new_email: "elsewhere@example.com".to_owned(),
+            current_password: "a guess".to_owned(),
+        };
+        let mut client = app.client.clone();
+        async move { client.change_email(with_bearer(request, bearer)).await }
+    };
+    assert_code(change_password().await, Code::Unauthenticated);
+    assert_code(change_email().await, Code::Unauthenticated);
+    assert_code(change_password().await, Code::ResourceExhausted);
+    assert_code(change_email().await, Code::ResourceExhausted);
     app.stop().await;
 }
 

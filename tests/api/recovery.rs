@@ -3,11 +3,24 @@
 
 use std::time::{Duration, Instant};
 
-use authd::proto::auth::v1::{self as pb, InactiveReason};
+use authd::{
+    proto::auth::v1::{self as pb, InactiveReason},
+    store::{
+        self, AuditRecord, EmailChange, EmailChanged, NewSession, PasswordChange, SessionStart,
+        SessionStore, SqlStore, UserStore,
+    },
+};
+use chrono::Utc;
+use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
+use secrecy::SecretString;
 use tonic::Code;
+use uuid::Uuid;
 
 use crate::{
-    helpers::{PASSWORD, TestApp, TestAppBuilder, TestDb, assert_code, audit_rows, free_port},
+    helpers::{
+        PASSWORD, TestApp, TestAppBuilder, TestDb, assert_code, audit_rows, free_port, test_config,
+        with_bearer,
+    },
     mail_sink::MailSink,
 };
 
@@ -478,5 +491,169 @@ async fn with_the_database_down_the_code_calls_are_unavailable_and_the_code_surv
         .await;
     reset_password(&app, &code, NEW_PASSWORD).await.unwrap();
     app.login(&email, NEW_PASSWORD).await.unwrap();
+    app.stop().await;
+}
+
+/// The user's id and stored password hash, and the id of one of their live sessions.
+async fn account_rows(db: &TestDb, email: &str) -> (Uuid, String, Uuid) {
+    let conn = db.connect().await;
+    let backend = conn.get_database_backend();
+    let user = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                DbBackend::Postgres => "SELECT id, password_hash FROM users WHERE email = $1",
+                _ => "SELECT id, password_hash FROM users WHERE email = ?",
+            },
+            [email.into()],
+        ))
+        .await
+        .unwrap()
+        .expect("user row");
+    let (user_id, hash): (Uuid, String) = (
+        user.try_get_by_index(0).unwrap(),
+        user.try_get_by_index(1).unwrap(),
+    );
+    let session = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                DbBackend::Postgres => "SELECT id FROM sessions WHERE user_id = $1",
+                _ => "SELECT id FROM sessions WHERE user_id = ?",
+            },
+            [user_id.into()],
+        ))
+        .await
+        .unwrap()
+        .expect("session row");
+    (user_id, hash, session.try_get_by_index(0).unwrap())
+}
+
+#[tokio::test]
+async fn changes_checked_before_a_reset_cannot_undo_it_when_they_commit_after() {
+    // What an in-flight Login, ChangePassword or ChangeEmail that checked the old password
+    // (or session) before a reset committed asks of the store once the reset is in: each
+    // must yield to the reset.
+    let sink = MailSink::start().await;
+    let app = mailing_app(TestDb::fresh().await, &sink.url())
+        .spawn()
+        .await;
+    let (email, _) = app.new_user().await;
+    let (user_id, checked_hash, checked_session) = account_rows(&app.db, &email).await;
+    request_reset(&app, &email).await.unwrap();
+    let code = sink.wait_for(1).await.remove(0).code();
+    reset_password(&app, &code, NEW_PASSWORD).await.unwrap();
+    let (_, reset_hash, _) = account_rows(&app.db, &email).await;
+
+    let config = test_config(&app.db).database.settings().unwrap();
+    let store = SqlStore::new(store::connect(&config).await.unwrap(), &config);
+    let now = Utc::now();
+    let session = || NewSession {
+        id: Uuid::now_v7(),
+        user_id,
+        refresh_hash: format!("{:064x}", Uuid::now_v7().as_u128()),
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+        user_agent: None,
+        peer: None,
+    };
+    let audit = AuditRecord {
+        id: Uuid::now_v7(),
+        occurred_at: now,
+        kind: "test",
+        outcome: "test",
+        user_id: Some(user_id),
+        session_id: None,
+        peer: None,
+    };
+    let attacker_hash = SecretString::from("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g");
+
+    let change = PasswordChange {
+        user_id,
+        caller_session: checked_session,
+        password_hash: attacker_hash.clone(),
+        session: session(),
+        now,
+    };
+    let changed = UserStore::change_password(&store, change, &audit).await;
+    assert!(
+        changed.unwrap().is_none(),
+        "a password change from an ended session"
+    );
+    let change = EmailChange {
+        user_id,
+        caller_session: checked_session,
+        email: "attacker@example.com".to_owned(),
+        now,
+        verification: None,
+    };
+    let changed = UserStore::change_email(&store, change, &audit).await;
+    assert!(
+        matches!(changed, Ok(EmailChanged::SignedOut)),
+        "an email change from an ended session: {changed:?}"
+    );
+    let upgraded = store
+        .update_password_hash(
+            user_id,
+            SecretString::from(checked_hash.clone()),
+            attacker_hash,
+            now,
+        )
+        .await;
+    assert!(
+        !upgraded.unwrap(),
+        "a rehash of the password before the reset"
+    );
+    let started = SessionStore::create(&store, session(), checked_hash.into(), &audit).await;
+    assert_eq!(started.unwrap(), SessionStart::PasswordChanged);
+
+    // The reset stands: its password, its hash, its address, and no new session.
+    assert_eq!(account_rows(&app.db, &email).await.1, reset_hash);
+    assert_code(app.login(&email, PASSWORD).await, Code::Unauthenticated);
+    app.login(&email, NEW_PASSWORD).await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_answered_ok_is_never_undone_by_a_password_change_racing_it() {
+    // The holder of a stolen access token and the old password changes the password while
+    // the owner resets it. Either the change commits first (and voids the code: the reset
+    // is refused) or the reset does (and the change is refused): a reset answered OK
+    // always leaves its password in place.
+    let sink = MailSink::start().await;
+    let app = mailing_app(TestDb::fresh().await, &sink.url())
+        .spawn()
+        .await;
+    for round in 0..6 {
+        let (email, stolen) = app.new_user().await;
+        request_reset(&app, &email).await.unwrap();
+        let code = sink.wait_for(round + 1).await.remove(round).code();
+        let change = pb::ChangePasswordRequest {
+            current_password: PASSWORD.to_owned(),
+            new_password: "the attacker's passphrase 99".to_owned(),
+        };
+        let mut client = app.client.clone();
+        let bearer = stolen.access_token.clone();
+        let attack = tokio::spawn(async move {
+            client
+                .change_password(with_bearer(change, Some(&bearer)))
+                .await
+        });
+        let reset = reset_password(&app, &code, NEW_PASSWORD).await;
+        let attack = attack.await.unwrap();
+        match (&reset, &attack) {
+            (Ok(()), _) => {
+                app.login(&email, NEW_PASSWORD)
+                    .await
+                    .unwrap_or_else(|status| {
+                        panic!("round {round}: reset OK, change {attack:?}, then: {status:?}")
+                    });
+            }
+            (Err(status), Ok(_)) => assert_eq!(status.code(), Code::Unauthenticated),
+            (Err(reset), Err(change)) => {
+                panic!("round {round}: both refused: {reset:?} {change:?}")
+            }
+        }
+    }
     app.stop().await;
 }

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait as _, QueryFilter, Set,
-    sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait as _, QueryFilter,
+    QuerySelect, Set, sea_query::Expr,
 };
 use secrecy::ExposeSecret as _;
 use uuid::Uuid;
@@ -34,7 +34,6 @@ impl CodeStore for SqlStore {
         limit: Option<IssueLimit>,
         audit: &AuditRecord,
     ) -> StoreResult<Issued> {
-        use account_codes::Column;
         let audit = audit.clone();
         self.detached(move |store| async move {
             let txn = store.begin().await?;
@@ -45,16 +44,10 @@ impl CodeStore for SqlStore {
                 return Ok(Issued::NoActiveUser);
             };
             // Counted under the user's lock: two requests at once cannot both pass.
-            if let Some(IssueLimit { max, since }) = limit {
-                let issued = account_codes::Entity::find()
-                    .filter(Column::UserId.eq(code.user_id))
-                    .filter(Column::Kind.eq(code.kind.as_str()))
-                    .filter(Column::CreatedAt.gt(since))
-                    .count(&txn)
-                    .await?;
-                if issued >= u64::from(max) {
-                    return Ok(Issued::LimitReached);
-                }
+            if let Some(IssueLimit { max, since }) = limit
+                && issued_since(&txn, code.user_id, code.kind, since).await? >= max
+            {
+                return Ok(Issued::LimitReached);
             }
             spend_codes(&txn, code.user_id, Some(code.kind), code.created_at).await?;
             insert_code(&txn, code).await?;
@@ -78,9 +71,10 @@ impl CodeStore for SqlStore {
         } = reset;
         self.detached(move |store| async move {
             let txn = store.begin().await?;
-            if locked_user(&txn, user_id).await?.is_none()
-                || !spend_code(&txn, code_id, now).await?
-            {
+            let active = locked_user(&txn, user_id)
+                .await?
+                .is_some_and(|user| user.active);
+            if !active || !spend_code(&txn, code_id, now).await? {
                 return Ok(None);
             }
             users::Entity::update_many()
@@ -135,6 +129,23 @@ impl CodeStore for SqlStore {
     }
 }
 
+/// How many codes of `kind` the user was issued after `since`.
+pub(super) async fn issued_since(
+    txn: &impl ConnectionTrait,
+    user_id: Uuid,
+    kind: CodeKind,
+    since: DateTime<Utc>,
+) -> Result<u32, DbErr> {
+    use account_codes::Column;
+    let issued = account_codes::Entity::find()
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::Kind.eq(kind.as_str()))
+        .filter(Column::CreatedAt.gt(since))
+        .count(txn)
+        .await?;
+    Ok(u32::try_from(issued).unwrap_or(u32::MAX))
+}
+
 /// Spends one code if it is unspent and unexpired at `now`; false if it was not (another
 /// transaction spent it first: the row lock makes this one wait and then see that).
 async fn spend_code(
@@ -154,7 +165,11 @@ async fn spend_code(
 }
 
 /// Spends a user's unspent codes: of one kind (a newer one supersedes them), or all (the
-/// password or the email changed).
+/// password or the email changed). The caller holds the user's row lock, which every
+/// insert of a code for the user takes too, so a plain read finds them all; they are then
+/// updated by primary key. (An UPDATE filtered on `user_id` would, on MySQL, lock the gap
+/// of the index where the user has no codes, shared with the neighbouring users, and two
+/// of them inserting their first codes at once would deadlock.)
 pub(super) async fn spend_codes(
     txn: &impl ConnectionTrait,
     user_id: Uuid,
@@ -162,14 +177,24 @@ pub(super) async fn spend_codes(
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     use account_codes::Column;
-    let mut update = account_codes::Entity::update_many()
-        .col_expr(Column::SpentAt, Expr::value(now))
+    let mut unspent = account_codes::Entity::find()
+        .select_only()
+        .column(Column::Id)
         .filter(Column::UserId.eq(user_id))
         .filter(Column::SpentAt.is_null());
     if let Some(kind) = kind {
-        update = update.filter(Column::Kind.eq(kind.as_str()));
+        unspent = unspent.filter(Column::Kind.eq(kind.as_str()));
     }
-    update.exec(txn).await?;
+    let ids: Vec<Uuid> = unspent.into_tuple().all(txn).await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    account_codes::Entity::update_many()
+        .col_expr(Column::SpentAt, Expr::value(now))
+        .filter(Column::Id.is_in(ids))
+        .filter(Column::SpentAt.is_null())
+        .exec(txn)
+        .await?;
     Ok(())
 }
 

@@ -6,28 +6,37 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait as _},
 };
+use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use super::SqlStore;
+use super::{SqlStore, users::locked_user};
 use crate::store::{
-    AuditRecord, NewSession, RevokeReason, Rotation, SessionRecord, SessionStore, StoreResult,
+    AuditRecord, NewSession, RevokeReason, Rotation, SessionRecord, SessionStart, SessionStore,
+    StoreResult,
     entities::{sessions, spent_refresh_tokens, users},
 };
 
 #[async_trait]
 impl SessionStore for SqlStore {
-    async fn create(&self, session: NewSession, audit: &AuditRecord) -> StoreResult<bool> {
+    async fn create(
+        &self,
+        session: NewSession,
+        checked_hash: SecretString,
+        audit: &AuditRecord,
+    ) -> StoreResult<SessionStart> {
         let audit = audit.clone();
         self.detached(move |store| async move {
             let txn = store.begin().await?;
-            // The user's row, locked: a deactivation in progress is waited for.
-            let active = users::Entity::find_by_id(session.user_id)
-                .lock_exclusive()
-                .one(&txn)
+            // The user's row, locked: a deactivation or password change in progress is
+            // waited for.
+            let Some(user) = locked_user(&txn, session.user_id)
                 .await?
-                .is_some_and(|user| user.active);
-            if !active {
-                return Ok(false);
+                .filter(|user| user.active)
+            else {
+                return Ok(SessionStart::UserInactive);
+            };
+            if user.password_hash != checked_hash.expose_secret() {
+                return Ok(SessionStart::PasswordChanged);
             }
             let (user_id, started) = (session.user_id, session.created_at);
             sessions::Entity::insert(session_model(session))
@@ -39,7 +48,7 @@ impl SessionStore for SqlStore {
                 .exec(&txn)
                 .await?;
             store.commit_with(txn, &audit).await?;
-            Ok(true)
+            Ok(SessionStart::Started)
         })
         .await
     }
@@ -48,6 +57,7 @@ impl SessionStore for SqlStore {
         &self,
         user_id: Uuid,
         now: DateTime<Utc>,
+        limit: u64,
     ) -> StoreResult<Vec<SessionRecord>> {
         self.detached(move |store| async move {
             let sessions = sessions::Entity::find()
@@ -56,6 +66,7 @@ impl SessionStore for SqlStore {
                 .filter(sessions::Column::ExpiresAt.gt(now))
                 .order_by_desc(sessions::Column::CreatedAt)
                 .order_by_desc(sessions::Column::Id)
+                .limit(limit)
                 .all(&store.db)
                 .await?;
             Ok(sessions.into_iter().map(Into::into).collect())
@@ -203,6 +214,22 @@ pub(super) async fn revoke_ids(
         .exec(txn)
         .await?;
     Ok(())
+}
+
+/// Whether `id` is a live session of `user_id`. A locking read: on MySQL it sees the latest
+/// committed row, not the transaction's snapshot.
+pub(super) async fn is_live_session(
+    txn: &impl ConnectionTrait,
+    id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, DbErr> {
+    let session = sessions::Entity::find_by_id(id)
+        .filter(sessions::Column::UserId.eq(user_id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .lock_shared()
+        .one(txn)
+        .await?;
+    Ok(session.is_some())
 }
 
 /// Locking read: on MySQL it sees the latest committed rows, not the transaction's

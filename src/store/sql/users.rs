@@ -11,12 +11,12 @@ use uuid::Uuid;
 
 use super::{
     SqlStore,
-    codes::{insert_code, spend_codes},
-    sessions::{live_session_ids, revoke_ids, session_model},
+    codes::{insert_code, issued_since, spend_codes},
+    sessions::{is_live_session, live_session_ids, revoke_ids, session_model},
 };
 use crate::store::{
-    AuditRecord, EmailChange, NewSession, NewUser, PasswordChange, RevokeReason, StoreResult,
-    UserRecord, UserStore,
+    AuditRecord, EmailChange, EmailChanged, NewSession, NewUser, PasswordChange, RevokeReason,
+    StoreResult, UserRecord, UserStore,
     entities::{sessions, users},
 };
 
@@ -69,20 +69,24 @@ impl UserStore for SqlStore {
     async fn update_password_hash(
         &self,
         id: Uuid,
-        password_hash: SecretString,
+        old: SecretString,
+        new: SecretString,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         self.detached(move |store| async move {
-            users::Entity::update_many()
+            // The WHERE clause is the compare-and-swap: a reset or change committed since
+            // the old hash was read is kept.
+            let updated = users::Entity::update_many()
                 .col_expr(
                     users::Column::PasswordHash,
-                    Expr::value(password_hash.expose_secret().to_owned()),
+                    Expr::value(new.expose_secret().to_owned()),
                 )
                 .col_expr(users::Column::UpdatedAt, Expr::value(now))
                 .filter(users::Column::Id.eq(id))
+                .filter(users::Column::PasswordHash.eq(old.expose_secret()))
                 .exec(&store.db)
                 .await?;
-            Ok(())
+            Ok(updated.rows_affected == 1)
         })
         .await
     }
@@ -122,17 +126,14 @@ impl UserStore for SqlStore {
         let audit = audit.clone();
         let PasswordChange {
             user_id,
+            caller_session,
             password_hash,
             session,
             now,
         } = change;
         self.detached(move |store| async move {
             let txn = store.begin().await?;
-            // The user's row, locked first, as a deactivation locks it.
-            let active = locked_user(&txn, user_id)
-                .await?
-                .is_some_and(|user| user.active);
-            if !active {
+            if !signed_in(&txn, user_id, caller_session).await? {
                 return Ok(None);
             }
             users::Entity::update_many()
@@ -160,21 +161,26 @@ impl UserStore for SqlStore {
         &self,
         change: EmailChange,
         audit: &AuditRecord,
-    ) -> StoreResult<Option<UserRecord>> {
+    ) -> StoreResult<EmailChanged> {
         let audit = audit.clone();
         let EmailChange {
             user_id,
+            caller_session,
             email,
             now,
             verification,
         } = change;
         self.detached(move |store| async move {
             let txn = store.begin().await?;
-            let active = locked_user(&txn, user_id)
-                .await?
-                .is_some_and(|user| user.active);
-            if !active {
-                return Ok(None);
+            if !signed_in(&txn, user_id, caller_session).await? {
+                return Ok(EmailChanged::SignedOut);
+            }
+            // Counted under the user's lock, as for RequestEmailVerification: each change
+            // sends a message, to an address of the caller's choosing.
+            if let Some((code, limit)) = &verification
+                && issued_since(&txn, user_id, code.kind, limit.since).await? >= limit.max
+            {
+                return Ok(EmailChanged::LimitReached);
             }
             // A taken address fails here on the unique index, whatever its letter case.
             users::Entity::update_many()
@@ -187,14 +193,14 @@ impl UserStore for SqlStore {
             // Codes sent to the old address must not verify the new one, nor reset the
             // password through the old mailbox.
             spend_codes(&txn, user_id, None, now).await?;
-            if let Some(code) = verification {
+            if let Some((code, _)) = verification {
                 insert_code(&txn, code).await?;
             }
             let Some(user) = users::Entity::find_by_id(user_id).one(&txn).await? else {
-                return Ok(None);
+                return Ok(EmailChanged::SignedOut);
             };
             store.commit_with(txn, &audit).await?;
-            Ok(Some(user.into()))
+            Ok(EmailChanged::Changed(user.into()))
         })
         .await
     }
@@ -247,6 +253,20 @@ pub(super) async fn locked_user(
         .lock_exclusive()
         .one(txn)
         .await
+}
+
+/// Locks the user's row and tells whether the user is active and `session` one of their
+/// live sessions: a change made by a signed-in caller waits for, and then yields to, a
+/// reset, password change or deactivation that ended the session meanwhile.
+async fn signed_in(
+    txn: &impl ConnectionTrait,
+    user_id: Uuid,
+    session: Uuid,
+) -> Result<bool, DbErr> {
+    let active = locked_user(txn, user_id)
+        .await?
+        .is_some_and(|user| user.active);
+    Ok(active && is_live_session(txn, session, user_id).await?)
 }
 
 pub(super) fn user_model(user: NewUser) -> users::ActiveModel {
