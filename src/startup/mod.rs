@@ -3,6 +3,7 @@
 //! future resolves, then drains in-flight calls, stops the background tasks and closes
 //! the pool.
 
+mod accept;
 mod tasks;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -17,7 +18,7 @@ use tonic_health::{
 };
 use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 
-use self::tasks::KeyReload;
+use self::{accept::Accepting, tasks::KeyReload};
 use crate::{
     auth::{
         AccountMail, Auditor, Authenticator, Clock, Credentials, KeySealer, Keyring, Mailer,
@@ -305,7 +306,7 @@ impl App {
             .add_optional_service(reflection_v1alpha)
             .add_service(auth_service)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                Accepting::new(TcpIncoming::from(self.listener).with_nodelay(Some(true))),
                 async move {
                     shutdown.await;
                     tracing::info!("shutting down: finishing in-flight calls");

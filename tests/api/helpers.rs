@@ -558,6 +558,15 @@ pub fn free_port() -> u16 {
 pub struct AuthdProcess(std::process::Child);
 
 impl AuthdProcess {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether it has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.0.try_wait().expect("process status").is_none()
+    }
+
     /// SIGKILL: no graceful shutdown, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.0.kill();

@@ -9,7 +9,10 @@ use tonic_reflection::pb::v1::{
 };
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, spawn_app, with_bearer};
+use crate::helpers::{
+    PASSWORD, TestApp, TestDb, assert_code, connect_authd, free_port, spawn_app, start_authd,
+    with_bearer,
+};
 
 #[tokio::test]
 async fn an_oversize_message_is_resource_exhausted_and_others_are_still_served() {
@@ -298,4 +301,65 @@ async fn health_and_reflection_have_the_same_caps_as_the_auth_service() {
     // The same services still answer ordinary calls.
     assert_eq!(app.health_status("").await.unwrap(), ServingStatus::Serving);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_server_waits_without_spinning_and_serves_again() {
+    let db = TestDb::fresh().await;
+    let port = free_port();
+    let mut authd = start_authd(&db, port, &[]);
+    connect_authd(port).await;
+    // A few descriptors above what it holds now, then a flood of connections.
+    let open = std::fs::read_dir(format!("/proc/{}/fd", authd.pid()))
+        .expect("the process's descriptors")
+        .count();
+    let limit = format!("--nofile={}", open + 8);
+    let lowered = std::process::Command::new("prlimit")
+        .args([&limit, "--pid", &authd.pid().to_string()])
+        .status()
+        .expect("prlimit");
+    assert!(lowered.success(), "prlimit {limit}");
+    let mut flood = Vec::new();
+    for _ in 0..64 {
+        flood.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("the kernel queues a connection the server cannot take yet"),
+        );
+    }
+    // Every accept now fails at once: retried at once, it would keep a core busy.
+    let before = cpu_ticks(authd.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = cpu_ticks(authd.pid()) - before;
+    assert!(
+        authd.is_running(),
+        "authd exited when it ran out of descriptors"
+    );
+    assert!(
+        spent < 30,
+        "{spent} of 100 clock ticks of CPU in a second with nothing to do but fail to accept"
+    );
+
+    // Descriptors come back: the server serves again, without a restart.
+    drop(flood);
+    let channel = connect_authd(port).await;
+    let mut client = pb::auth_service_client::AuthServiceClient::new(channel);
+    let registered = client
+        .register(pb::RegisterRequest {
+            email: "after-the-flood@example.com".to_owned(),
+            password: PASSWORD.to_owned(),
+            name: "Flood".to_owned(),
+        })
+        .await;
+    assert!(registered.is_ok(), "{registered:?}");
+    assert!(authd.is_running());
+}
+
+/// CPU time a process has used, user and system, in clock ticks (1/100 s on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // utime and stime: fields 14 and 15 of proc(5), the 12th and 13th after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
