@@ -340,3 +340,29 @@ async fn a_revocation_that_waited_for_its_session_is_stamped_when_it_got_it() {
     holder.close().await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_opening_a_new_database_at_once_all_open_and_migrate_it() {
+    // On a new SQLite file the first connection switches it to WAL, which SQLite refuses
+    // at once to the others opening it meanwhile ("database is locked").
+    for round in 0..30 {
+        let db = TestDb::fresh().await;
+        let config = crate::helpers::test_config(&db)
+            .database
+            .settings()
+            .unwrap();
+        let mut pools = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let config = config.clone();
+            pools.spawn(async move {
+                let pool = authd::store::connect(&config).await?;
+                authd::store::migrate(&pool, &config).await?;
+                pool.close().await?;
+                anyhow::Ok(())
+            });
+        }
+        for opened in pools.join_all().await {
+            opened.unwrap_or_else(|err| panic!("round {round}: {err:#}"));
+        }
+    }
+}

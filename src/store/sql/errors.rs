@@ -50,6 +50,24 @@ fn map_db_err(err: DbErr) -> StoreError {
     }
 }
 
+/// Whether `err` is SQLite's SQLITE_BUSY: the database is locked.
+pub(super) fn is_sqlite_busy(err: &DbErr) -> bool {
+    let (DbErr::Conn(RuntimeErr::SqlxError(e))
+    | DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Exec(RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    let sqlx::Error::Database(db) = e.as_ref() else {
+        return false;
+    };
+    db.try_downcast_ref::<SqliteError>().is_some()
+        && db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == 5)
+}
+
 fn classify_sqlx(err: &sqlx::Error) -> Option<Class> {
     match err {
         sqlx::Error::Io(_)

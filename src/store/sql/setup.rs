@@ -15,7 +15,10 @@ use sea_orm::{
 };
 use secrecy::ExposeSecret as _;
 
-use super::settings::{Backend, DatabaseSettings, SqliteSync};
+use super::{
+    errors::is_sqlite_busy,
+    settings::{Backend, DatabaseSettings, SqliteSync},
+};
 
 /// The database could not be opened (the edge names the setting that says where it is).
 #[derive(Debug, thiserror::Error)]
@@ -302,10 +305,26 @@ async fn open(
         // The checks above reach the server: the pool's own ping would be a second trip.
         options.test_before_acquire(false);
     }
-    Database::connect(options)
-        .await
-        .map_err(|source| CannotOpen { backend, source })
-        .map_err(anyhow::Error::from)
+    // The first connection to a new SQLite file switches it to WAL, a change SQLite
+    // refuses at once (SQLITE_BUSY, without waiting) while another pool or process opens
+    // the same new file: tried again until the busy timeout.
+    let started = Instant::now();
+    loop {
+        match Database::connect(options.clone()).await {
+            Err(err)
+                if config.backend == Backend::Sqlite
+                    && is_sqlite_busy(&err)
+                    && started.elapsed() < SQLITE_BUSY_TIMEOUT =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            opened => {
+                return opened
+                    .map_err(|source| CannotOpen { backend, source })
+                    .map_err(anyhow::Error::from);
+            }
+        }
+    }
 }
 
 /// Sets the server-side limits of a new MySQL connection: a lock wait (whole seconds, at
