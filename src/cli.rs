@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead as _, IsTerminal as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
     time::Duration,
@@ -19,8 +19,13 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    auth::{Accounts, AuthError, NewAccount, SystemClock},
-    config::{Config, DatabaseConfig, HashingConfig, name_the_setting, parse_duration},
+    auth::{
+        AccountChange, AccountRules, AccountStores, Accounts, Actor, AuthError, Caller,
+        IMPORT_MAX_USERS, ImportedAccount, NewAccount, Revocations, SystemClock, UserRef,
+    },
+    config::{
+        Config, DatabaseConfig, HashingConfig, RolesConfig, name_the_setting, parse_duration,
+    },
     startup::App,
     store::{self, DatabaseSettings, SqlStore},
     telemetry::LogFormat,
@@ -111,18 +116,18 @@ pub enum MigrateAction {
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create a user; the password is read from standard input (never a flag, which
-    /// would show in the process list and shell history).
+    /// would show in the process list and shell history). An empty line: no password,
+    /// the user must reset it before logging in.
     Create {
         #[arg(long)]
         email: String,
         #[arg(long)]
         name: String,
-        #[arg(long, default_value = "user")]
+        /// Empty: AUTHD_DEFAULT_ROLE.
+        #[arg(long, default_value = "")]
         role: String,
         #[command(flatten)]
-        database: DatabaseConfig,
-        #[command(flatten)]
-        hashing: HashingConfig,
+        admin: AdminConfig,
     },
     /// Activate or deactivate a user; deactivation also ends all of the user's sessions.
     SetActive {
@@ -130,8 +135,35 @@ pub enum UserCommand {
         #[arg(action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool))]
         active: bool,
         #[command(flatten)]
-        database: DatabaseConfig,
+        admin: AdminConfig,
     },
+    /// Give a user another role (one of AUTHD_ROLES); their sessions go on, and their
+    /// tokens are reported with the new role.
+    SetRole {
+        email: String,
+        role: String,
+        #[command(flatten)]
+        admin: AdminConfig,
+    },
+    /// Import users from a JSON Lines file, one object per line with the fields of
+    /// AdminService's ImportUser (email, name, role, password_hash, email_verified,
+    /// active). Each line succeeds or fails on its own; exits 1 if any was refused.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminConfig,
+    },
+}
+
+/// What the `authd user` commands need: the database, and the rules new accounts follow.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminConfig {
+    #[command(flatten)]
+    database: DatabaseConfig,
+    #[command(flatten)]
+    hashing: HashingConfig,
+    #[command(flatten)]
+    roles: RolesConfig,
 }
 
 impl Cli {
@@ -192,50 +224,170 @@ async fn migrate(action: MigrateAction, database: &DatabaseConfig) -> anyhow::Re
 }
 
 async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
-    let database = match &command {
-        UserCommand::Create { database, .. } | UserCommand::SetActive { database, .. } => database,
+    let (UserCommand::Create { admin, .. }
+    | UserCommand::SetActive { admin, .. }
+    | UserCommand::SetRole { admin, .. }
+    | UserCommand::Import { admin, .. }) = &command;
+    let admin = admin.clone();
+    let rules = AccountRules {
+        hasher: admin.hashing.hasher()?,
+        policy: admin.hashing.password_policy()?,
+        roles: admin.roles.roles()?,
+        // Codes are issued by the server only.
+        reset_ttl: Duration::from_secs(3600),
     };
-    let (settings, db) = connect(database).await?;
+    let (settings, db) = connect(&admin.database).await?;
     store::migrate(&db, &settings)
         .await
         .map_err(name_the_setting)?;
     let store = Arc::new(SqlStore::new(db.clone(), &settings));
-    let accounts = Accounts::new(store.clone(), store, Arc::new(SystemClock));
-    let result = match command {
+    let stores = AccountStores {
+        users: store.clone(),
+        sessions: store.clone(),
+        codes: store.clone(),
+        audit: store,
+    };
+    // Replicas learn of these changes from the database; this process serves no tokens.
+    let revocations = Arc::new(Revocations::new(
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::from_secs(1),
+    ));
+    let accounts = Accounts::new(stores, rules, revocations, Arc::new(SystemClock));
+    let caller = Caller::default().acting_as(Actor::CommandLine);
+    let result = run_user_command(&accounts, &caller, command).await;
+    db.close().await.context("closing the database pool")?;
+    result
+}
+
+async fn run_user_command(
+    accounts: &Accounts,
+    caller: &Caller,
+    command: UserCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
         UserCommand::Create {
-            email,
-            name,
-            role,
-            hashing,
-            ..
+            email, name, role, ..
         } => {
             let account = NewAccount {
                 email: &email,
                 name: &name,
                 role: &role,
                 password: read_password()?,
+                email_verified: false,
             };
-            let hasher = hashing.hasher()?;
-            accounts
-                .create_user(account, &hasher, &hashing.password_policy()?)
+            let user = accounts
+                .create_user(caller, account)
                 .await
-                .map(|user| {
-                    println!(
-                        "created user {} ({}) with role {}",
-                        user.id, user.email, user.role
-                    )
-                })
+                .map_err(describe)?;
+            println!(
+                "created user {} ({}) with role {}",
+                user.id, user.email, user.role
+            );
         }
         UserCommand::SetActive { email, active, .. } => {
-            accounts.set_active(&email, active).await.map(|ended| {
-                let state = if active { "activated" } else { "deactivated" };
-                println!("{state} {email}; sessions ended: {ended}");
-            })
+            let (user, ended) = accounts
+                .set_active(caller, UserRef::Email(&email), active)
+                .await
+                .map_err(describe)?;
+            let state = if active { "activated" } else { "deactivated" };
+            println!("{state} {}; sessions ended: {ended}", user.email);
         }
-    };
-    db.close().await.context("closing the database pool")?;
-    result.map_err(describe)?;
+        UserCommand::SetRole { email, role, .. } => {
+            let change = AccountChange {
+                role: Some(&role),
+                ..AccountChange::default()
+            };
+            let user = accounts
+                .update_user(caller, UserRef::Email(&email), change)
+                .await
+                .map_err(describe)?;
+            println!("{} now has role {}", user.email, user.role);
+        }
+        UserCommand::Import { file, .. } => return import(accounts, caller, &file).await,
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of an import file: AdminService's ImportUser. (No Debug: it holds a hash.)
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    email: String,
+    name: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password_hash: String,
+    #[serde(default)]
+    email_verified: bool,
+    active: Option<bool>,
+}
+
+/// `authd user import FILE`: every line on its own, in batches of [`IMPORT_MAX_USERS`].
+async fn import(accounts: &Accounts, caller: &Caller, file: &Path) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (mut created, mut refused) = (0usize, 0usize);
+    let mut batch: Vec<(usize, ImportedAccount)> = Vec::new();
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty())
+        .collect();
+    for (chunk_index, chunk) in lines.chunks(IMPORT_MAX_USERS).enumerate() {
+        batch.clear();
+        for &(number, line) in chunk {
+            match serde_json::from_str::<ImportLine>(line) {
+                Ok(row) => batch.push((
+                    number,
+                    ImportedAccount {
+                        email: row.email,
+                        name: row.name,
+                        role: row.role,
+                        password_hash: secrecy::SecretString::from(row.password_hash),
+                        email_verified: row.email_verified,
+                        active: row.active.unwrap_or(true),
+                    },
+                )),
+                Err(err) => {
+                    refused += 1;
+                    // Where, not what: serde_json's message can quote a value (a hash).
+                    println!(
+                        "line {number}: refused: not an ImportUser JSON object \
+                         ({:?} error at column {})",
+                        err.classify(),
+                        err.column()
+                    );
+                }
+            }
+        }
+        let accounts_in_batch = batch.iter().map(|(_, account)| account.clone()).collect();
+        let results = accounts
+            .import(caller, accounts_in_batch)
+            .await
+            .map_err(describe)
+            .with_context(|| format!("importing batch {}", chunk_index + 1))?;
+        for ((number, account), result) in batch.iter().zip(results) {
+            match result {
+                Ok(id) => {
+                    created += 1;
+                    println!("line {number}: {}: created {id}", account.email);
+                }
+                Err(why) => {
+                    refused += 1;
+                    println!("line {number}: {}: refused: {why}", account.email);
+                }
+            }
+        }
+    }
+    println!("imported {created} users; refused {refused}");
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// An operator-facing message for a domain error.

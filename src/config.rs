@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     auth::{
         CodePolicy, CostBelowFloor, HashCost, HmacSecret, KeySource, PasswordHasher,
-        PasswordPolicy, RotationSchedule, SealError, SigningAlgorithm, TokenSettings,
+        PasswordPolicy, Roles, RotationSchedule, SealError, SigningAlgorithm, TokenSettings,
     },
     mail::{LinkTemplate, MailSettings, smtp_transport},
     store::{Backend, CannotOpen, DatabaseSettings, SqliteSync},
@@ -59,6 +59,30 @@ pub struct Config {
 
     #[command(flatten)]
     pub mail: MailConfig,
+
+    #[command(flatten)]
+    pub roles: RolesConfig,
+
+    /// Comma-separated roles whose access tokens may call AdminService.
+    #[arg(
+        long = "admin-roles",
+        env = "AUTHD_ADMIN_ROLES",
+        value_name = "AUTHD_ADMIN_ROLES",
+        value_delimiter = ',',
+        default_value = "admin"
+    )]
+    pub admin_roles: Vec<String>,
+
+    /// Comma-separated hex SHA-256 digests of the API keys back-office services send as
+    /// `x-api-key` to call AdminService; empty: only admin users' tokens.
+    #[arg(
+        long = "admin-api-keys",
+        env = "AUTHD_ADMIN_API_KEYS",
+        value_name = "AUTHD_ADMIN_API_KEYS",
+        value_delimiter = ',',
+        value_parser = Sha256Hex
+    )]
+    pub admin_api_keys: Vec<[u8; 32]>,
 
     /// How often each replica reads the sessions other replicas revoked; the bound on how
     /// long a token revoked elsewhere can still validate here.
@@ -148,6 +172,10 @@ impl Config {
             hashing.memory_kib,
             hashing.worker_count(),
         );
+        let roles = self.roles.roles()?;
+        if let Some(unknown) = self.admin_roles.iter().find(|r| !roles.contains(r.trim())) {
+            anyhow::bail!("AUTHD_ADMIN_ROLES: {unknown:?} is not one of AUTHD_ROLES");
+        }
         // A new key is published two reload intervals before it signs.
         anyhow::ensure!(
             tokens.key_rotation > tokens.key_reload_interval * 2,
@@ -156,6 +184,36 @@ impl Config {
             humantime::format_duration(tokens.key_rotation),
         );
         Ok(())
+    }
+}
+
+/// The roles users may have.
+#[derive(Debug, Clone, Args)]
+pub struct RolesConfig {
+    /// Comma-separated roles users may be given.
+    #[arg(
+        long = "roles",
+        env = "AUTHD_ROLES",
+        value_name = "AUTHD_ROLES",
+        value_delimiter = ',',
+        default_value = "user,admin"
+    )]
+    pub roles: Vec<String>,
+
+    /// The role of self-registered users, and of users created or imported without one.
+    #[arg(
+        long = "default-role",
+        env = "AUTHD_DEFAULT_ROLE",
+        value_name = "AUTHD_DEFAULT_ROLE",
+        default_value = "user"
+    )]
+    pub default_role: String,
+}
+
+impl RolesConfig {
+    /// The checked roles.
+    pub fn roles(&self) -> anyhow::Result<Roles> {
+        Roles::new(self.roles.clone(), self.default_role.clone())
     }
 }
 
@@ -640,6 +698,17 @@ pub struct LimitsConfig {
         value_parser = number_within(1024_usize, 4 << 20)
     )]
     pub max_message_bytes: usize,
+
+    /// Largest AdminService request message accepted, in bytes: an ImportUsers batch of
+    /// 1000 users fits in the default.
+    #[arg(
+        long = "admin-max-message-bytes",
+        env = "AUTHD_ADMIN_MAX_MESSAGE_BYTES",
+        value_name = "AUTHD_ADMIN_MAX_MESSAGE_BYTES",
+        default_value = "1048576",
+        value_parser = number_within(1024_usize, 64 << 20)
+    )]
+    pub admin_max_message_bytes: usize,
 
     /// Largest request header list (metadata) accepted, in bytes.
     #[arg(

@@ -13,7 +13,7 @@
 //! * [`mail`] sends the domain's emails (one-time codes) over SMTP, off the request path.
 //! * [`store`] is persistence: repository traits and their sea-orm implementation. The
 //!   schema itself lives in the `migration` crate.
-//! * [`proto`] is the code generated from `proto/auth/v1/auth.proto`.
+//! * [`proto`] is the code generated from `proto/auth/v1/auth.proto` and `admin.proto`.
 
 #![forbid(unsafe_code)]
 
@@ -41,7 +41,8 @@ pub mod proto {
         pub mod v1 {
             tonic::include_proto!("auth.v1");
 
-            /// The encoded descriptor set of `auth.proto` and its imports, for reflection.
+            /// The encoded descriptor set of `auth.proto`, `admin.proto` and their imports,
+            /// for reflection.
             pub const FILE_DESCRIPTOR_SET: &[u8] =
                 include_bytes!(concat!(env!("OUT_DIR"), "/auth_descriptor.bin"));
         }

@@ -17,6 +17,29 @@ pub struct Caller {
     pub peer: Option<SocketAddr>,
     /// The client's `user-agent`, at most [`USER_AGENT_MAX_CHARS`] characters.
     pub user_agent: Option<String>,
+    /// Who acted, for administrative calls (see [`Actor`]).
+    pub actor: Option<Actor>,
+}
+
+/// Who made an administrative call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A user whose role is an admin role, by their access token.
+    User(Uuid),
+    /// A back-office service, by its API key: the first 8 hex digits of the key's digest.
+    ApiKey(String),
+    /// An operator at the command line.
+    CommandLine,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(id) => write!(f, "{id}"),
+            Self::ApiKey(prefix) => write!(f, "api-key:{prefix}"),
+            Self::CommandLine => f.write_str("cli"),
+        }
+    }
 }
 
 /// What is kept of a client's `user-agent`.
@@ -28,7 +51,17 @@ impl Caller {
             .map(str::trim)
             .filter(|agent| !agent.is_empty())
             .map(|agent| agent.chars().take(USER_AGENT_MAX_CHARS).collect());
-        Self { peer, user_agent }
+        Self {
+            peer,
+            user_agent,
+            actor: None,
+        }
+    }
+
+    /// The same call, made by `actor`.
+    pub fn acting_as(mut self, actor: Actor) -> Self {
+        self.actor = Some(actor);
+        self
     }
 
     /// The client's IP address, as recorded.
@@ -45,7 +78,6 @@ pub enum AuditKind {
     Refresh,
     RefreshReuse,
     Logout,
-    AccountActivity,
     UpdateMe,
     RevokeSession,
     ChangePassword,
@@ -56,6 +88,15 @@ pub enum AuditKind {
     VerifyEmail,
     /// An email with a one-time code, delivered or given up.
     MailDelivery,
+    /// An AdminService call refused for its credentials.
+    AdminAccess,
+    AdminCreateUser,
+    AdminUpdateUser,
+    AdminSetUserActive,
+    AdminDeleteUser,
+    AdminRevokeUserSessions,
+    AdminIssueResetCode,
+    AdminImportUser,
 }
 
 impl AuditKind {
@@ -66,7 +107,6 @@ impl AuditKind {
             Self::Refresh => "refresh",
             Self::RefreshReuse => "refresh_reuse",
             Self::Logout => "logout",
-            Self::AccountActivity => "account_activity",
             Self::UpdateMe => "update_me",
             Self::RevokeSession => "revoke_session",
             Self::ChangePassword => "change_password",
@@ -76,6 +116,14 @@ impl AuditKind {
             Self::RequestEmailVerification => "request_email_verification",
             Self::VerifyEmail => "verify_email",
             Self::MailDelivery => "mail_delivery",
+            Self::AdminAccess => "admin.access",
+            Self::AdminCreateUser => "admin.create_user",
+            Self::AdminUpdateUser => "admin.update_user",
+            Self::AdminSetUserActive => "admin.set_user_active",
+            Self::AdminDeleteUser => "admin.delete_user",
+            Self::AdminRevokeUserSessions => "admin.revoke_user_sessions",
+            Self::AdminIssueResetCode => "admin.issue_password_reset_code",
+            Self::AdminImportUser => "admin.import_user",
         }
     }
 }
@@ -90,7 +138,6 @@ pub enum AuditOutcome {
     Throttled,
     AccountDisabled,
     SessionRevoked,
-    Created,
     Activated,
     Deactivated,
     /// No active account has the address asked about.
@@ -105,6 +152,10 @@ pub enum AuditOutcome {
     GaveUp,
     /// The delivery queue was full: not attempted.
     Dropped,
+    /// An administrative call with no credential, or an invalid one.
+    Unauthenticated,
+    /// An administrative call with a valid token of a role that may not make it.
+    PermissionDenied,
 }
 
 impl AuditOutcome {
@@ -116,7 +167,6 @@ impl AuditOutcome {
             Self::Throttled => "throttled",
             Self::AccountDisabled => "account_disabled",
             Self::SessionRevoked => "session_revoked",
-            Self::Created => "created",
             Self::Activated => "activated",
             Self::Deactivated => "deactivated",
             Self::NoAccount => "no_account",
@@ -125,6 +175,8 @@ impl AuditOutcome {
             Self::Sent => "sent",
             Self::GaveUp => "gave_up",
             Self::Dropped => "dropped",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
         }
     }
 }
@@ -160,6 +212,7 @@ impl Auditor {
             user_id: event.user_id,
             session_id: event.session_id,
             peer: caller.ip(),
+            actor: caller.actor.as_ref().map(ToString::to_string),
         }
     }
 
@@ -172,6 +225,7 @@ impl Auditor {
             user_id = record.user_id.map(tracing::field::display),
             session_id = record.session_id.map(tracing::field::display),
             peer = record.peer.as_deref(),
+            actor = record.actor.as_deref(),
             "audit"
         );
     }

@@ -19,6 +19,7 @@ use super::{
     chrono_duration,
     codes::CodePolicy,
     mail::Mailer,
+    paging::PageTokens,
     refresh_token::{NewRefreshToken, new_refresh_token},
 };
 use crate::store::{
@@ -67,12 +68,14 @@ pub struct AccountMail {
 /// dropped (and logged), so a flood cannot grow memory.
 const BACKGROUND_ISSUES: usize = 256;
 
-/// How passwords are checked: the hash, the rules for new ones, and the login throttle.
+/// How accounts are admitted: the password hash, the rules for new passwords, the login
+/// throttle, and the role self-registered users get.
 #[derive(Debug)]
 pub struct Credentials {
     pub hasher: PasswordHasher,
     pub policy: PasswordPolicy,
     pub throttle: ThrottleRule,
+    pub default_role: String,
 }
 
 /// The keys tokens are made with.
@@ -161,6 +164,12 @@ impl Authenticator {
             mailer: mail.mailer,
             background: Arc::new(Semaphore::new(BACKGROUND_ISSUES)),
         }
+    }
+
+    /// The page tokens of the administrative listings.
+    pub fn page_tokens(&self) -> Result<PageTokens, AuthError> {
+        let key = self.refresh_key.derive("authd page tokens v1")?;
+        Ok(PageTokens::new(key))
     }
 
     /// The public keys for GetJwks.

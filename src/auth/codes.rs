@@ -40,6 +40,26 @@ impl CodePolicy {
     }
 }
 
+/// A new code of `kind` for `user_id`, issued at `now` and valid for `ttl`: the code to
+/// send, and its row.
+pub(super) fn new_code(
+    user_id: Uuid,
+    kind: CodeKind,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<(SecretString, NewCode), AuthError> {
+    let code = URL_SAFE_NO_PAD.encode(random_bytes::<CODE_BYTES>()?);
+    let record = NewCode {
+        id: Uuid::now_v7(),
+        user_id,
+        kind,
+        code_hash: sha256_hex(&code),
+        created_at: now,
+        expires_at: now + chrono_duration(ttl),
+    };
+    Ok((SecretString::from(code), record))
+}
+
 impl Authenticator {
     /// A new code of `kind` for `user_id`, issued at `now`: the code to send, and its row.
     pub(super) fn new_code(
@@ -48,16 +68,7 @@ impl Authenticator {
         kind: CodeKind,
         now: DateTime<Utc>,
     ) -> Result<(SecretString, NewCode), AuthError> {
-        let code = URL_SAFE_NO_PAD.encode(random_bytes::<CODE_BYTES>()?);
-        let record = NewCode {
-            id: Uuid::now_v7(),
-            user_id,
-            kind,
-            code_hash: sha256_hex(&code),
-            created_at: now,
-            expires_at: now + chrono_duration(self.code_policy.ttl(kind)),
-        };
-        Ok((SecretString::from(code), record))
+        new_code(user_id, kind, self.code_policy.ttl(kind), now)
     }
 
     /// The per-account cap on codes of one kind: at most the configured number in the last

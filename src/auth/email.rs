@@ -2,7 +2,7 @@
 //! proof that its owner reads it.
 
 use super::{
-    AuthError, Authenticator, Email, FieldViolation, Password, User,
+    AuthError, Authenticator, CurrentClaims, Email, FieldViolation, Password, User,
     audit::{AuditKind, AuditOutcome, Caller},
     codes::{LIMIT_WINDOW, check_code_field},
     input::Violations,
@@ -90,6 +90,8 @@ impl Authenticator {
             Err(err) => return Err(err.into()),
         };
         self.auditor.log(&audit);
+        self.revocations
+            .user_changed(user.id, Some(CurrentClaims::of(&user)), now);
         if let (Some(mailer), Some(code)) = (&self.mailer, code) {
             let letter = Letter {
                 kind: CodeKind::EmailVerification,

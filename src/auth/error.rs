@@ -77,8 +77,17 @@ pub enum AuthError {
     /// A ValidateToken caller without an accepted API key.
     #[error("ValidateToken requires a valid x-api-key")]
     CallerUnauthenticated,
+    /// An AdminService call without an admin's access token or an accepted API key.
+    #[error("AdminService requires an admin's bearer access token or a valid x-api-key")]
+    AdminUnauthenticated,
+    /// An AdminService call with a valid access token of a role that is not an admin role.
+    #[error("this role may not call AdminService")]
+    AdminRoleRequired,
     #[error("no such user")]
     UserNotFound,
+    /// An administrator's action that needs an active user.
+    #[error("the user is deactivated")]
+    UserInactive,
     /// A password-reset or verification code that is malformed, unknown, used,
     /// superseded, expired or of the other kind: deliberately one case.
     #[error("invalid or expired code")]

@@ -1,5 +1,9 @@
 //! Password hashing with argon2id, off the async workers, on a bounded pool.
 //!
+//! Stored hashes are argon2 PHC strings, or bcrypt hashes of imported users until their
+//! first login replaces them; both are checked on the same pool. An empty stored hash is
+//! an account without a password (created or imported without one): nothing matches it.
+//!
 //! A hash costs tens of milliseconds of CPU and 19 MiB of memory, so it must neither block a
 //! tokio worker nor pile up without bound. A fixed set of hash threads (one per core by
 //! default) caps the hashes computed at once; `admitted` caps those running plus those
@@ -152,21 +156,28 @@ impl PasswordHasher {
             .map_err(AuthError::Unexpected)
     }
 
-    /// Checks a password against a stored PHC string, or against the dummy hash when
-    /// there is no user, so both paths cost one argon2 run. False for `None`.
+    /// Checks a password against a stored hash, or against the dummy hash when there is
+    /// no user or no password, so every path costs at least one argon2 run. False for
+    /// `None` and for an account without a password.
     pub async fn verify(
         &self,
         password: &Password,
         stored: Option<&SecretString>,
     ) -> Result<bool, AuthError> {
+        let stored = stored.filter(|hash| !hash.expose_secret().is_empty());
         let known = stored.is_some();
-        let phc = stored.unwrap_or(&self.dummy_hash).clone();
+        let stored = stored.unwrap_or(&self.dummy_hash).clone();
         let password = password.secret().clone();
         let configured = self.argon2.clone();
         let matches = self
             .run(move |scratch| {
-                let matches = verify_with(&password, &phc, scratch);
-                pad_to_configured_cost(&configured, &phc, scratch);
+                if is_bcrypt(stored.expose_secret()) {
+                    // bcrypt's own cost is the time it takes; it caps input at 72 bytes.
+                    return bcrypt::verify(password.expose_secret(), stored.expose_secret())
+                        .map_err(|e| anyhow::anyhow!("stored bcrypt hash: {e}"));
+                }
+                let matches = verify_with(&password, &stored, scratch);
+                pad_to_configured_cost(&configured, &stored, scratch);
                 matches
             })
             .await?
@@ -383,6 +394,55 @@ fn pad_to_configured_cost(configured: &Argon2<'_>, stored: &SecretString, scratc
     let _ = scratch.compute(&padding, b"padding", b"padding-salt-16b", &mut out);
 }
 
+/// The bcrypt versions accepted on import: `2a`, `2b` and `2y` all compute the same
+/// algorithm (`2x`, crypt_blowfish's marker for its old sign-extension bug, does not).
+const BCRYPT_PREFIXES: [&str; 3] = ["$2a$", "$2b$", "$2y$"];
+
+fn is_bcrypt(hash: &str) -> bool {
+    BCRYPT_PREFIXES
+        .iter()
+        .any(|prefix| hash.starts_with(prefix))
+}
+
+/// Why an imported password hash is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnusableHash {
+    #[error("malformed bcrypt hash")]
+    MalformedBcrypt,
+    #[error("malformed argon2 PHC string")]
+    MalformedArgon2,
+    #[error(
+        "unsupported password hash: expected bcrypt ($2a$, $2b$, $2y$) or an argon2 PHC string"
+    )]
+    Unsupported,
+}
+
+/// Checks a hash brought from another system: a whole bcrypt hash of any cost, or an
+/// argon2 PHC string this hasher can verify.
+pub fn check_importable_hash(hash: &str) -> Result<(), UnusableHash> {
+    if is_bcrypt(hash) {
+        // The crate parses any two-digit cost, and refuses to verify outside 4..=31.
+        return match hash.parse::<bcrypt::HashParts>() {
+            Ok(parts) if (4..=31).contains(&parts.get_cost()) => Ok(()),
+            _ => Err(UnusableHash::MalformedBcrypt),
+        };
+    }
+    if !hash.starts_with("$argon2") {
+        return Err(UnusableHash::Unsupported);
+    }
+    let parsed = PasswordHash::new(hash).map_err(|_| UnusableHash::MalformedArgon2)?;
+    let usable = Algorithm::try_from(parsed.algorithm).is_ok()
+        && parsed.salt.is_some()
+        && parsed.hash.is_some()
+        && Params::try_from(&parsed).is_ok()
+        && parsed.version.is_none_or(|v| Version::try_from(v).is_ok());
+    if usable {
+        Ok(())
+    } else {
+        Err(UnusableHash::MalformedArgon2)
+    }
+}
+
 fn random_dummy_password() -> anyhow::Result<SecretString> {
     let bytes: [u8; 32] = random_bytes()?;
     Ok(SecretString::from(hex::encode(bytes)))
@@ -529,5 +589,83 @@ mod tests {
         let second = hasher.hash(&password("second password")).await;
         assert!(matches!(second, Err(AuthError::HashingBusy)));
         assert!(first.await.unwrap().is_ok());
+    }
+
+    /// `imported password` under bcrypt cost 4, by libxcrypt (Perl's `crypt`).
+    const BCRYPT_2B: &str = "$2b$04$BYTNAs6VW7WE1b3E8xPA/umhLwx9TWichoy4LrJAUfmEJSmRdMoPK";
+
+    #[tokio::test]
+    async fn bcrypt_hashes_verify_on_the_pool_and_always_want_a_rehash() {
+        let hasher = hasher(1, 1, 19_456);
+        let stored = SecretString::from(BCRYPT_2B);
+        let right = password("imported password 2b 04");
+        assert!(hasher.verify(&right, Some(&stored)).await.unwrap());
+        assert!(
+            !hasher
+                .verify(&password("wrong"), Some(&stored))
+                .await
+                .unwrap()
+        );
+        assert!(hasher.needs_rehash(&stored));
+        // The same hash under the other accepted markers computes the same.
+        let as_2y = SecretString::from(BCRYPT_2B.replacen("$2b$", "$2y$", 1));
+        assert!(hasher.verify(&right, Some(&as_2y)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_account_without_a_password_matches_nothing() {
+        let hasher = hasher(1, 1, 19_456);
+        let none = SecretString::from(String::new());
+        assert!(
+            !hasher
+                .verify(&password("anything"), Some(&none))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn importable_hashes_are_whole_bcrypt_or_argon2_phc_strings() {
+        assert_eq!(check_importable_hash(BCRYPT_2B), Ok(()));
+        assert_eq!(
+            check_importable_hash(&BCRYPT_2B.replacen("$2b$", "$2a$", 1)),
+            Ok(())
+        );
+        assert_eq!(
+            check_importable_hash(&BCRYPT_2B[..50]),
+            Err(UnusableHash::MalformedBcrypt)
+        );
+        assert_eq!(
+            check_importable_hash(&BCRYPT_2B.replacen("$04$", "$99$", 1)),
+            Err(UnusableHash::MalformedBcrypt)
+        );
+        assert_eq!(
+            check_importable_hash(&BCRYPT_2B.replacen("$2b$", "$2x$", 1)),
+            Err(UnusableHash::Unsupported)
+        );
+        let argon2 = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$\
+                      YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY";
+        assert_eq!(check_importable_hash(argon2), Ok(()));
+        assert_eq!(
+            check_importable_hash("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA"),
+            Err(UnusableHash::MalformedArgon2)
+        );
+        assert_eq!(
+            check_importable_hash("$argon2id$v=19$m=1,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$YWJj"),
+            Err(UnusableHash::MalformedArgon2)
+        );
+        for other in [
+            "",
+            "plaintext",
+            "$1$salt$hash",
+            "$5$rounds=5000$salt$hash",
+            "$pbkdf2$x",
+        ] {
+            assert_eq!(
+                check_importable_hash(other),
+                Err(UnusableHash::Unsupported),
+                "{other}"
+            );
+        }
     }
 }

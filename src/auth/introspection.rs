@@ -44,11 +44,24 @@ impl Authenticator {
         Ok(match verdict {
             Verdict::Invalid => Introspection::Inactive(InactiveReason::Invalid),
             Verdict::Expired => Introspection::Inactive(InactiveReason::Expired),
-            Verdict::Valid(verified) => match self.revocations.standing(verified.session_id, now) {
-                Standing::NotRevoked => Introspection::Active(verified),
-                Standing::Revoked => Introspection::Inactive(InactiveReason::Revoked),
-                Standing::Unknown => return Err(AuthError::RevocationStale),
-            },
+            Verdict::Valid(verified) => {
+                match (self.revocations).standing(verified.session_id, verified.user_id, now) {
+                    Standing::NotRevoked => Introspection::Active(verified),
+                    // Issued before its user's role or email changed: reported as now.
+                    Standing::Changed(current) => {
+                        if verified.email == current.email && verified.role == current.role {
+                            Introspection::Active(verified)
+                        } else {
+                            let mut token = VerifiedToken::clone(&verified);
+                            token.email.clone_from(&current.email);
+                            token.role.clone_from(&current.role);
+                            Introspection::Active(Arc::new(token))
+                        }
+                    }
+                    Standing::Revoked => Introspection::Inactive(InactiveReason::Revoked),
+                    Standing::Unknown => return Err(AuthError::RevocationStale),
+                }
+            }
         })
     }
 

@@ -3,7 +3,7 @@
 //! Nothing here knows about gRPC or SQL. [`Authenticator`] implements the use cases of
 //! `auth.v1.AuthService` on top of the `crate::store` traits, one file per use case
 //! (`signup`, `refresh`, `logout`, `introspection`, `profile`, `password`, `email`, `reset`,
-//! `own_sessions`; `accounts` for the operator's commands); the validated input types ([`Email`], [`DisplayName`], [`Password`]) can only
+//! `own_sessions`; `accounts` for AdminService and the operator's commands); the validated input types ([`Email`], [`DisplayName`], [`Password`]) can only
 //! be built valid; every failure is an [`AuthError`] variant; the time comes from a
 //! [`Clock`].
 
@@ -20,6 +20,7 @@ mod introspection;
 mod logout;
 mod mail;
 mod own_sessions;
+mod paging;
 mod password;
 mod policy;
 mod profile;
@@ -28,6 +29,7 @@ mod refresh;
 mod refresh_token;
 mod reset;
 mod revocation;
+mod roles;
 mod rotation;
 mod sealing;
 mod signup;
@@ -35,8 +37,13 @@ mod tokens;
 mod user;
 mod verified_cache;
 
-pub use accounts::{Accounts, NewAccount};
-pub use audit::{AuditEvent, AuditKind, AuditOutcome, Auditor, Caller, USER_AGENT_MAX_CHARS};
+pub use accounts::{
+    AccountChange, AccountRules, AccountStores, Accounts, IMPORT_MAX_USERS, ImportedAccount,
+    NewAccount, UserQuery, UserRef,
+};
+pub use audit::{
+    Actor, AuditEvent, AuditKind, AuditOutcome, Auditor, Caller, USER_AGENT_MAX_CHARS,
+};
 pub use authenticator::{
     AccountMail, Authenticated, Authenticator, Credentials, SessionPolicy, Stores, TokenKeys,
     TokenPair,
@@ -44,19 +51,20 @@ pub use authenticator::{
 pub use clock::{Clock, SystemClock};
 pub use codes::CodePolicy;
 pub use error::{AuthError, BelowFloor, FieldViolation};
-pub use hasher::{CostBelowFloor, HashCost, PasswordHasher};
+pub use hasher::{CostBelowFloor, HashCost, PasswordHasher, UnusableHash, check_importable_hash};
 pub use input::{DisplayName, Email, NewPassword, Password};
 pub use introspection::{InactiveReason, Introspection};
 pub use logout::LogoutTarget;
 pub use mail::{Letter, Mailer};
 pub use own_sessions::{SESSIONS_LISTED, SessionView};
+pub use paging::PageTokens;
 pub use policy::{PASSWORD_MIN_CHARS_FLOOR, PasswordPolicy};
 pub use purge::{Purged, Purger, Retention};
 pub use refresh_token::RefreshKey;
-pub use revocation::{Revocations, Standing};
+pub use revocation::{CurrentClaims, Revocations, Standing};
+pub use roles::Roles;
 pub use rotation::{HmacSecret, KeySource, RotationSchedule};
 pub use sealing::{KeySealer, SealError};
-pub use signup::DEFAULT_ROLE;
 pub use tokens::{
     AccessClaims, Keyring, PublicJwk, SigningAlgorithm, TokenSettings, Verdict, VerifiedToken,
 };

@@ -9,6 +9,8 @@
 //!   and not blocking anyone now.
 //! - One-time codes an hour after they expired (the per-hour limit counts them until
 //!   then).
+//! - Records of a user's role or email change, or deletion, once every replica's view
+//!   has forgotten them (as for an ended session).
 //! - Audit events older than the audit retention.
 
 use std::{sync::Arc, time::Duration};
@@ -45,6 +47,7 @@ pub struct Purged {
     pub sessions: u64,
     pub login_throttle: u64,
     pub account_codes: u64,
+    pub user_changes: u64,
     pub audit_events: u64,
 }
 
@@ -71,6 +74,7 @@ impl Purger {
             Kind::Sessions,
             Kind::LoginThrottle,
             Kind::AccountCodes,
+            Kind::UserChanges,
             Kind::AuditEvents,
         ] {
             loop {
@@ -114,6 +118,8 @@ impl Purger {
                 let expired_before = before(CODES_AFTER_EXPIRY);
                 self.store.purge_account_codes(expired_before, BATCH).await
             }
+            // Tokens issued before a change expire within the revocation retention.
+            Kind::UserChanges => self.store.purge_user_changes(ended_before, BATCH).await,
             Kind::AuditEvents => {
                 let older = before(retention.audit_events);
                 self.store.purge_audit_events(older, BATCH).await
@@ -128,6 +134,7 @@ enum Kind {
     Sessions,
     LoginThrottle,
     AccountCodes,
+    UserChanges,
     AuditEvents,
 }
 
@@ -138,6 +145,7 @@ impl Purged {
             Kind::Sessions => &mut self.sessions,
             Kind::LoginThrottle => &mut self.login_throttle,
             Kind::AccountCodes => &mut self.account_codes,
+            Kind::UserChanges => &mut self.user_changes,
             Kind::AuditEvents => &mut self.audit_events,
         }
     }

@@ -118,6 +118,15 @@ impl RefreshKey {
         Self(SecretBox::new(Box::new(bytes)))
     }
 
+    /// A key for another purpose, derived from this one (HMAC with the purpose's name):
+    /// shared by every replica, as this one is.
+    pub(super) fn derive(&self, purpose: &str) -> anyhow::Result<[u8; 32]> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret())
+            .map_err(|e| anyhow::anyhow!("refresh key: {e}"))?;
+        mac.update(purpose.as_bytes());
+        Ok(mac.finalize().into_bytes().into())
+    }
+
     /// The successor of a presented token.
     pub(super) fn successor(&self, token: &str) -> anyhow::Result<NewRefreshToken> {
         let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret())

@@ -33,15 +33,29 @@
 //!
 //! On start-up the first poll runs before the server accepts calls, reading back a whole
 //! access-token lifetime, so a restarted replica forgets nothing that still matters.
+//!
+//! # Role and email changes, deletion
+//!
+//! An access token carries its user's email and role as they were when it was issued. When
+//! an administrator changes a role, a user changes their email, or a user is deleted, the
+//! store records the user in `user_changes` (stamped like a revocation), and the same poll
+//! reads those rows with the user's current email and role. Until every token issued
+//! before the change has expired, ValidateToken reports the current values instead of the
+//! token's, and a deleted user's tokens as REVOKED: the same bound as a revocation, with
+//! no database query on the hot path, and no one logged out by a role change.
 
-use std::{collections::HashMap, sync::RwLock, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{CLOCK_SKEW_ALLOWANCE, chrono_duration};
 use crate::{
-    store::{SessionStore, StoreResult},
+    store::{SessionStore, StoreResult, UserRecord, UserStore},
     sync,
 };
 
@@ -58,6 +72,37 @@ struct State {
     synced_at: Option<DateTime<Utc>>,
     /// Successful polls since the last one that read the whole retention window.
     since_reconciled: u32,
+    /// Users changed or deleted recently enough that tokens issued before may be unexpired.
+    users: HashMap<Uuid, UserEntry>,
+    /// Counts this replica's own user changes, so a poll that started before one does not
+    /// overwrite it with what it read.
+    local_changes: u64,
+}
+
+/// What a changed user's tokens are to be reported with.
+#[derive(Debug)]
+struct UserEntry {
+    /// The user's email and role now; `None` once deleted.
+    current: Option<Arc<CurrentClaims>>,
+    forget_at: DateTime<Utc>,
+    /// `local_changes` when this replica made the change; 0 when a poll read it.
+    local: u64,
+}
+
+/// A user's email and role as they are now, when they differ from what older tokens carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentClaims {
+    pub email: String,
+    pub role: String,
+}
+
+impl CurrentClaims {
+    pub(super) fn of(user: &UserRecord) -> Self {
+        Self {
+            email: user.email.clone(),
+            role: user.role.clone(),
+        }
+    }
 }
 
 impl State {
@@ -68,11 +113,14 @@ impl State {
 }
 
 /// What this replica knows of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
+    /// The session was ended, or its user deleted.
     Revoked,
     /// Not revoked as of a recent enough poll.
     NotRevoked,
+    /// Not revoked, but the user's email or role changed recently: report these.
+    Changed(Arc<CurrentClaims>),
     /// Not revoked here, but the view is too old to vouch for it (fail closed).
     Unknown,
 }
@@ -96,6 +144,8 @@ impl Revocations {
                 revoked: HashMap::new(),
                 synced_at: None,
                 since_reconciled: 0,
+                users: HashMap::new(),
+                local_changes: 0,
             }),
             retention: chrono_duration(retention),
             interval,
@@ -114,40 +164,87 @@ impl Revocations {
         self.write().revoked.insert(session_id, forget_at);
     }
 
-    /// What is known of a session, under one read lock (ValidateToken's hot path):
-    /// revoked, vouched for by a recent enough poll, or unknown (fail closed).
-    pub fn standing(&self, session_id: Uuid, now: DateTime<Utc>) -> Standing {
+    /// Records a change of a user made by this replica: their email and role now, or
+    /// `None` when the user was deleted.
+    pub fn user_changed(&self, user_id: Uuid, current: Option<CurrentClaims>, now: DateTime<Utc>) {
+        let mut state = self.write();
+        state.local_changes += 1;
+        let entry = UserEntry {
+            current: current.map(Arc::new),
+            forget_at: now + self.retention,
+            local: state.local_changes,
+        };
+        state.users.insert(user_id, entry);
+    }
+
+    /// What is known of a session of `user_id`, under one read lock (ValidateToken's hot
+    /// path): revoked, vouched for by a recent enough poll (with its user's current claims
+    /// if they changed), or unknown (fail closed).
+    pub fn standing(&self, session_id: Uuid, user_id: Uuid, now: DateTime<Utc>) -> Standing {
         let state = self.read();
-        if state.revoked.contains_key(&session_id) {
+        let user = state.users.get(&user_id);
+        if state.revoked.contains_key(&session_id) || user.is_some_and(|u| u.current.is_none()) {
             Standing::Revoked
-        } else if state.is_fresh(now, self.interval * STALE_AFTER_INTERVALS) {
-            Standing::NotRevoked
-        } else {
+        } else if !state.is_fresh(now, self.interval * STALE_AFTER_INTERVALS) {
             Standing::Unknown
+        } else if let Some(current) = user.and_then(|u| u.current.as_ref()) {
+            Standing::Changed(Arc::clone(current))
+        } else {
+            Standing::NotRevoked
         }
     }
 
     /// One poll of the database for sessions revoked since the previous one, or, on the
     /// first poll and every [`RECONCILE_EVERY`]th, within the whole retention window.
-    pub async fn sync(&self, store: &dyn SessionStore, now: DateTime<Utc>) -> StoreResult<()> {
+    pub async fn sync(
+        &self,
+        sessions: &dyn SessionStore,
+        users: &dyn UserStore,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         let skew = chrono::Duration::from_std(CLOCK_SKEW_ALLOWANCE).unwrap_or_default();
-        let (synced_at, since_reconciled) = {
+        let (synced_at, since_reconciled, local_before) = {
             let state = self.read();
-            (state.synced_at, state.since_reconciled)
+            (state.synced_at, state.since_reconciled, state.local_changes)
         };
         let reconcile = synced_at.is_none() || since_reconciled + 1 >= RECONCILE_EVERY;
         let since = match synced_at {
             Some(at) if !reconcile => at - skew,
             _ => now - self.retention,
         };
-        let revoked = store.revoked_since(since).await?;
+        let revoked = sessions.revoked_since(since).await?;
+        let changed = users.changed_since(since).await?;
         let mut state = self.write();
         for (session_id, revoked_at) in revoked {
             state
                 .revoked
                 .insert(session_id, revoked_at + self.retention);
         }
+        for change in changed {
+            let forget_at = change.changed_at + self.retention;
+            match state.users.get_mut(&change.user_id) {
+                // Made here after this poll read the database: newer than what it read.
+                Some(entry) if entry.local > local_before => {
+                    entry.forget_at = entry.forget_at.max(forget_at);
+                }
+                Some(entry) => {
+                    entry.current = change.now.map(claims);
+                    entry.forget_at = entry.forget_at.max(forget_at);
+                    entry.local = 0;
+                }
+                None => {
+                    let current = change.now.map(claims);
+                    let entry = UserEntry {
+                        current,
+                        forget_at,
+                        local: 0,
+                    };
+                    state.users.insert(change.user_id, entry);
+                }
+            }
+        }
         state.revoked.retain(|_, forget_at| *forget_at > now);
+        state.users.retain(|_, entry| entry.forget_at > now);
         state.synced_at = Some(now);
         state.since_reconciled = if reconcile { 0 } else { since_reconciled + 1 };
         Ok(())
@@ -167,6 +264,10 @@ impl Revocations {
     }
 }
 
+fn claims((email, role): (String, String)) -> Arc<CurrentClaims> {
+    Arc::new(CurrentClaims { email, role })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,15 +283,15 @@ mod tests {
     #[test]
     fn a_local_revocation_is_seen_at_once() {
         let r = revocations();
-        let sid = Uuid::now_v7();
-        assert_ne!(r.standing(sid, Utc::now()), Standing::Revoked);
+        let (sid, uid) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_ne!(r.standing(sid, uid, Utc::now()), Standing::Revoked);
         r.revoke(sid, Utc::now());
-        assert_eq!(r.standing(sid, Utc::now()), Standing::Revoked);
+        assert_eq!(r.standing(sid, uid, Utc::now()), Standing::Revoked);
     }
 
     #[test]
     fn never_synced_is_not_fresh() {
-        let never_synced = revocations().standing(Uuid::now_v7(), Utc::now());
+        let never_synced = revocations().standing(Uuid::now_v7(), Uuid::now_v7(), Utc::now());
         assert_eq!(never_synced, Standing::Unknown);
     }
 
@@ -199,10 +300,33 @@ mod tests {
         let r = revocations();
         let now = Utc::now();
         r.write().synced_at = Some(now);
-        let sid = Uuid::now_v7();
-        let fresh = r.standing(sid, now + chrono::Duration::seconds(3));
-        let stale = r.standing(sid, now + chrono::Duration::milliseconds(3_001));
+        let (sid, uid) = (Uuid::now_v7(), Uuid::now_v7());
+        let fresh = r.standing(sid, uid, now + chrono::Duration::seconds(3));
+        let stale = r.standing(sid, uid, now + chrono::Duration::milliseconds(3_001));
         assert_eq!(fresh, Standing::NotRevoked);
         assert_eq!(stale, Standing::Unknown);
+    }
+
+    #[test]
+    fn a_local_user_change_is_seen_at_once_and_forgotten_after_the_retention() {
+        let r = revocations();
+        let now = Utc::now();
+        r.write().synced_at = Some(now);
+        let (sid, uid) = (Uuid::now_v7(), Uuid::now_v7());
+        let current = CurrentClaims {
+            email: "a@example.com".to_owned(),
+            role: "admin".to_owned(),
+        };
+        r.user_changed(uid, Some(current.clone()), now);
+        assert_eq!(
+            r.standing(sid, uid, now),
+            Standing::Changed(Arc::new(current))
+        );
+        r.user_changed(uid, None, now);
+        assert_eq!(r.standing(sid, uid, now), Standing::Revoked);
+        let later = now + chrono::Duration::seconds(80);
+        r.write().users.retain(|_, entry| entry.forget_at > later);
+        r.write().synced_at = Some(later);
+        assert_eq!(r.standing(sid, uid, later), Standing::NotRevoked);
     }
 }

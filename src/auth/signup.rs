@@ -14,11 +14,9 @@ use secrecy::SecretString;
 
 use crate::store::{Admission, NewUser, SessionStart, StoreError, UserRecord};
 
-/// The role of self-registered accounts.
-pub const DEFAULT_ROLE: &str = "user";
-
 impl Authenticator {
-    /// Creates a user with the default role and starts its first session.
+    /// Creates a user with the default role (AUTHD_DEFAULT_ROLE) and starts its first
+    /// session.
     pub async fn register(
         &self,
         caller: Caller,
@@ -46,8 +44,10 @@ impl Authenticator {
             id: Uuid::now_v7(),
             email: email.as_str().to_owned(),
             name: name.as_str().to_owned(),
-            role: DEFAULT_ROLE.to_owned(),
+            role: self.credentials.default_role.clone(),
             password_hash,
+            active: true,
+            email_verified: false,
             created_at: now,
         };
         let (refresh_token, session) = self.new_session(user.id, &caller, now)?;

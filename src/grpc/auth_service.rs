@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
 use tonic::{Request, Response, Status};
 
 use super::{
+    convert::{caller, timestamp, user_to_proto},
     metadata::{ValidateCallers, bearer_token},
     rate_limit::{Bucket, PeerRateLimits},
 };
 use crate::{
-    auth::{self, Authenticated, Authenticator, Caller, Introspection, LogoutTarget},
+    auth::{self, Authenticated, Authenticator, Introspection, LogoutTarget},
     proto::auth::v1::{self as pb, auth_service_server::AuthService},
 };
 
@@ -254,14 +254,6 @@ impl AuthService for AuthGrpc {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Caller {
-    let user_agent = request
-        .metadata()
-        .get("user-agent")
-        .and_then(|value| value.to_str().ok());
-    Caller::new(request.remote_addr(), user_agent)
-}
-
 fn authenticated_to_proto(out: Authenticated) -> (Option<pb::User>, Option<pb::TokenPair>) {
     (
         Some(user_to_proto(&out.user)),
@@ -276,20 +268,6 @@ fn token_pair_to_proto(tokens: &auth::TokenPair) -> pb::TokenPair {
         token_type: "Bearer".to_owned(),
         expires_in: tokens.expires_in,
         refresh_expires_in: tokens.refresh_expires_in,
-    }
-}
-
-fn user_to_proto(user: &auth::User) -> pb::User {
-    pb::User {
-        id: user.id.hyphenated().to_string(),
-        email: user.email.clone(),
-        name: user.name.clone(),
-        role: user.role.clone(),
-        active: user.active,
-        email_verified: user.email_verified,
-        created_at: Some(timestamp(user.created_at)),
-        updated_at: Some(timestamp(user.updated_at)),
-        last_login_at: user.last_login_at.map(timestamp),
     }
 }
 
@@ -328,13 +306,6 @@ fn introspection_to_proto(introspection: Introspection) -> pb::ValidateTokenResp
             .into(),
             ..Default::default()
         },
-    }
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -6,30 +6,63 @@ use tonic::Request;
 
 use crate::auth::AuthError;
 
-/// Who may call ValidateToken (RFC 7662 2.1: an introspection endpoint open to anyone
-/// invites token scanning): holders of an API key (kept as SHA-256 digests) and, when
-/// mTLS is on and required, holders of a client certificate the TLS layer verified
-/// against AUTHD_TLS_CLIENT_CA. With neither configured, anyone.
+/// Accepted API keys, kept as SHA-256 digests (`x-api-key` metadata).
 #[derive(Clone, Default)]
-pub struct ValidateCallers {
+pub struct ApiKeys {
     digests: Vec<[u8; 32]>,
-    accept_client_certs: bool,
 }
 
 // Digests of secrets: not for printing.
-impl std::fmt::Debug for ValidateCallers {
+impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValidateCallers")
+        f.debug_struct("ApiKeys")
             .field("count", &self.digests.len())
             .finish()
     }
+}
+
+impl ApiKeys {
+    /// Keys with these SHA-256 digests.
+    pub fn new(digests: Vec<[u8; 32]>) -> Self {
+        Self { digests }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// The digest of the request's `x-api-key` if it is an accepted key.
+    pub(super) fn presented<T>(&self, request: &Request<T>) -> Option<[u8; 32]> {
+        let presented: [u8; 32] =
+            Sha256::digest(request.metadata().get("x-api-key")?.as_bytes()).into();
+        // Every digest is compared in constant time, so timing says nothing about near
+        // misses or about which key matched.
+        let accepted: bool = self
+            .digests
+            .iter()
+            .fold(Choice::from(0), |found, known| {
+                found | known[..].ct_eq(&presented)
+            })
+            .into();
+        accepted.then_some(presented)
+    }
+}
+
+/// Who may call ValidateToken (RFC 7662 2.1: an introspection endpoint open to anyone
+/// invites token scanning): holders of an API key and, when mTLS is on and required,
+/// holders of a client certificate the TLS layer verified against AUTHD_TLS_CLIENT_CA.
+/// With neither configured, anyone.
+#[derive(Debug, Clone, Default)]
+pub struct ValidateCallers {
+    keys: ApiKeys,
+    accept_client_certs: bool,
 }
 
 impl ValidateCallers {
     /// Callers holding an API key with one of these SHA-256 digests.
     pub fn with_api_key_digests(digests: Vec<[u8; 32]>) -> Self {
         Self {
-            digests,
+            keys: ApiKeys::new(digests),
             accept_client_certs: false,
         }
     }
@@ -44,31 +77,16 @@ impl ValidateCallers {
     /// Ok when caller authentication is off, the `x-api-key` metadata is an accepted
     /// key, or the connection carries a verified client certificate that is accepted.
     pub(super) fn check<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
-        if self.digests.is_empty() && !self.accept_client_certs {
+        if self.keys.is_empty() && !self.accept_client_certs {
             return Ok(());
         }
         // rustls only hands over certificates that chained to AUTHD_TLS_CLIENT_CA.
         if self.accept_client_certs && request.peer_certs().is_some_and(|certs| !certs.is_empty()) {
             return Ok(());
         }
-        let presented: Option<[u8; 32]> = request
-            .metadata()
-            .get("x-api-key")
-            .map(|key| Sha256::digest(key.as_bytes()).into());
-        let accepted = presented.is_some_and(|digest| {
-            // Every digest is compared in constant time, so timing says nothing about
-            // near misses or about which key matched.
-            self.digests
-                .iter()
-                .fold(Choice::from(0), |found, known| {
-                    found | known[..].ct_eq(&digest)
-                })
-                .into()
-        });
-        if accepted {
-            Ok(())
-        } else {
-            Err(AuthError::CallerUnauthenticated)
+        match self.keys.presented(request) {
+            Some(_) => Ok(()),
+            None => Err(AuthError::CallerUnauthenticated),
         }
     }
 }

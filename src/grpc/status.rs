@@ -44,12 +44,15 @@ impl From<AuthError> for Status {
             | AuthError::RefreshTokenExpired
             | AuthError::RefreshTokenReused
             | AuthError::CallerUnauthenticated
+            | AuthError::AdminUnauthenticated
             | AuthError::CodeInvalid => Status::unauthenticated(message),
-            AuthError::AccountDisabled => Status::permission_denied(message),
-            AuthError::UserNotFound | AuthError::SessionNotFound => Status::not_found(message),
-            AuthError::MailNotConfigured | AuthError::EmailAlreadyVerified => {
-                Status::failed_precondition(message)
+            AuthError::AccountDisabled | AuthError::AdminRoleRequired => {
+                Status::permission_denied(message)
             }
+            AuthError::UserNotFound | AuthError::SessionNotFound => Status::not_found(message),
+            AuthError::MailNotConfigured
+            | AuthError::EmailAlreadyVerified
+            | AuthError::UserInactive => Status::failed_precondition(message),
             AuthError::LoginThrottled { retry_after }
             | AuthError::RateLimited { retry_after }
             | AuthError::CodeLimitReached { retry_after } => Status::with_error_details(
@@ -81,6 +84,13 @@ impl From<AuthError> for Status {
                 Status::internal("internal error")
             }
         }
+    }
+}
+
+/// One malformed field: INVALID_ARGUMENT, as [`AuthError::InvalidInput`].
+impl From<crate::auth::FieldViolation> for Status {
+    fn from(violation: crate::auth::FieldViolation) -> Self {
+        AuthError::InvalidInput(vec![violation]).into()
     }
 }
 

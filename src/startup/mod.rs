@@ -21,15 +21,20 @@ use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 use self::{accept::Accepting, tasks::KeyReload};
 use crate::{
     auth::{
-        AccountMail, Auditor, Authenticator, Clock, Credentials, KeySealer, Keyring, Mailer,
-        Purger, RefreshKey, Retention, Revocations, SessionPolicy, Stores, SystemClock, TokenKeys,
+        AccountMail, AccountRules, AccountStores, Accounts, Auditor, Authenticator, Clock,
+        Credentials, KeySealer, Keyring, Mailer, Purger, RefreshKey, Retention, Revocations,
+        SessionPolicy, Stores, SystemClock, TokenKeys,
     },
     config::{Config, LimitsConfig, TlsConfig, name_the_setting},
     grpc::{
-        AuthGrpc, PeerRateLimits, ValidateCallers, capped, oversize_message_is_resource_exhausted,
+        AdminGate, AdminGrpc, ApiKeys, AuthGrpc, PeerRateLimits, ValidateCallers, capped,
+        oversize_message_is_resource_exhausted,
     },
     mail::{self, Delivery},
-    proto::auth::v1::{FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer},
+    proto::auth::v1::{
+        FILE_DESCRIPTOR_SET, admin_service_server::AdminServiceServer,
+        auth_service_server::AuthServiceServer,
+    },
     store::{self, SqlStore, ThrottleRule},
 };
 
@@ -40,6 +45,10 @@ pub struct App {
     local_addr: SocketAddr,
     store: SqlStore,
     auth: Arc<Authenticator>,
+    accounts: Arc<Accounts>,
+    /// Roles whose tokens, and keys whose holders, may call AdminService.
+    admin_roles: Vec<String>,
+    admin_keys: ApiKeys,
     validate_callers: ValidateCallers,
     rate_limits: Arc<PeerRateLimits>,
     limits: LimitsConfig,
@@ -79,6 +88,7 @@ impl App {
         config.validate()?;
         let sealer = key_sealer(&config)?;
         let policy = config.hashing.password_policy()?;
+        let roles = config.roles.roles()?;
         let hasher = config.hashing.hasher()?;
         let token_settings = config.tokens.settings()?;
         let mail_settings = config.mail.settings()?;
@@ -109,7 +119,7 @@ impl App {
             config.revocation_sync,
         ));
         revocations
-            .sync(store_arc.as_ref(), clock.now())
+            .sync(store_arc.as_ref(), store_arc.as_ref(), clock.now())
             .await
             .context("reading revoked sessions")?;
         let throttle_rule = ThrottleRule {
@@ -125,6 +135,22 @@ impl App {
             }
             None => (None, None),
         };
+        let accounts = Arc::new(Accounts::new(
+            AccountStores {
+                users: store_arc.clone(),
+                sessions: store_arc.clone(),
+                codes: store_arc.clone(),
+                audit: store_arc.clone(),
+            },
+            AccountRules {
+                hasher: hasher.clone(),
+                policy,
+                roles: roles.clone(),
+                reset_ttl: config.mail.code_policy().reset_ttl,
+            },
+            Arc::clone(&revocations),
+            Arc::clone(&clock),
+        ));
         let auth = Arc::new(Authenticator::new(
             Stores {
                 users: store_arc.clone(),
@@ -137,6 +163,7 @@ impl App {
                 hasher,
                 policy,
                 throttle: throttle_rule,
+                default_role: roles.default_role().to_owned(),
             },
             TokenKeys {
                 keyring,
@@ -165,6 +192,9 @@ impl App {
             local_addr,
             store,
             auth,
+            accounts,
+            admin_roles: config.admin_roles,
+            admin_keys: ApiKeys::new(config.admin_api_keys),
             validate_callers,
             rate_limits,
             limits: config.limits,
@@ -264,6 +294,24 @@ impl App {
             (None, None)
         };
 
+        let admin_service = capped(
+            tonic::service::interceptor::InterceptedService::new(
+                AdminServiceServer::new(AdminGrpc::new(
+                    Arc::clone(&self.accounts),
+                    self.auth.page_tokens()?,
+                ))
+                .max_decoding_message_size(limits.admin_max_message_bytes),
+                // Before the message is read: a caller who may not call pays nothing.
+                AdminGate::new(
+                    Arc::clone(&self.auth),
+                    self.accounts,
+                    self.admin_roles,
+                    self.admin_keys,
+                ),
+            ),
+            metadata_cap,
+        );
+
         tracing::info!(address = %self.local_addr, "authd listening");
         let health_on_shutdown = health.clone();
         let auth_service = capped(
@@ -305,6 +353,7 @@ impl App {
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
             .add_service(auth_service)
+            .add_service(admin_service)
             .serve_with_incoming_shutdown(
                 Accepting::new(TcpIncoming::from(self.listener).with_nodelay(Some(true))),
                 async move {

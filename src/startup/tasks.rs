@@ -129,7 +129,7 @@ pub(super) fn revocation_sync(
         let mut schedule = Periodic::new(Duration::ZERO, revocations.interval(), stop);
         let mut log = OnChange::new("revocation sync");
         while schedule.next().await {
-            log.note(revocations.sync(&store, clock.now()).await);
+            log.note(revocations.sync(&store, &store, clock.now()).await);
         }
     })
 }

@@ -19,7 +19,7 @@ mod sql;
 mod throttle;
 mod users;
 
-pub use audit::{AuditRecord, AuditStore};
+pub use audit::{AuditRecord, AuditStore, StoredAuditEvent};
 pub use codes::{CodeKind, CodeRecord, CodeReset, CodeStore, IssueLimit, Issued, NewCode};
 pub use keys::{KeyRecord, KeyStore};
 pub use purge::PurgeStore;
@@ -29,7 +29,10 @@ pub use sql::{
     connect, migrate, migrate_then,
 };
 pub use throttle::{Admission, ThrottleRule, ThrottleStore};
-pub use users::{EmailChange, EmailChanged, NewUser, PasswordChange, UserRecord, UserStore};
+pub use users::{
+    ClaimsChange, EmailChange, EmailChanged, NewUser, PasswordChange, UserFilter, UserRecord,
+    UserStore, UserUpdate, name_key,
+};
 
 /// What can go wrong in the store, as the domain needs to tell it apart.
 #[derive(Debug, thiserror::Error)]

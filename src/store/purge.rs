@@ -29,6 +29,8 @@ pub trait PurgeStore: Send + Sync + std::fmt::Debug {
         expired_before: DateTime<Utc>,
         batch: u64,
     ) -> StoreResult<u64>;
+    /// Records of changed or deleted users made before `before`.
+    async fn purge_user_changes(&self, before: DateTime<Utc>, batch: u64) -> StoreResult<u64>;
     /// Audit events older than `before`.
     async fn purge_audit_events(&self, before: DateTime<Utc>, batch: u64) -> StoreResult<u64>;
 }

@@ -72,6 +72,8 @@ pub enum RevokeReason {
     PasswordChanged,
     /// Ended by a password reset.
     PasswordReset,
+    /// Ended by an administrator.
+    RevokedByAdmin,
 }
 
 impl RevokeReason {
@@ -84,6 +86,7 @@ impl RevokeReason {
             Self::RevokedByUser => "revoked_by_user",
             Self::PasswordChanged => "password_changed",
             Self::PasswordReset => "password_reset",
+            Self::RevokedByAdmin => "revoked_by_admin",
         }
     }
 }

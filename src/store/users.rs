@@ -31,8 +31,45 @@ pub struct NewUser {
     pub email: String,
     pub name: String,
     pub role: String,
+    /// A PHC string or a bcrypt hash; empty for none (the user must reset it).
     pub password_hash: SecretString,
+    pub active: bool,
+    pub email_verified: bool,
     pub created_at: DateTime<Utc>,
+}
+
+/// An administrator's change of a user; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct UserUpdate {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub email_verified: Option<bool>,
+}
+
+/// Which users ListUsers wants.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UserFilter {
+    /// A prefix of the email or of the name's [`name_key`].
+    pub prefix: Option<String>,
+    pub role: Option<String>,
+    pub active: Option<bool>,
+}
+
+/// What a user's tokens must now be reported with, once their role or email changed or they
+/// were deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimsChange {
+    pub user_id: Uuid,
+    pub changed_at: DateTime<Utc>,
+    /// The user's current email and role; `None` once deleted.
+    pub now: Option<(String, String)>,
+}
+
+/// The search key of a display name: lowercased, then NFC (as emails are normalized), so
+/// ListUsers matches a name prefix in any letter case by index.
+pub fn name_key(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    name.to_lowercase().nfc().collect()
 }
 
 /// A password change: the new hash, and the session that replaces all the others.
@@ -121,6 +158,37 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
         change: EmailChange,
         audit: &AuditRecord,
     ) -> StoreResult<EmailChanged>;
+    /// Inserts imported users in one transaction, each on its own: one whose email is
+    /// taken is skipped (false in its place), the others are kept, each with its event.
+    async fn import(&self, users: Vec<(NewUser, AuditRecord)>) -> StoreResult<Vec<bool>>;
+    /// Applies an administrator's change; a changed role is recorded as a
+    /// [`ClaimsChange`]. `None` if no such user.
+    async fn update(
+        &self,
+        id: Uuid,
+        update: UserUpdate,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<UserRecord>>;
+    /// Deletes a user with their sessions and codes (the audit trail stays), recording the
+    /// deletion as a [`ClaimsChange`]; the ids of the sessions that were live are returned.
+    /// `None` if no such user.
+    async fn delete(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<Vec<Uuid>>>;
+    /// Up to `limit` users matching `filter` with ids above `after`, in id (creation)
+    /// order.
+    async fn list(
+        &self,
+        filter: &UserFilter,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> StoreResult<Vec<UserRecord>>;
+    /// Users whose role or email changed, or who were deleted, at or after `since`.
+    async fn changed_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<ClaimsChange>>;
     /// Activates or deactivates a user. Deactivation revokes every live session of the
     /// user and spends their one-time codes in the same transaction; the revoked session ids are returned. `None` if no
     /// such user.

@@ -66,7 +66,7 @@ async fn security_events_are_recorded_with_who_what_and_where_but_no_secret() {
             ("login", "invalid_credentials"),
             ("login", "invalid_credentials"),
             ("login", "throttled"),
-            ("account_activity", "deactivated"),
+            ("admin.set_user_active", "deactivated"),
         ]
     );
     assert_eq!(rows[0].2, Some(user_id));

@@ -495,6 +495,7 @@ fn audit(outcome: &'static str) -> AuditRecord {
         user_id: None,
         session_id: None,
         peer: None,
+        actor: None,
     }
 }
 

@@ -9,6 +9,7 @@
 )]
 
 mod account;
+mod admin;
 mod audit;
 mod cli;
 mod crash;

@@ -35,6 +35,20 @@ async fn rows(app: &TestApp) -> [i64; 4] {
     counts
 }
 
+async fn user_changes(app: &TestApp) -> i64 {
+    let conn = app.db.connect().await;
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT COUNT(*) FROM user_changes",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    conn.close().await.unwrap();
+    row.try_get_by_index(0).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
     let app = spawn_app().await;
@@ -53,6 +67,16 @@ async fn a_purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
     );
     let before = rows(&app).await;
     assert_eq!(before[..3], [2, 2, 1]);
+    // A role change, recorded for every replica's view of tokens issued before it.
+    let (promoted, _) = app.new_user().await;
+    let set_role = crate::helpers::authd_bin()
+        .args(["user", "set-role", &promoted, "admin"])
+        .env("AUTHD_DATABASE_URL", &app.db.url)
+        .output()
+        .unwrap();
+    assert!(set_role.status.success());
+    assert_eq!(user_changes(&app).await, 1);
+    let audit_before = rows(&app).await[3];
 
     // Purges as of later moments (the time is the purge's argument), with the defaults:
     // sessions kept for the revocation retention after they end, idle counters for a day,
@@ -76,10 +100,11 @@ async fn a_purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
         .run_once(now + chrono::Duration::hours(1))
         .await
         .unwrap();
-    assert_eq!(purged.sessions, 1);
+    assert_eq!((purged.sessions, purged.user_changes), (1, 1));
+    assert_eq!(user_changes(&app).await, 0);
     let after = rows(&app).await;
-    assert_eq!(after[..3], [1, 1, 1]);
-    assert_eq!(after[3], before[3]);
+    assert_eq!(after[..3], [2, 1, 1]);
+    assert_eq!(after[3], audit_before);
     app.rotate(&live.refresh_token).await;
 
     // Two days on: the idle counter; the live session, refreshed just now, has days left.
@@ -88,14 +113,14 @@ async fn a_purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
         .await
         .unwrap();
     assert_eq!(purged.login_throttle, 1);
-    assert_eq!(rows(&app).await[..3], [1, 2, 0]);
+    assert_eq!(rows(&app).await[..3], [2, 2, 0]);
 
     // 91 days on: the session has long expired, and every audit event is past retention.
     let purged = purger
         .run_once(now + chrono::Duration::days(91))
         .await
         .unwrap();
-    assert_eq!((purged.sessions, purged.spent_tokens), (1, 2));
+    assert_eq!((purged.sessions, purged.spent_tokens), (2, 2));
     assert!(purged.audit_events > 0);
     assert_eq!(rows(&app).await, [0, 0, 0, 0]);
     pool.close().await.unwrap();

@@ -565,6 +565,7 @@ async fn changes_checked_before_a_reset_cannot_undo_it_when_they_commit_after() 
         user_id: Some(user_id),
         session_id: None,
         peer: None,
+        actor: None,
     };
     let attacker_hash = SecretString::from("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g");
 

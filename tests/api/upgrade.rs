@@ -8,9 +8,13 @@
 
 use std::path::PathBuf;
 
-use authd::proto::auth::v1::{self as pb, InactiveReason, auth_service_client::AuthServiceClient};
+use authd::proto::auth::v1::{
+    self as pb, InactiveReason, admin_service_client::AdminServiceClient,
+    auth_service_client::AuthServiceClient,
+};
 use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use tonic::Code;
 
 use crate::helpers::{
@@ -77,15 +81,39 @@ async fn databases_made_by_earlier_releases_are_migrated_with_every_user_session
             &std::fs::read(fixtures().join(format!("{release}.json"))).unwrap(),
         )
         .unwrap();
+        let key = "upgrade-admin-key";
         let app = TestApp::builder(TestDb::sqlite_at(&file))
             .configure(|config| {
                 let days = std::time::Duration::from_secs(3650 * 86_400);
                 config.tokens.access_ttl = days;
                 config.tokens.refresh_ttl = days;
                 config.tokens.session_max_age = days;
+                config.admin_api_keys = vec![Sha256::digest(key).into()];
             })
             .spawn()
             .await;
+
+        // Users from before the name search existed are found by name.
+        let mut request = tonic::Request::new(pb::ListUsersRequest {
+            query: "UPGR".into(),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("x-api-key", key.parse().unwrap());
+        let found = AdminServiceClient::new(app.channel.clone())
+            .list_users(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .users;
+        let mut emails: Vec<&str> = found.iter().map(|u| u.email.as_str()).collect();
+        emails.sort_unstable();
+        assert_eq!(
+            emails,
+            [&handed.alice, &handed.bob, &handed.carol],
+            "{release}"
+        );
 
         // Accounts and passwords.
         app.login(&handed.alice, PASSWORD).await.unwrap();

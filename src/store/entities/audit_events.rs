@@ -11,6 +11,7 @@ pub(crate) struct Model {
     pub(crate) user_id: Option<Uuid>,
     pub(crate) session_id: Option<Uuid>,
     pub(crate) peer: Option<String>,
+    pub(crate) actor: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,5 +6,6 @@ pub(crate) mod login_throttle;
 pub(crate) mod sessions;
 pub(crate) mod signing_keys;
 pub(crate) mod spent_refresh_tokens;
+pub(crate) mod user_changes;
 pub(crate) mod users;
 pub(crate) mod write_probe;

@@ -8,6 +8,8 @@ pub(crate) struct Model {
     #[sea_orm(unique)]
     pub(crate) email: String,
     pub(crate) name: String,
+    /// `name` lowercased, for prefix search (see `store::name_key`).
+    pub(crate) name_key: String,
     pub(crate) role: String,
     pub(crate) password_hash: String,
     pub(crate) active: bool,

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::SqlStore;
 use crate::store::{
     PurgeStore, StoreResult,
-    entities::{account_codes, audit_events, login_throttle, sessions, spent_refresh_tokens},
+    entities::{
+        account_codes, audit_events, login_throttle, sessions, spent_refresh_tokens, user_changes,
+    },
 };
 
 #[async_trait]
@@ -78,6 +80,17 @@ impl PurgeStore for SqlStore {
             .filter(Column::ExpiresAt.lt(expired_before))
             .limit(batch);
         self.purge_keys::<account_codes::Entity, Uuid>(select, Column::Id, None)
+            .await
+    }
+
+    async fn purge_user_changes(&self, before: DateTime<Utc>, batch: u64) -> StoreResult<u64> {
+        use user_changes::Column;
+        let select = user_changes::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::ChangedAt.lt(before))
+            .limit(batch);
+        self.purge_keys::<user_changes::Entity, Uuid>(select, Column::Id, None)
             .await
     }
 

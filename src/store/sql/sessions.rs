@@ -254,7 +254,7 @@ pub(super) async fn live_session_ids(
 /// a transaction that held them before, so `revoked_at` is never older than the youngest
 /// token: the moment every replica may forget the revocation (`revoked_at` + the token
 /// lifetime) comes after that token expires, however long the wait was.
-fn revoked_at(now: DateTime<Utc>) -> DateTime<Utc> {
+pub(super) fn revoked_at(now: DateTime<Utc>) -> DateTime<Utc> {
     Ord::max(now, Utc::now())
 }
 

@@ -3,21 +3,23 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait as _, sea_query::Expr,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{
     SqlStore,
+    audit::insert_audit,
     codes::{insert_code, issued_since, spend_codes},
-    sessions::{is_live_session, live_session_ids, revoke_ids, session_model},
+    sessions::{is_live_session, live_session_ids, revoke_ids, revoked_at, session_model},
 };
 use crate::store::{
-    AuditRecord, EmailChange, EmailChanged, NewSession, NewUser, PasswordChange, RevokeReason,
-    StoreResult, UserRecord, UserStore,
-    entities::{sessions, users},
+    AuditRecord, ClaimsChange, EmailChange, EmailChanged, NewSession, NewUser, PasswordChange,
+    RevokeReason, StoreError, StoreResult, UserFilter, UserRecord, UserStore, UserUpdate,
+    entities::{sessions, user_changes, users},
+    name_key,
 };
 
 #[async_trait]
@@ -102,6 +104,7 @@ impl UserStore for SqlStore {
         self.detached(move |store| async move {
             let txn = store.begin().await?;
             users::Entity::update_many()
+                .col_expr(users::Column::NameKey, Expr::value(name_key(&name)))
                 .col_expr(users::Column::Name, Expr::value(name))
                 .col_expr(users::Column::UpdatedAt, Expr::value(now))
                 .filter(users::Column::Id.eq(id))
@@ -196,11 +199,191 @@ impl UserStore for SqlStore {
             if let Some((code, _)) = verification {
                 insert_code(&txn, code).await?;
             }
+            // Access tokens carry the email: ValidateToken reports the new one.
+            record_claims_change(&txn, user_id, now).await?;
             let Some(user) = users::Entity::find_by_id(user_id).one(&txn).await? else {
                 return Ok(EmailChanged::SignedOut);
             };
             store.commit_with(txn, &audit).await?;
             Ok(EmailChanged::Changed(user.into()))
+        })
+        .await
+    }
+
+    async fn import(&self, users: Vec<(NewUser, AuditRecord)>) -> StoreResult<Vec<bool>> {
+        self.detached(move |store| async move {
+            let txn = store.begin().await?;
+            let mut inserted = Vec::with_capacity(users.len());
+            for (user, audit) in users {
+                // A savepoint per user: PostgreSQL aborts the whole transaction on a
+                // unique violation unless it is rolled back to one.
+                let row = txn.begin().await?;
+                match user_model(user)
+                    .insert(&row)
+                    .await
+                    .map_err(StoreError::from)
+                {
+                    Ok(_) => {
+                        insert_audit(&row, &audit).await?;
+                        row.commit().await?;
+                        inserted.push(true);
+                    }
+                    Err(StoreError::Conflict) => {
+                        row.rollback().await?;
+                        inserted.push(false);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            txn.commit().await?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        id: Uuid,
+        update: UserUpdate,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<UserRecord>> {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
+            let txn = store.begin().await?;
+            let Some(before) = locked_user(&txn, id).await? else {
+                return Ok(None);
+            };
+            let UserUpdate {
+                name,
+                role,
+                email_verified,
+            } = update;
+            let role_changed = role.as_ref().is_some_and(|role| *role != before.role);
+            let mut model = users::ActiveModel {
+                updated_at: Set(now),
+                ..Default::default()
+            };
+            if let Some(name) = name {
+                model.name_key = Set(name_key(&name));
+                model.name = Set(name);
+            }
+            if let Some(role) = role {
+                model.role = Set(role);
+            }
+            if let Some(verified) = email_verified {
+                model.email_verified = Set(verified);
+            }
+            users::Entity::update_many()
+                .set(model)
+                .filter(users::Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+            if role_changed {
+                record_claims_change(&txn, id, now).await?;
+            }
+            let Some(user) = users::Entity::find_by_id(id).one(&txn).await? else {
+                return Ok(None);
+            };
+            store.commit_with(txn, &audit).await?;
+            Ok(Some(user.into()))
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<Vec<Uuid>>> {
+        let audit = audit.clone();
+        self.detached(move |store| async move {
+            let txn = store.begin().await?;
+            if locked_user(&txn, id).await?.is_none() {
+                return Ok(None);
+            }
+            let ended = live_session_ids(&txn, id).await?;
+            // Sessions, their spent refresh tokens and the user's codes go with the user
+            // (ON DELETE CASCADE); every replica learns of it from `user_changes`, since no
+            // session row is left to carry a revocation.
+            users::Entity::delete_by_id(id).exec(&txn).await?;
+            record_claims_change(&txn, id, now).await?;
+            store.commit_with(txn, &audit).await?;
+            Ok(Some(ended))
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        filter: &UserFilter,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> StoreResult<Vec<UserRecord>> {
+        let filter = filter.clone();
+        self.detached(move |store| async move {
+            let mut select = users::Entity::find()
+                .order_by_asc(users::Column::Id)
+                .limit(limit);
+            if let Some(prefix) = &filter.prefix {
+                // Range scans on the email and name-key indexes (bytewise collations, see
+                // the migration), not LIKE, which no index serves on every database.
+                select = select.filter(
+                    Condition::any()
+                        .add(prefix_range(users::Column::Email, prefix))
+                        .add(prefix_range(users::Column::NameKey, prefix)),
+                );
+            }
+            if let Some(role) = filter.role {
+                select = select.filter(users::Column::Role.eq(role));
+            }
+            if let Some(active) = filter.active {
+                select = select.filter(users::Column::Active.eq(active));
+            }
+            if let Some(after) = after {
+                select = select.filter(users::Column::Id.gt(after));
+            }
+            let rows = select.all(&store.db).await?;
+            Ok(rows.into_iter().map(Into::into).collect())
+        })
+        .await
+    }
+
+    async fn changed_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<ClaimsChange>> {
+        self.detached(move |store| async move {
+            let changes: Vec<(Uuid, DateTime<Utc>)> = user_changes::Entity::find()
+                .select_only()
+                .column(user_changes::Column::UserId)
+                .column(user_changes::Column::ChangedAt)
+                .filter(user_changes::Column::ChangedAt.gte(since))
+                .into_tuple()
+                .all(&store.db)
+                .await?;
+            if changes.is_empty() {
+                return Ok(Vec::new());
+            }
+            // What the users are now (read after the changes: never older than them).
+            let current: std::collections::HashMap<Uuid, (String, String)> = users::Entity::find()
+                .select_only()
+                .column(users::Column::Id)
+                .column(users::Column::Email)
+                .column(users::Column::Role)
+                .filter(users::Column::Id.is_in(changes.iter().map(|(id, _)| *id)))
+                .into_tuple::<(Uuid, String, String)>()
+                .all(&store.db)
+                .await?
+                .into_iter()
+                .map(|(id, email, role)| (id, (email, role)))
+                .collect();
+            Ok(changes
+                .into_iter()
+                .map(|(user_id, changed_at)| ClaimsChange {
+                    user_id,
+                    changed_at,
+                    now: current.get(&user_id).cloned(),
+                })
+                .collect())
         })
         .await
     }
@@ -269,15 +452,54 @@ async fn signed_in(
     Ok(active && is_live_session(txn, session, user_id).await?)
 }
 
+/// Records that a user's email or role changed, or that the user was deleted, for every
+/// replica's view of access tokens (`auth::revocation`). Stamped once the user's row is
+/// locked, as revocations are, so no token issued before the change outlives the
+/// replicas' memory of it.
+async fn record_claims_change(
+    txn: &impl ConnectionTrait,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    user_changes::Entity::insert(user_changes::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id),
+        changed_at: Set(revoked_at(now)),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    Ok(())
+}
+
+/// `column` starts with `prefix`, as a range an index serves: `prefix <= column < next`,
+/// where `next` is the least string above every string starting with `prefix` (its last
+/// character that can be raised, raised). Exact under a bytewise collation, where UTF-8
+/// byte order is code point order.
+fn prefix_range(column: users::Column, prefix: &str) -> Condition {
+    let mut condition = Condition::all().add(column.gte(prefix));
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let raised = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(raised) = raised {
+            chars.push(raised);
+            let next: String = chars.into_iter().collect();
+            condition = condition.add(column.lt(next));
+            break;
+        }
+    }
+    condition
+}
+
 pub(super) fn user_model(user: NewUser) -> users::ActiveModel {
     users::ActiveModel {
         id: Set(user.id),
         email: Set(user.email),
+        name_key: Set(name_key(&user.name)),
         name: Set(user.name),
         role: Set(user.role),
         password_hash: Set(user.password_hash.expose_secret().to_owned()),
-        active: Set(true),
-        email_verified: Set(false),
+        active: Set(user.active),
+        email_verified: Set(user.email_verified),
         created_at: Set(user.created_at),
         updated_at: Set(user.created_at),
         last_login_at: Set(None),
