@@ -1243,3 +1243,70 @@ async fn audit_events_page_newest_first_with_tokens_bound_to_their_user() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_prefix_search_is_served_by_the_email_and_name_indexes() {
+    let app = admin_app(TestDb::fresh().await).await;
+    // Enough rows that MySQL's and MariaDB's optimizer prefers the indexes to a scan.
+    for batch in 0..2 {
+        let users = (0..1000)
+            .map(|i| pb::ImportUser {
+                email: format!("indexed-{batch}-{i:04}@example.com"),
+                name: format!("Indexed {batch} {i:04}"),
+                ..Default::default()
+            })
+            .collect();
+        admin(&app)
+            .import_users(keyed(pb::ImportUsersRequest { users }))
+            .await
+            .unwrap();
+    }
+    let db = app.db.connect().await;
+    let backend = db.get_database_backend();
+    if backend == sea_orm::DbBackend::MySql {
+        db.execute_unprepared("ANALYZE TABLE users").await.unwrap();
+    }
+    let config = crate::helpers::test_config(&app.db);
+    let settings = config.database.settings().unwrap();
+    let store = authd::store::SqlStore::new(db, &settings);
+    let filter = authd::store::UserFilter {
+        prefix: Some("indexed-1-00".into()),
+        ..Default::default()
+    };
+    let plan = store
+        .explain_user_listing(&filter)
+        .await
+        .unwrap()
+        .join("\n");
+    // Both indexes searched by range, never the whole table.
+    let served = match backend {
+        sea_orm::DbBackend::Sqlite => {
+            plan.contains("SEARCH users USING INDEX idx_users_name_key")
+                && plan.contains("SEARCH users USING INDEX sqlite_autoindex_users")
+                && !plan.contains("SCAN users")
+        }
+        sea_orm::DbBackend::Postgres => {
+            plan.contains("Index Scan on idx_users_name_key")
+                && plan.contains("Index Scan on users_email_key")
+                && !plan.contains("Seq Scan")
+        }
+        _ => {
+            plan.contains("| index_merge |")
+                && plan.contains("idx_users_name_key")
+                && plan.contains("sort_union")
+        }
+    };
+    assert!(served, "{plan}");
+    let found = list_all(
+        &app,
+        pb::ListUsersRequest {
+            query: "Indexed 1 00".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The names "Indexed 1 0000" to "Indexed 1 0099", whatever the letter case asked.
+    assert_eq!(found.len(), 100);
+    assert!(found.iter().all(|u| u.name.starts_with("Indexed 1 00")));
+    app.stop().await;
+}

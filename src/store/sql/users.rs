@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait as _, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait as _, Select, Set, Statement,
+    TransactionTrait as _, sea_query::Expr,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -321,29 +322,8 @@ impl UserStore for SqlStore {
         after: Option<Uuid>,
         limit: u64,
     ) -> StoreResult<Vec<UserRecord>> {
-        let filter = filter.clone();
+        let select = listing(filter, after, limit);
         self.detached(move |store| async move {
-            let mut select = users::Entity::find()
-                .order_by_asc(users::Column::Id)
-                .limit(limit);
-            if let Some(prefix) = &filter.prefix {
-                // Range scans on the email and name-key indexes (bytewise collations, see
-                // the migration), not LIKE, which no index serves on every database.
-                select = select.filter(
-                    Condition::any()
-                        .add(prefix_range(users::Column::Email, prefix))
-                        .add(prefix_range(users::Column::NameKey, prefix)),
-                );
-            }
-            if let Some(role) = filter.role {
-                select = select.filter(users::Column::Role.eq(role));
-            }
-            if let Some(active) = filter.active {
-                select = select.filter(users::Column::Active.eq(active));
-            }
-            if let Some(after) = after {
-                select = select.filter(users::Column::Id.gt(after));
-            }
             let rows = select.all(&store.db).await?;
             Ok(rows.into_iter().map(Into::into).collect())
         })
@@ -469,6 +449,86 @@ async fn record_claims_change(
     .exec_without_returning(txn)
     .await?;
     Ok(())
+}
+
+/// ListUsers' query: keyset order by id (UUIDv7, creation order), so pages stay put while
+/// users are added.
+fn listing(filter: &UserFilter, after: Option<Uuid>, limit: u64) -> Select<users::Entity> {
+    let mut select = users::Entity::find()
+        .order_by_asc(users::Column::Id)
+        .limit(limit);
+    if let Some(prefix) = &filter.prefix {
+        // Range scans on the email and name-key indexes (bytewise collations, see the
+        // migration), not LIKE, which no index serves on every database.
+        select = select.filter(
+            Condition::any()
+                .add(prefix_range(users::Column::Email, prefix))
+                .add(prefix_range(users::Column::NameKey, prefix)),
+        );
+    }
+    if let Some(role) = &filter.role {
+        select = select.filter(users::Column::Role.eq(role.as_str()));
+    }
+    if let Some(active) = filter.active {
+        select = select.filter(users::Column::Active.eq(active));
+    }
+    if let Some(after) = after {
+        select = select.filter(users::Column::Id.gt(after));
+    }
+    select
+}
+
+impl SqlStore {
+    /// The database's plan for ListUsers' query with `filter`, one line per row of its
+    /// EXPLAIN: whether a prefix search is served by the indexes. On PostgreSQL, with
+    /// sequential scans priced out, as a small table would be scanned whatever its
+    /// indexes.
+    pub async fn explain_user_listing(&self, filter: &UserFilter) -> StoreResult<Vec<String>> {
+        let select = listing(filter, None, 50);
+        self.detached(move |store| async move {
+            let backend = store.db.get_database_backend();
+            let query = select.build(backend);
+            let explain = match backend {
+                DbBackend::Sqlite => "EXPLAIN QUERY PLAN",
+                _ => "EXPLAIN",
+            };
+            let statement = Statement::from_sql_and_values(
+                backend,
+                format!("{explain} {}", query.sql),
+                query.values.map(|values| values.0).unwrap_or_default(),
+            );
+            let txn = store.db.begin().await?;
+            if backend == DbBackend::Postgres {
+                txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+                    .await?;
+            }
+            let rows = txn.query_all_raw(statement).await?;
+            txn.rollback().await?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    let columns = row.column_names();
+                    columns
+                        .iter()
+                        .map(|column| {
+                            row.try_get::<Option<String>>("", column)
+                                .ok()
+                                .flatten()
+                                .or_else(|| {
+                                    row.try_get::<Option<i64>>("", column)
+                                        .ok()
+                                        .flatten()
+                                        .map(|n| n.to_string())
+                                })
+                                .unwrap_or_default()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                })
+                .collect())
+        })
+        .await
+    }
 }
 
 /// `column` starts with `prefix`, as a range an index serves: `prefix <= column < next`,
