@@ -273,7 +273,7 @@ async fn run_user_command(
                 email: &email,
                 name: &name,
                 role: &role,
-                password: read_password()?,
+                password: secrecy::SecretString::from(read_password()?),
                 email_verified: false,
             };
             let user = accounts

@@ -1,3 +1,4 @@
+use sea_orm::prelude::Uuid;
 use sea_orm_migration::{prelude::*, schema::*, sea_orm::DbBackend};
 use unicode_normalization::UnicodeNormalization as _;
 
@@ -127,25 +128,30 @@ fn name_key(name: &str) -> String {
     name.to_lowercase().nfc().collect()
 }
 
-/// Fills `name_key` for users stored before it existed.
+/// Fills `name_key` for users stored before it existed, by id: MySQL's default collation
+/// would match a name in another case or accent.
 async fn fill_name_keys(db: &SchemaManagerConnection<'_>) -> Result<(), DbErr> {
+    let mut after: Option<Uuid> = None;
     loop {
-        let page = Query::select()
-            .distinct()
-            .column(Users::Name)
+        let mut page = Query::select()
+            .columns([Users::Id, Users::Name])
             .from(Users::Table)
             .and_where(Expr::col(Users::NameKey).eq(""))
+            .order_by(Users::Id, Order::Asc)
             .limit(PAGE)
             .to_owned();
+        if let Some(after) = after {
+            page.and_where(Expr::col(Users::Id).gt(after));
+        }
         let rows = db.query_all(&page).await?;
         for row in &rows {
+            let id: Uuid = row.try_get("", "id")?;
+            after = Some(id);
             let name: String = row.try_get("", "name")?;
-            // Every user of this name at once: the key depends on the name alone.
             let update = Query::update()
                 .table(Users::Table)
                 .value(Users::NameKey, name_key(&name))
-                .and_where(Expr::col(Users::Name).eq(name.as_str()))
-                .and_where(Expr::col(Users::NameKey).eq(""))
+                .and_where(Expr::col(Users::Id).eq(id))
                 .to_owned();
             db.execute(&update).await?;
         }
@@ -166,6 +172,7 @@ enum AuditEvents {
 #[derive(DeriveIden)]
 enum Users {
     Table,
+    Id,
     Name,
     NameKey,
 }

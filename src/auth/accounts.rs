@@ -5,7 +5,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
 use super::{
@@ -63,7 +63,7 @@ pub struct NewAccount<'a> {
     /// Empty: the default role.
     pub role: &'a str,
     /// Empty: no password; the user must reset it before logging in.
-    pub password: String,
+    pub password: SecretString,
     pub email_verified: bool,
 }
 
@@ -135,15 +135,13 @@ impl Accounts {
         } = account;
         let mut violations = Violations::default();
         // Empty: no password (checked as present, or as absent and so fine).
-        let password = match password.is_empty() {
+        let password = match password.expose_secret().is_empty() {
             true => Some(None),
-            false => violations
-                .check(Password::new_password(
-                    password,
-                    &self.rules.policy,
-                    &[email, name],
-                ))
-                .map(Some),
+            false => {
+                let password = password.expose_secret().to_owned();
+                let checked = Password::new_password(password, &self.rules.policy, &[email, name]);
+                violations.check(checked).map(Some)
+            }
         };
         let email = violations.check(Email::parse(email));
         let name = violations.check(DisplayName::parse(name));
@@ -407,7 +405,6 @@ impl Accounts {
 
     /// A row of an import, checked: the user to insert, or why not.
     fn importable(&self, account: ImportedAccount, now: DateTime<Utc>) -> Result<NewUser, String> {
-        use secrecy::ExposeSecret as _;
         let email = Email::parse(&account.email).map_err(|v| v.description)?;
         let name = DisplayName::parse(&account.name).map_err(|v| v.description)?;
         let role = (self.rules.roles)

@@ -169,12 +169,17 @@ impl PasswordHasher {
         let stored = stored.unwrap_or(&self.dummy_hash).clone();
         let password = password.secret().clone();
         let configured = self.argon2.clone();
+        let dummy = Arc::clone(&self.dummy_hash);
         let matches = self
             .run(move |scratch| {
                 if is_bcrypt(stored.expose_secret()) {
-                    // bcrypt's own cost is the time it takes; it caps input at 72 bytes.
-                    return bcrypt::verify(password.expose_secret(), stored.expose_secret())
+                    // bcrypt reads at most 72 bytes. The dummy argon2 after it keeps a wrong
+                    // password for an imported account from answering faster than one for
+                    // an unknown email.
+                    let matches = bcrypt::verify(password.expose_secret(), stored.expose_secret())
                         .map_err(|e| anyhow::anyhow!("stored bcrypt hash: {e}"));
+                    let _ = verify_with(&password, &dummy, scratch);
+                    return matches;
                 }
                 let matches = verify_with(&password, &stored, scratch);
                 pad_to_configured_cost(&configured, &stored, scratch);
@@ -404,43 +409,86 @@ fn is_bcrypt(hash: &str) -> bool {
         .any(|prefix| hash.starts_with(prefix))
 }
 
+/// Imported hashes costlier than these are refused: verifying one must not take a hash
+/// thread for minutes (bcrypt cost 17 is 32 times cost 12, about 8 s here) or allocate
+/// without bound (argon2 memory is allocated per check).
+const MAX_IMPORTED_BCRYPT_COST: u32 = 16;
+const MAX_IMPORTED_ARGON2_MEMORY_KIB: u32 = 262_144;
+const MAX_IMPORTED_ARGON2_ITERATIONS: u32 = 16;
+const MAX_IMPORTED_ARGON2_PARALLELISM: u32 = 16;
+/// The width of the stored column.
+const MAX_STORED_HASH_LEN: usize = 255;
+
 /// Why an imported password hash is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UnusableHash {
     #[error("malformed bcrypt hash")]
     MalformedBcrypt,
+    #[error("bcrypt cost above 16: the user must reset their password")]
+    BcryptTooCostly,
     #[error("malformed argon2 PHC string")]
     MalformedArgon2,
+    #[error("argon2 cost above m=262144, t=16, p=16: the user must reset their password")]
+    Argon2TooCostly,
     #[error(
         "unsupported password hash: expected bcrypt ($2a$, $2b$, $2y$) or an argon2 PHC string"
     )]
     Unsupported,
 }
 
-/// Checks a hash brought from another system: a whole bcrypt hash of any cost, or an
-/// argon2 PHC string this hasher can verify.
+/// Checks a hash brought from another system: a whole bcrypt hash, or an argon2 PHC
+/// string, that this hasher can verify at a bounded cost. A hash that passes never makes
+/// a login fail for anything but a wrong password.
 pub fn check_importable_hash(hash: &str) -> Result<(), UnusableHash> {
     if is_bcrypt(hash) {
-        // The crate parses any two-digit cost, and refuses to verify outside 4..=31.
-        return match hash.parse::<bcrypt::HashParts>() {
-            Ok(parts) if (4..=31).contains(&parts.get_cost()) => Ok(()),
-            _ => Err(UnusableHash::MalformedBcrypt),
-        };
+        return check_bcrypt(hash);
     }
     if !hash.starts_with("$argon2") {
         return Err(UnusableHash::Unsupported);
     }
-    let parsed = PasswordHash::new(hash).map_err(|_| UnusableHash::MalformedArgon2)?;
-    let usable = Algorithm::try_from(parsed.algorithm).is_ok()
-        && parsed.salt.is_some()
-        && parsed.hash.is_some()
-        && Params::try_from(&parsed).is_ok()
-        && parsed.version.is_none_or(|v| Version::try_from(v).is_ok());
-    if usable {
-        Ok(())
-    } else {
-        Err(UnusableHash::MalformedArgon2)
+    if hash.len() > MAX_STORED_HASH_LEN {
+        return Err(UnusableHash::MalformedArgon2);
     }
+    let parsed = PasswordHash::new(hash).map_err(|_| UnusableHash::MalformedArgon2)?;
+    let params = Params::try_from(&parsed).map_err(|_| UnusableHash::MalformedArgon2)?;
+    let mut salt = [0u8; 64];
+    let salt_len = parsed
+        .salt
+        .and_then(|salt_string| salt_string.decode_b64(&mut salt).ok())
+        .map_or(0, <[u8]>::len);
+    let usable = Algorithm::try_from(parsed.algorithm).is_ok()
+        && salt_len >= argon2::MIN_SALT_LEN
+        && parsed.hash.is_some_and(|output| {
+            (Output::MIN_LENGTH..=Output::MAX_LENGTH).contains(&output.len())
+        })
+        && parsed.version.is_none_or(|v| Version::try_from(v).is_ok());
+    if !usable {
+        return Err(UnusableHash::MalformedArgon2);
+    }
+    if params.m_cost() > MAX_IMPORTED_ARGON2_MEMORY_KIB
+        || params.t_cost() > MAX_IMPORTED_ARGON2_ITERATIONS
+        || params.p_cost() > MAX_IMPORTED_ARGON2_PARALLELISM
+    {
+        return Err(UnusableHash::Argon2TooCostly);
+    }
+    Ok(())
+}
+
+/// A bcrypt hash bcrypt will verify: 60 characters, a cost it accepts, and salt and digest
+/// in canonical bcrypt base64 (as `bcrypt::verify` decodes them).
+fn check_bcrypt(hash: &str) -> Result<(), UnusableHash> {
+    use base64::Engine as _;
+    let parts: bcrypt::HashParts = hash.parse().map_err(|_| UnusableHash::MalformedBcrypt)?;
+    let (salt, digest) = (hash.get(7..29), hash.get(29..));
+    let decodes =
+        |field: Option<&str>| field.is_some_and(|field| bcrypt::BASE_64.decode(field).is_ok());
+    if !(4..=31).contains(&parts.get_cost()) || !decodes(salt) || !decodes(digest) {
+        return Err(UnusableHash::MalformedBcrypt);
+    }
+    if parts.get_cost() > MAX_IMPORTED_BCRYPT_COST {
+        return Err(UnusableHash::BcryptTooCostly);
+    }
+    Ok(())
 }
 
 fn random_dummy_password() -> anyhow::Result<SecretString> {
@@ -640,6 +688,19 @@ mod tests {
             Err(UnusableHash::MalformedBcrypt)
         );
         assert_eq!(
+            check_importable_hash(&BCRYPT_2B.replacen("$04$", "$17$", 1)),
+            Err(UnusableHash::BcryptTooCostly)
+        );
+        // Characters outside bcrypt's base64, or non-canonical trailing bits.
+        assert_eq!(
+            check_importable_hash(&BCRYPT_2B.replacen("BYT", "B!T", 1)),
+            Err(UnusableHash::MalformedBcrypt)
+        );
+        assert_eq!(
+            check_importable_hash(&format!("{}L", &BCRYPT_2B[..59])),
+            Err(UnusableHash::MalformedBcrypt)
+        );
+        assert_eq!(
             check_importable_hash(&BCRYPT_2B.replacen("$2b$", "$2x$", 1)),
             Err(UnusableHash::Unsupported)
         );
@@ -653,6 +714,20 @@ mod tests {
         assert_eq!(
             check_importable_hash("$argon2id$v=19$m=1,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$YWJj"),
             Err(UnusableHash::MalformedArgon2)
+        );
+        // A salt argon2 refuses (under 8 bytes).
+        assert_eq!(
+            check_importable_hash(
+                "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY"
+            ),
+            Err(UnusableHash::MalformedArgon2)
+        );
+        assert_eq!(
+            check_importable_hash(
+                "$argon2id$v=19$m=4294967295,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$\
+                 YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY"
+            ),
+            Err(UnusableHash::Argon2TooCostly)
         );
         for other in [
             "",

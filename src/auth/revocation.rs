@@ -94,6 +94,8 @@ struct UserEntry {
 pub struct CurrentClaims {
     pub email: String,
     pub role: String,
+    /// When the user was updated to these (the row's `updated_at`).
+    pub as_of: DateTime<Utc>,
 }
 
 impl CurrentClaims {
@@ -101,6 +103,7 @@ impl CurrentClaims {
         Self {
             email: user.email.clone(),
             role: user.role.clone(),
+            as_of: user.updated_at,
         }
     }
 }
@@ -169,10 +172,27 @@ impl Revocations {
     pub fn user_changed(&self, user_id: Uuid, current: Option<CurrentClaims>, now: DateTime<Utc>) {
         let mut state = self.write();
         state.local_changes += 1;
+        let local = state.local_changes;
+        let forget_at = now + self.retention;
+        if let Some(entry) = state.users.get_mut(&user_id) {
+            entry.forget_at = entry.forget_at.max(forget_at);
+            // A deletion is final; of two changes made here, the later committed wins
+            // (two calls can return in the other order).
+            let newer = match (&entry.current, &current) {
+                (None, _) => false,
+                (Some(known), Some(new)) if entry.local > 0 => new.as_of >= known.as_of,
+                _ => true,
+            };
+            if newer {
+                entry.current = current.map(Arc::new);
+                entry.local = local;
+            }
+            return;
+        }
         let entry = UserEntry {
             current: current.map(Arc::new),
-            forget_at: now + self.retention,
-            local: state.local_changes,
+            forget_at,
+            local,
         };
         state.users.insert(user_id, entry);
     }
@@ -227,6 +247,10 @@ impl Revocations {
                 Some(entry) if entry.local > local_before => {
                     entry.forget_at = entry.forget_at.max(forget_at);
                 }
+                // A deletion is final.
+                Some(entry) if entry.current.is_none() => {
+                    entry.forget_at = entry.forget_at.max(forget_at);
+                }
                 Some(entry) => {
                     entry.current = change.now.map(claims);
                     entry.forget_at = entry.forget_at.max(forget_at);
@@ -264,8 +288,8 @@ impl Revocations {
     }
 }
 
-fn claims((email, role): (String, String)) -> Arc<CurrentClaims> {
-    Arc::new(CurrentClaims { email, role })
+fn claims((email, role, as_of): (String, String, DateTime<Utc>)) -> Arc<CurrentClaims> {
+    Arc::new(CurrentClaims { email, role, as_of })
 }
 
 #[cfg(test)]
@@ -313,11 +337,20 @@ mod tests {
         let now = Utc::now();
         r.write().synced_at = Some(now);
         let (sid, uid) = (Uuid::now_v7(), Uuid::now_v7());
-        let current = CurrentClaims {
+        let claims = |role: &str, as_of| CurrentClaims {
             email: "a@example.com".to_owned(),
-            role: "admin".to_owned(),
+            role: role.to_owned(),
+            as_of,
         };
+        let current = claims("admin", now);
         r.user_changed(uid, Some(current.clone()), now);
+        assert_eq!(
+            r.standing(sid, uid, now),
+            Standing::Changed(Arc::new(current.clone()))
+        );
+        // An earlier change whose call returned later does not undo it.
+        let earlier = now - chrono::Duration::milliseconds(5);
+        r.user_changed(uid, Some(claims("user", earlier)), now);
         assert_eq!(
             r.standing(sid, uid, now),
             Standing::Changed(Arc::new(current))

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{
     convert::{caller, timestamp, user_to_proto},
     metadata::{ApiKeys, bearer_token},
+    rate_limit::{Bucket, PeerRateLimits},
 };
 use crate::{
     auth::{
@@ -38,6 +39,9 @@ pub struct AdminGate {
     accounts: Arc<Accounts>,
     admin_roles: Arc<[String]>,
     keys: ApiKeys,
+    /// Refusals are audited within the caller's Login budget: a flood of bad credentials
+    /// costs no more writes than a flood of failed logins.
+    rate_limits: Arc<PeerRateLimits>,
     auditing: Arc<Semaphore>,
 }
 
@@ -47,6 +51,7 @@ impl AdminGate {
         accounts: Arc<Accounts>,
         admin_roles: Vec<String>,
         keys: ApiKeys,
+        rate_limits: Arc<PeerRateLimits>,
     ) -> Self {
         Self {
             auth,
@@ -56,6 +61,7 @@ impl AdminGate {
                 .map(|r| r.trim().to_owned())
                 .collect(),
             keys,
+            rate_limits,
             auditing: Arc::new(Semaphore::new(REFUSALS_AUDITED_AT_ONCE)),
         }
     }
@@ -115,7 +121,11 @@ impl Interceptor for AdminGate {
                 Ok(request)
             }
             Err((error, actor)) => {
-                self.audit_refusal(caller(&request), &error, actor);
+                if self.rate_limits.check(Bucket::Login, &request).is_ok() {
+                    self.audit_refusal(caller(&request), &error, actor);
+                } else {
+                    tracing::debug!("refused admin call not audited: the caller's budget is spent");
+                }
                 Err(error.into())
             }
         }
@@ -147,7 +157,7 @@ impl AdminService for AdminGrpc {
             email: &req.email,
             name: &req.name,
             role: &req.role,
-            password: req.password,
+            password: SecretString::from(req.password),
             email_verified: req.email_verified,
         };
         let user = self.accounts.create_user(&caller, account).await?;
@@ -190,8 +200,16 @@ impl AdminService for AdminGrpc {
             role: &req.role,
             active: req.active,
         };
-        // Every filter, so that a token only pages the query it came from.
-        let fingerprint = format!("users\n{}\n{}\n{:?}", req.query, req.role, req.active);
+        // Every filter, each with its length, so that a token only pages the query it
+        // came from.
+        let fingerprint = format!(
+            "users {}:{} {}:{} {:?}",
+            req.query.len(),
+            req.query,
+            req.role.len(),
+            req.role,
+            req.active
+        );
         let after = self
             .pages
             .open("page_token", &fingerprint, &req.page_token)?;
@@ -327,7 +345,7 @@ impl AdminService for AdminGrpc {
             Some(id) => Some(user_id("user_id", id)?),
             None => None,
         };
-        let fingerprint = format!("audit\n{user:?}");
+        let fingerprint = format!("audit {user:?}");
         let before = self
             .pages
             .open("page_token", &fingerprint, &req.page_token)?;

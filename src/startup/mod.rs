@@ -307,6 +307,7 @@ impl App {
                     self.accounts,
                     self.admin_roles,
                     self.admin_keys,
+                    Arc::clone(&self.rate_limits),
                 ),
             ),
             metadata_cap,

@@ -61,8 +61,9 @@ pub struct UserFilter {
 pub struct ClaimsChange {
     pub user_id: Uuid,
     pub changed_at: DateTime<Utc>,
-    /// The user's current email and role; `None` once deleted.
-    pub now: Option<(String, String)>,
+    /// The user's current email and role, and when the user was last updated; `None` once
+    /// deleted.
+    pub now: Option<(String, String, DateTime<Utc>)>,
 }
 
 /// The search key of a display name: lowercased, then NFC (as emails are normalized), so

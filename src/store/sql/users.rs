@@ -343,19 +343,27 @@ impl UserStore for SqlStore {
             if changes.is_empty() {
                 return Ok(Vec::new());
             }
-            // What the users are now (read after the changes: never older than them).
-            let current: std::collections::HashMap<Uuid, (String, String)> = users::Entity::find()
-                .select_only()
-                .column(users::Column::Id)
-                .column(users::Column::Email)
-                .column(users::Column::Role)
-                .filter(users::Column::Id.is_in(changes.iter().map(|(id, _)| *id)))
-                .into_tuple::<(Uuid, String, String)>()
-                .all(&store.db)
-                .await?
-                .into_iter()
-                .map(|(id, email, role)| (id, (email, role)))
-                .collect();
+            // What the users are now (read after the changes: never older than them), each
+            // once, a bounded number per statement (a bulk change can name thousands).
+            let mut ids: Vec<Uuid> = changes.iter().map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut current = std::collections::HashMap::with_capacity(ids.len());
+            for chunk in ids.chunks(CHANGED_USERS_PER_QUERY) {
+                let users: Vec<(Uuid, String, String, DateTime<Utc>)> = users::Entity::find()
+                    .select_only()
+                    .column(users::Column::Id)
+                    .column(users::Column::Email)
+                    .column(users::Column::Role)
+                    .column(users::Column::UpdatedAt)
+                    .filter(users::Column::Id.is_in(chunk.iter().copied()))
+                    .into_tuple()
+                    .all(&store.db)
+                    .await?;
+                for (id, email, role, updated_at) in users {
+                    current.insert(id, (email, role, updated_at));
+                }
+            }
             Ok(changes
                 .into_iter()
                 .map(|(user_id, changed_at)| ClaimsChange {
@@ -530,6 +538,9 @@ impl SqlStore {
         .await
     }
 }
+
+/// Users read per statement by [`UserStore::changed_since`].
+const CHANGED_USERS_PER_QUERY: usize = 500;
 
 /// `column` starts with `prefix`, as a range an index serves: `prefix <= column < next`,
 /// where `next` is the least string above every string starting with `prefix` (its last
