@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod mail;
+mod redacted;
 pub mod startup;
 pub mod store;
 mod sync;
