@@ -248,7 +248,7 @@ async fn a_commit_cut_off_by_a_killed_connection_is_unavailable_and_later_writes
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(!victims.is_empty(), "the Register never reached its COMMIT");
-    for victim in victims {
+    for &victim in &victims {
         let kill = if backend == DbBackend::Postgres {
             format!("SELECT pg_terminate_backend({victim})")
         } else {
@@ -257,6 +257,27 @@ async fn a_commit_cut_off_by_a_killed_connection_is_unavailable_and_later_writes
         admin.execute_unprepared(&kill).await.unwrap();
     }
     if backend != DbBackend::Postgres {
+        // KILL only flags the thread: lifting the block before it has gone would let the
+        // held COMMIT win the race and complete.
+        let list = victims
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let alive = format!("SELECT id FROM information_schema.processlist WHERE id IN ({list})");
+        let mut gone = false;
+        for _ in 0..400 {
+            let rows = admin
+                .query_all_raw(Statement::from_string(backend, alive.clone()))
+                .await
+                .unwrap();
+            if rows.is_empty() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(gone, "the killed connection never went away");
         admin.execute_unprepared("BACKUP STAGE END").await.unwrap();
     }
 
