@@ -1,9 +1,8 @@
 //! Compiles `proto/` with a pure-Rust protobuf compiler (no system `protoc`), generates the
-//! tonic server and client, and writes the descriptor set that server reflection serves.
+//! tonic server and client, and writes the descriptor set (imports included) that server
+//! reflection serves and `authd descriptor` prints for gateways.
 
 use std::{env, fs, path::PathBuf};
-
-use prost::Message;
 
 /// Keep in step with `src/redacted.rs`.
 const SECRET_BEARING: [&str; 13] = [
@@ -24,11 +23,28 @@ const SECRET_BEARING: [&str; 13] = [
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["auth/v1/auth.proto", "auth/v1/admin.proto"], ["proto"])?;
+    // google.rpc's error details go in too: a gateway that turns a gRPC error into JSON
+    // (Envoy's transcoder) needs their types to print the field violations.
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files([
+            "auth/v1/auth.proto",
+            "auth/v1/admin.proto",
+            // A gateway that turns a gRPC error into JSON (Envoy's transcoder) needs these
+            // types to print the field violations.
+            "google/rpc/status.proto",
+            "google/rpc/error_details.proto",
+        ])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out_dir.join("auth_descriptor.bin"), fds.encode_to_vec())?;
-    // Messages that carry a password, token, code or hash get a Debug that redacts it
-    // (src/redacted.rs), so no Debug print of a request or response can leak one.
+    // Encoded by the compiler itself: prost's FileDescriptorSet would drop the extension
+    // options, the google.api.http annotations among them.
+    fs::write(
+        out_dir.join("auth_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    let fds = compiler.file_descriptor_set();
     tonic_prost_build::configure()
         .skip_debug(SECRET_BEARING.iter().map(|name| format!(".auth.v1.{name}")))
         .compile_fds(fds)?;

@@ -1,7 +1,7 @@
 //! The `authd` command line: `serve`, `migrate`, `user` and `healthcheck`.
 
 use std::{
-    io::{BufRead as _, IsTerminal as _},
+    io::{BufRead as _, IsTerminal as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::ExitCode,
@@ -26,6 +26,7 @@ use crate::{
     config::{
         Config, DatabaseConfig, HashingConfig, RolesConfig, name_the_setting, parse_duration,
     },
+    proto::auth::v1::FILE_DESCRIPTOR_SET,
     startup::App,
     store::{self, DatabaseSettings, SqlStore},
     telemetry::LogFormat,
@@ -101,6 +102,10 @@ pub enum Command {
         )]
         tls_domain: String,
     },
+    /// Write the API's binary FileDescriptorSet (imports and HTTP annotations included) to
+    /// standard output, for Envoy's gRPC-JSON transcoder and grpc-gateway tooling:
+    /// `authd descriptor > authd.pb`.
+    Descriptor,
 }
 
 /// `authd migrate` actions.
@@ -186,8 +191,23 @@ impl Cli {
                 let tls = tls_ca.map(|ca| (ca, tls_domain));
                 healthcheck(listen, timeout, tls).await
             }
+            Command::Descriptor => descriptor(),
         }
     }
+}
+
+fn descriptor() -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    // Binary on a terminal is noise at best and a garbled terminal at worst.
+    if out.is_terminal() {
+        anyhow::bail!(
+            "the descriptor set is binary: redirect it, e.g. `authd descriptor > authd.pb`"
+        );
+    }
+    out.write_all(FILE_DESCRIPTOR_SET)
+        .and_then(|()| out.flush())
+        .context("writing the descriptor set to standard output")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The configured database's settings and a pool on it.

@@ -126,8 +126,8 @@ impl AuthService for AuthGrpc {
                 kty: key.kty.to_owned(),
                 alg: key.alg.to_owned(),
                 r#use: "sig".to_owned(),
-                crv: key.crv.to_owned(),
-                x: key.x,
+                crv: Some(key.crv.to_owned()),
+                x: Some(key.x),
                 ..Default::default()
             })
             .collect();

@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod durability;
 mod faults;
+mod gateway;
 mod get_me;
 mod health;
 mod helpers;
