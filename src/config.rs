@@ -106,6 +106,17 @@ pub struct Config {
     )]
     pub reflection: bool,
 
+    /// Comma-separated origins (`https://app.example.com`) whose pages may call over
+    /// gRPC-Web; empty: no CORS headers, so no browser page of another origin may.
+    #[arg(
+        long = "cors-origins",
+        env = "AUTHD_CORS_ORIGINS",
+        value_name = "AUTHD_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    pub cors_origins: Vec<http::HeaderValue>,
+
     /// Comma-separated hex SHA-256 digests of the API keys ValidateToken callers must send
     /// as `x-api-key` (`printf %s "$KEY" | sha256sum`); empty: no caller authentication.
     #[arg(
@@ -660,6 +671,27 @@ pub struct LoginConfig {
     pub max_window: Duration,
 }
 
+/// A browser origin, as the `Origin` header spells it: `scheme://host[:port]`, lowercase,
+/// no path. Anything else would never match, so it is refused rather than ignored.
+fn parse_origin(value: &str) -> Result<http::HeaderValue, String> {
+    let value = value.trim();
+    let expected = "expected scheme://host[:port], e.g. https://app.example.com";
+    let url = url::Url::parse(value)
+        .map_err(|err| format!("{value:?} is not an origin ({err}); {expected}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{value:?} is not an http or https origin; {expected}"
+        ));
+    }
+    let origin = url.origin().ascii_serialization();
+    if origin != value.trim_end_matches('/') {
+        return Err(format!(
+            "{value:?} is not an origin as browsers send it: {origin:?} would be"
+        ));
+    }
+    http::HeaderValue::from_str(&origin).map_err(|err| format!("{value:?}: {err}"))
+}
+
 /// Reads one hex SHA-256 digest. A bad value is not echoed (clap's own errors quote it):
 /// an API key pasted here instead of its digest must not reach a terminal or a log.
 #[derive(Clone)]
@@ -1090,6 +1122,46 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         config: Config,
+    }
+
+    #[test]
+    fn cors_origins_are_origins_as_browsers_send_them() {
+        let parsed = Cli::try_parse_from([
+            "authd",
+            "--cors-origins",
+            "https://app.example.com,http://127.0.0.1:8000/",
+        ])
+        .unwrap();
+        assert_eq!(
+            parsed.config.cors_origins,
+            ["https://app.example.com", "http://127.0.0.1:8000"]
+        );
+        for (bad, says) in [
+            ("*", "is not an origin"),
+            ("app.example.com", "is not an origin"),
+            ("ftp://app.example.com", "not an http or https origin"),
+            (
+                "https://App.Example.com",
+                "\"https://app.example.com\" would be",
+            ),
+            (
+                "https://app.example.com/login",
+                "\"https://app.example.com\" would be",
+            ),
+            (
+                "https://app.example.com:443",
+                "\"https://app.example.com\" would be",
+            ),
+        ] {
+            let err = Cli::try_parse_from(["authd", "--cors-origins", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"))
+                .to_string();
+            assert!(
+                err.contains("AUTHD_CORS_ORIGINS") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -96,7 +96,11 @@ pub(super) fn bearer_token<T>(request: &Request<T>) -> Result<String, AuthError>
     let Some(value) = request.metadata().get("authorization") else {
         return Err(AuthError::AccessTokenMissing);
     };
-    let value = value.to_str().map_err(|_| AuthError::AccessTokenInvalid)?;
+    parse_bearer(value.to_str().map_err(|_| AuthError::AccessTokenInvalid)?)
+}
+
+/// The token of an `authorization` header's value, `Bearer <token>` (any letter case).
+pub(super) fn parse_bearer(value: &str) -> Result<String, AuthError> {
     let (scheme, token) = value.split_once(' ').ok_or(AuthError::AccessTokenInvalid)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::AccessTokenInvalid);

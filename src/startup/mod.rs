@@ -9,6 +9,7 @@ mod tasks;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{
@@ -16,6 +17,7 @@ use tonic_health::{
     pb::health_server::HealthServer,
     server::{HealthReporter, HealthService},
 };
+use tonic_web::GrpcWebLayer;
 use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
 
 use self::{accept::Accepting, tasks::KeyReload};
@@ -27,8 +29,8 @@ use crate::{
     },
     config::{Config, LimitsConfig, TlsConfig, name_the_setting},
     grpc::{
-        AdminGate, AdminGrpc, ApiKeys, AuthGrpc, PeerRateLimits, ValidateCallers, capped,
-        oversize_message_is_resource_exhausted,
+        AdminGate, AdminGrpc, ApiKeys, AuthGrpc, ExtAuthz, PeerRateLimits, ValidateCallers, capped,
+        cors_layer, oversize_message_is_resource_exhausted,
     },
     mail::{self, Delivery},
     proto::auth::v1::{
@@ -58,6 +60,8 @@ pub struct App {
     purger: Purger,
     purge_interval: Duration,
     reflection: bool,
+    /// Origins whose pages may call over gRPC-Web.
+    cors_origins: Vec<http::HeaderValue>,
     health_probe_interval: Duration,
     /// Sends the queued emails; `None` without SMTP.
     mail_delivery: Option<Delivery>,
@@ -216,6 +220,7 @@ impl App {
             purge_interval: config.purge_interval,
             revocations,
             reflection: config.reflection,
+            cors_origins: config.cors_origins,
             health_probe_interval: config.health_probe_interval,
             mail_delivery,
             clock,
@@ -315,6 +320,15 @@ impl App {
 
         tracing::info!(address = %self.local_addr, "authd listening");
         let health_on_shutdown = health.clone();
+        // CheckRequests carry the whole HTTP request's headers: the AuthService cap.
+        let ext_authz_service = capped(
+            AuthorizationServer::new(ExtAuthz::new(
+                Arc::clone(&self.auth),
+                self.validate_callers.clone(),
+            ))
+            .max_decoding_message_size(limits.max_message_bytes),
+            metadata_cap,
+        );
         let auth_service = capped(
             AuthServiceServer::new(AuthGrpc::new(
                 self.auth,
@@ -334,6 +348,10 @@ impl App {
             server = server.tls_config(tls).context("configuring TLS")?;
         }
         let result = server
+            // gRPC-Web from browsers, over HTTP/1.1 too, on the same port.
+            .accept_http1(true)
+            .layer(tower::util::option_layer(cors_layer(self.cors_origins)))
+            .layer(GrpcWebLayer::new())
             .timeout(limits.request_timeout)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -355,6 +373,7 @@ impl App {
             .add_optional_service(reflection_v1alpha)
             .add_service(auth_service)
             .add_service(admin_service)
+            .add_service(ext_authz_service)
             .serve_with_incoming_shutdown(
                 Accepting::new(TcpIncoming::from(self.listener).with_nodelay(Some(true))),
                 async move {

