@@ -106,6 +106,15 @@ pub struct Config {
     )]
     pub reflection: bool,
 
+    /// Serve Prometheus metrics at `/metrics` on this address (e.g. 127.0.0.1:9464);
+    /// unset: no metrics.
+    #[arg(
+        long = "metrics-listen",
+        env = "AUTHD_METRICS_LISTEN",
+        value_name = "AUTHD_METRICS_LISTEN"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Comma-separated origins (`https://app.example.com`) whose pages may call over
     /// gRPC-Web; empty: no CORS headers, so no browser page of another origin may.
     #[arg(

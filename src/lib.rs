@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod mail;
+pub mod metrics;
 mod redacted;
 pub mod startup;
 pub mod store;

@@ -138,7 +138,34 @@ pub struct Authenticator {
     pub(super) background: Arc<Semaphore>,
 }
 
+/// What the server's own metrics read at a scrape.
+#[derive(Debug, Clone, Copy)]
+pub struct Vitals {
+    pub hashes_in_flight: usize,
+    pub verified_cache_hits: u64,
+    pub verified_cache_misses: u64,
+    pub signing_key_age: Duration,
+    /// `None` before the first poll.
+    pub revocation_sync_age: Option<Duration>,
+}
+
 impl Authenticator {
+    /// The hash pool's load, the verified-token cache's use, and how old the signing key
+    /// and the revocation view are.
+    pub fn vitals(&self) -> Vitals {
+        let now = self.clock.now();
+        let age = |then: DateTime<Utc>| (now - then).to_std().unwrap_or_default();
+        let keyring = crate::sync::read(&self.keyring);
+        let (hits, misses) = keyring.verified_hits_and_misses();
+        Vitals {
+            hashes_in_flight: self.credentials.hasher.in_flight(),
+            verified_cache_hits: hits,
+            verified_cache_misses: misses,
+            signing_key_age: age(keyring.signing_created_at()),
+            revocation_sync_age: self.revocations.synced_at().map(age),
+        }
+    }
+
     pub fn new(
         stores: Stores,
         credentials: Credentials,

@@ -76,6 +76,8 @@ pub struct PasswordHasher {
     /// Feeds the hash threads; they exit when the last clone of this is dropped.
     jobs: mpsc::Sender<Job>,
     workers: usize,
+    /// Workers plus the queue: how many hashes may be admitted at once.
+    capacity: usize,
     admitted: Arc<Semaphore>,
     /// Verified against when the email is unknown, so Login takes the same time either way.
     dummy_hash: Arc<SecretString>,
@@ -104,9 +106,16 @@ impl PasswordHasher {
             argon2,
             jobs: spawn_hash_threads(workers, &params)?,
             workers,
+            capacity: workers + queue,
             admitted: Arc::new(Semaphore::new(workers + queue)),
             dummy_hash: Arc::new(dummy_hash),
         })
+    }
+
+    /// Hashes running or waiting for a thread.
+    pub fn in_flight(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.admitted.available_permits())
     }
 
     /// Whether a stored hash is weaker than what is configured now (another algorithm or

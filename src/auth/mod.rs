@@ -46,7 +46,7 @@ pub use audit::{
 };
 pub use authenticator::{
     AccountMail, Authenticated, Authenticator, Credentials, SessionPolicy, Stores, TokenKeys,
-    TokenPair,
+    TokenPair, Vitals,
 };
 pub use clock::{Clock, SystemClock};
 pub use codes::CodePolicy;

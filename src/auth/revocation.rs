@@ -275,6 +275,11 @@ impl Revocations {
     }
 
     /// How often [`Self::sync`] is to run.
+    /// When the last poll of the database finished; `None` before the first.
+    pub fn synced_at(&self) -> Option<DateTime<Utc>> {
+        self.read().synced_at
+    }
+
     pub fn interval(&self) -> Duration {
         self.interval
     }

@@ -143,6 +143,8 @@ pub struct Keyring {
     algorithm: Algorithm,
     pub(super) signing_kid: String,
     signing_key: EncodingKey,
+    /// When the signing key was made (rotation is judged by it).
+    signing_created_at: DateTime<Utc>,
     verifying_keys: HashMap<String, DecodingKey>,
     public_keys: Vec<PublicJwk>,
     validation: Validation,
@@ -176,12 +178,14 @@ impl Keyring {
     ) -> anyhow::Result<Self> {
         let algorithm = settings.algorithm;
         let mut signing_key = None;
+        let mut signing_created_at = None;
         let mut verifying_keys = HashMap::new();
         let mut public_keys = Vec::new();
         for record in records {
             let (encoding, decoding) = algorithm.keys(record)?;
             if record.kid == signer_kid {
                 signing_key = Some(encoding);
+                signing_created_at = Some(record.created_at);
             }
             if let Some(public) = &record.public_key {
                 public_keys.push(PublicJwk {
@@ -194,7 +198,9 @@ impl Keyring {
             }
             verifying_keys.insert(record.kid.clone(), decoding);
         }
-        let signing_key = signing_key.context("no signing key")?;
+        let (signing_key, signing_created_at) = signing_key
+            .zip(signing_created_at)
+            .context("no signing key")?;
 
         let mut validation = Validation::new(algorithm.jwt());
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
@@ -210,6 +216,7 @@ impl Keyring {
             algorithm: algorithm.jwt(),
             signing_kid: signer_kid.to_owned(),
             signing_key,
+            signing_created_at,
             verifying_keys,
             public_keys,
             validation,
@@ -258,6 +265,16 @@ impl Keyring {
         let token = jsonwebtoken::encode(&header, &claims, &self.signing_key)
             .context("signing an access token")?;
         Ok(SecretString::from(token))
+    }
+
+    /// When the key that signs now was made.
+    pub(super) fn signing_created_at(&self) -> DateTime<Utc> {
+        self.signing_created_at
+    }
+
+    /// Verified-token lookups that hit and that missed, since start.
+    pub(super) fn verified_hits_and_misses(&self) -> (u64, u64) {
+        self.verified.hits_and_misses()
     }
 
     /// Takes over the tokens `previous` verified, so that a key reload does not make every

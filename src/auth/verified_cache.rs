@@ -57,6 +57,13 @@ impl VerifiedCache {
         }
     }
 
+    /// Lookups that found a token and that did not, since start.
+    pub(super) fn hits_and_misses(&self) -> (u64, u64) {
+        self.entries
+            .as_ref()
+            .map_or((0, 0), |entries| (entries.hits(), entries.misses()))
+    }
+
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.entries.as_ref().map_or(0, Cache::len)

@@ -33,6 +33,7 @@ use crate::{
         cors_layer, oversize_message_is_resource_exhausted,
     },
     mail::{self, Delivery},
+    metrics::{self, Gauges, GrpcMetricsLayer, Metrics, Reading, Value},
     proto::auth::v1::{
         FILE_DESCRIPTOR_SET, admin_service_server::AdminServiceServer,
         auth_service_server::AuthServiceServer,
@@ -62,6 +63,8 @@ pub struct App {
     reflection: bool,
     /// Origins whose pages may call over gRPC-Web.
     cors_origins: Vec<http::HeaderValue>,
+    /// Where `/metrics` is served, when it is.
+    metrics_listener: Option<TcpListener>,
     health_probe_interval: Duration,
     /// Sends the queued emails; `None` without SMTP.
     mail_delivery: Option<Delivery>,
@@ -87,6 +90,10 @@ impl App {
             .await
             .with_context(|| format!("AUTHD_LISTEN: cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(metrics::bind(address).await?),
+            None => None,
+        };
         // Then everything that needs only the configuration, so a mistake there stops
         // start-up before the database is touched.
         config.validate()?;
@@ -221,6 +228,7 @@ impl App {
             revocations,
             reflection: config.reflection,
             cors_origins: config.cors_origins,
+            metrics_listener,
             health_probe_interval: config.health_probe_interval,
             mail_delivery,
             clock,
@@ -230,6 +238,13 @@ impl App {
     /// The address the server listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves, then stops gracefully.
@@ -271,8 +286,22 @@ impl App {
             ),
         ];
         if let Some(delivery) = self.mail_delivery {
-            tasks.push(tokio::spawn(delivery.run(stop_rx)));
+            tasks.push(tokio::spawn(delivery.run(stop_rx.clone())));
         }
+        let metrics = match self.metrics_listener {
+            Some(listener) => {
+                let metrics = Arc::new(Metrics::new(served_methods()?)?);
+                let gauges = Arc::new(ServerVitals(Arc::clone(&self.auth)));
+                tasks.push(tokio::spawn(metrics::serve(
+                    listener,
+                    Arc::clone(&metrics),
+                    gauges,
+                    stop_rx,
+                )));
+                Some(GrpcMetricsLayer::new(metrics))
+            }
+            None => None,
+        };
 
         let limits = &self.limits;
         // Every service on the port gets the same message and metadata caps.
@@ -352,6 +381,8 @@ impl App {
             .accept_http1(true)
             .layer(tower::util::option_layer(cors_layer(self.cors_origins)))
             .layer(GrpcWebLayer::new())
+            // Inside gRPC-Web, so every call is seen as gRPC, whichever way it came.
+            .layer(tower::util::option_layer(metrics))
             .timeout(limits.request_timeout)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -399,6 +430,88 @@ impl App {
             .context("closing the database pool")?;
         tracing::info!("authd stopped");
         result
+    }
+}
+
+/// Every method the port serves, with its go-grpc-prometheus type.
+fn served_methods() -> anyhow::Result<Vec<(String, &'static str)>> {
+    use prost::Message as _;
+    let ours = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
+        .context("reading the API's descriptor set")?;
+    let mut methods: Vec<(String, &'static str)> = ours
+        .file
+        .iter()
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| {
+                    let kind = match (method.client_streaming(), method.server_streaming()) {
+                        (false, false) => "unary",
+                        (true, false) => "client_stream",
+                        (false, true) => "server_stream",
+                        (true, true) => "bidi_stream",
+                    };
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    (path, kind)
+                })
+            })
+        })
+        .collect();
+    methods.extend(
+        [
+            ("/grpc.health.v1.Health/Check", "unary"),
+            ("/grpc.health.v1.Health/Watch", "server_stream"),
+            (
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "bidi_stream",
+            ),
+            (
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                "bidi_stream",
+            ),
+            ("/envoy.service.auth.v3.Authorization/Check", "unary"),
+        ]
+        .map(|(path, kind)| (path.to_owned(), kind)),
+    );
+    Ok(methods)
+}
+
+/// authd's own series, read from the authenticator at each scrape.
+struct ServerVitals(Arc<Authenticator>);
+
+impl Gauges for ServerVitals {
+    fn read(&self) -> Vec<Reading> {
+        let vitals = self.0.vitals();
+        let reading = |name, help, value| Reading { name, help, value };
+        let mut readings = vec![
+            reading(
+                "authd_password_hashes_in_flight",
+                "Password hashes running or waiting for a hash thread",
+                Value::Gauge(vitals.hashes_in_flight as f64),
+            ),
+            reading(
+                "authd_validate_cache_hits_total",
+                "Token validations answered from the verified-token cache",
+                Value::Total(vitals.verified_cache_hits),
+            ),
+            reading(
+                "authd_validate_cache_misses_total",
+                "Token validations that had to verify a signature",
+                Value::Total(vitals.verified_cache_misses),
+            ),
+            reading(
+                "authd_signing_key_age_seconds",
+                "Age of the key that signs access tokens",
+                Value::Gauge(vitals.signing_key_age.as_secs_f64()),
+            ),
+        ];
+        if let Some(age) = vitals.revocation_sync_age {
+            readings.push(reading(
+                "authd_revocation_sync_age_seconds",
+                "Time since this replica last read revocations from the database",
+                Value::Gauge(age.as_secs_f64()),
+            ));
+        }
+        readings
     }
 }
 

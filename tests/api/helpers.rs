@@ -206,6 +206,8 @@ pub fn test_config(db: &TestDb) -> Config {
 /// A running authd.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when AUTHD_METRICS_LISTEN is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub db: TestDb,
     pub client: AuthServiceClient<Channel>,
     pub channel: Channel,
@@ -281,6 +283,7 @@ impl TestAppBuilder {
             .await
             .expect("build app");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let queries = app.query_counter();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until_stopped(async {
@@ -298,6 +301,7 @@ impl TestAppBuilder {
         let channel = endpoint.connect().await.expect("connect to authd");
         let app = TestApp {
             addr,
+            metrics_addr,
             db,
             client: AuthServiceClient::new(channel.clone()),
             channel,

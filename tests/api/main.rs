@@ -25,6 +25,7 @@ mod limits;
 mod login;
 mod logout;
 mod mail_sink;
+mod metrics;
 mod outage;
 mod purge;
 mod recovery;
