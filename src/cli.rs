@@ -103,9 +103,13 @@ pub enum Command {
         tls_domain: String,
     },
     /// Write the API's binary FileDescriptorSet (imports and HTTP annotations included) to
-    /// standard output, for Envoy's gRPC-JSON transcoder and grpc-gateway tooling:
-    /// `authd descriptor > authd.pb`.
-    Descriptor,
+    /// standard output or a file, for Envoy's gRPC-JSON transcoder and grpc-gateway
+    /// tooling: `authd descriptor > authd.pb`.
+    Descriptor {
+        /// Write it to this file instead (an image without a shell cannot redirect).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 /// `authd migrate` actions.
@@ -191,12 +195,17 @@ impl Cli {
                 let tls = tls_ca.map(|ca| (ca, tls_domain));
                 healthcheck(listen, timeout, tls).await
             }
-            Command::Descriptor => descriptor(),
+            Command::Descriptor { output } => descriptor(output.as_deref()),
         }
     }
 }
 
-fn descriptor() -> anyhow::Result<ExitCode> {
+fn descriptor(output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if let Some(path) = output {
+        std::fs::write(path, FILE_DESCRIPTOR_SET)
+            .with_context(|| format!("writing the descriptor set to {}", path.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = std::io::stdout().lock();
     // Binary on a terminal is noise at best and a garbled terminal at worst.
     if out.is_terminal() {

@@ -1,75 +1,13 @@
 //! Envoy's ext_authz filter asking authd (`deploy/envoy/ext-authz.yaml`) in front of a
 //! service that echoes the headers it received.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::Value;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-};
 
-use super::{Answer, Envoy, envoy_binary};
+use super::{Answer, Echo, Envoy, envoy_binary};
 use crate::helpers::{PASSWORD, TestApp, authd_bin, spawn_app};
-
-/// The service behind Envoy: answers every request with the headers it received, as a
-/// JSON object, and counts the requests that reached it.
-struct Echo {
-    port: u16,
-    served: Arc<AtomicUsize>,
-}
-
-impl Echo {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let served = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&served);
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let count = Arc::clone(&count);
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buffer = [0; 4096];
-                    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
-                        match stream.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(read) => request.extend_from_slice(&buffer[..read]),
-                        }
-                    }
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let text = String::from_utf8_lossy(&request);
-                    let headers: BTreeMap<String, String> = text
-                        .lines()
-                        .skip(1)
-                        .filter_map(|line| line.split_once(':'))
-                        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
-                        .collect();
-                    let body = serde_json::to_string(&headers).unwrap();
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(head.as_bytes()).await;
-                    let _ = stream.write_all(body.as_bytes()).await;
-                });
-            }
-        });
-        Self { port, served }
-    }
-
-    fn served(&self) -> usize {
-        self.served.load(Ordering::SeqCst)
-    }
-}
 
 async fn envoy_in_front(app: &TestApp, echo: &Echo) -> Option<Envoy> {
     let binary = envoy_binary()?;

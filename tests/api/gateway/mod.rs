@@ -1,16 +1,22 @@
 //! authd behind real gateways and clients, started by the tests: Envoy's gRPC-JSON
-//! transcoder with the very config `deploy/envoy/` ships, gRPC-Web from `buf curl` and
-//! from a page in headless Chromium. The programs come from AUTHD_TEST_ENVOY,
-//! AUTHD_TEST_BUF and AUTHD_TEST_BROWSER or PATH (`.ci/run` installs them, pinned);
-//! without one, its tests say they are skipped.
+//! transcoder, ext_authz and the docker-compose topology with the very configs `deploy/`
+//! ships, gRPC-Web from `buf curl` and from a page in headless Chromium. The programs
+//! come from AUTHD_TEST_ENVOY, AUTHD_TEST_BUF and AUTHD_TEST_BROWSER or PATH (`.ci/run`
+//! installs them, pinned); without one, its tests say they are skipped.
 
 mod ext_authz;
 mod grpc_web;
+mod topology;
 mod transcoder;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -22,6 +28,10 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
 
 use crate::helpers::{TestApp, authd_bin, free_port};
 
@@ -65,6 +75,23 @@ pub fn descriptor_file() -> tempfile::NamedTempFile {
         .output()
         .unwrap();
     assert!(output.status.success(), "authd descriptor: {output:?}");
+    // The same set with --output, as an image without a shell writes it.
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    let written = authd_bin()
+        .arg("descriptor")
+        .arg("--output")
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    assert!(
+        written.status.success(),
+        "authd descriptor --output: {written:?}"
+    );
+    let (printed, copied) = (
+        std::fs::read(file.path()).unwrap(),
+        std::fs::read(copy.path()).unwrap(),
+    );
+    assert!(!printed.is_empty() && printed == copied);
     file
 }
 
@@ -101,6 +128,7 @@ impl Envoy {
         let path = dir.path().join(config);
         std::fs::write(&path, text).unwrap();
         let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
+        let out = std::fs::File::create(dir.path().join("envoy.out")).unwrap();
         let child = Command::new(binary)
             .arg("--config-path")
             .arg(&path)
@@ -110,8 +138,11 @@ impl Envoy {
                 "1",
                 "--log-level",
                 "warning",
+                // Access logs reach the file within 50 ms, not Envoy's default 10 s.
+                "--file-flush-interval-msec",
+                "50",
             ])
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(log)
             .spawn()
             .expect("starting Envoy");
@@ -166,6 +197,11 @@ impl Envoy {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
+    /// What Envoy wrote to stdout: its access log, where a config has one.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.out")).unwrap_or_default()
+    }
+
     /// A plain HTTP/1.1 client of this Envoy.
     pub fn http(&self) -> Http {
         Http::to(self.port)
@@ -176,6 +212,57 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The service behind Envoy: answers every request with the headers it received, as a
+/// JSON object, and counts the requests that reached it.
+pub struct Echo {
+    pub port: u16,
+    served: Arc<AtomicUsize>,
+}
+
+impl Echo {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&served);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0; 4096];
+                    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => request.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let text = String::from_utf8_lossy(&request);
+                    let headers: BTreeMap<String, String> = text
+                        .lines()
+                        .skip(1)
+                        .filter_map(|line| line.split_once(':'))
+                        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+                        .collect();
+                    let body = serde_json::to_string(&headers).unwrap();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        Self { port, served }
+    }
+
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
     }
 }
 
