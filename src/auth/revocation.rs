@@ -274,12 +274,12 @@ impl Revocations {
         Ok(())
     }
 
-    /// How often [`Self::sync`] is to run.
     /// When the last poll of the database finished; `None` before the first.
     pub fn synced_at(&self) -> Option<DateTime<Utc>> {
         self.read().synced_at
     }
 
+    /// How often [`Self::sync`] is to run.
     pub fn interval(&self) -> Duration {
         self.interval
     }
