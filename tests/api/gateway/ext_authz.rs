@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::StatusCode;
 use serde_json::Value;
 
@@ -136,6 +137,27 @@ async fn a_role_gated_route_passes_only_the_roles_it_names() {
     let refused = admin_page(&tokens.access_token).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
     assert_eq!(challenge(&refused), "Bearer error=\"insufficient_scope\"");
+    // No other spelling of the path dodges the role check (checked before the promotion
+    // below, which reaches this token too).
+    for dodge in ["//admin/users", "/public/../admin/users", "/./admin/users"] {
+        let answer = http
+            .get(
+                dodge,
+                &[("authorization", &format!("Bearer {}", tokens.access_token))],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{dodge}: {answer:?}");
+    }
+    let bearer = format!("Bearer {}", tokens.access_token);
+    let (escaped, _, _) = http
+        .send(
+            http::Method::GET,
+            "/admin%2Fusers",
+            &[("authorization", &bearer)],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(escaped, StatusCode::BAD_REQUEST);
     assert_eq!(echo.served(), 0);
 
     let promoted = authd_bin()
@@ -149,9 +171,26 @@ async fn a_role_gated_route_passes_only_the_roles_it_names() {
     assert_eq!(allowed.status, StatusCode::OK, "{allowed:?}");
     assert_eq!(allowed.json["x-auth-role"], "admin");
 
-    // /public/ does not ask authd at all.
-    let public = http.get("/public/status", &[]).await;
+    assert_eq!(echo.served(), 1);
+
+    // /public/ does not ask authd at all, and nothing there may claim an identity, in
+    // either spelling of the header.
+    let public = http
+        .get(
+            "/public/status",
+            &[("x-auth-user-id", "00000000-0000-0000-0000-000000000000")],
+        )
+        .await;
     assert_eq!(public.status, StatusCode::OK);
     assert_eq!(public.json.get("x-auth-user-id"), None::<&Value>);
+    let (underscored, _, _) = http
+        .send(
+            http::Method::GET,
+            "/public/status",
+            &[("x_auth_user_id", "00000000-0000-0000-0000-000000000000")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(underscored, StatusCode::BAD_REQUEST);
     app.stop().await;
 }

@@ -148,6 +148,17 @@ async fn a_login_on_one_replica_and_a_logout_through_the_other_behind_the_compos
     let api = http.get("/api/orders", &[("authorization", &live)]).await;
     assert_eq!(api.status, StatusCode::OK, "{api:?}");
     assert_eq!(api.json["x-auth-email"], email.as_str());
+    // Only AuthService faces the internet through this gateway.
+    for private in [
+        "/v1/admin/users",
+        "/envoy.service.auth.v3.Authorization/Check",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    ] {
+        let (status, _, _) = http
+            .send(http::Method::POST, private, &[], bytes::Bytes::new())
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{private}");
+    }
     let refused = http.get("/api/orders", &[("authorization", &bearer)]).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{refused:?}");
     assert_eq!(echo.served(), 1);
