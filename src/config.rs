@@ -504,6 +504,12 @@ pub enum JwtAlgorithm {
     /// Ed25519 signatures (the default): verifiable with a public key.
     #[value(name = "EdDSA")]
     EdDsa,
+    /// ECDSA P-256 signatures, for verifiers that do not know EdDSA.
+    #[value(name = "ES256")]
+    Es256,
+    /// RSA (2048-bit) PKCS#1 v1.5 signatures, which every JWT library verifies.
+    #[value(name = "RS256")]
+    Rs256,
     /// HMAC-SHA256 with a 256-bit secret generated on first start.
     #[value(name = "HS256")]
     Hs256,
@@ -513,6 +519,8 @@ impl From<JwtAlgorithm> for SigningAlgorithm {
     fn from(algorithm: JwtAlgorithm) -> Self {
         match algorithm {
             JwtAlgorithm::EdDsa => Self::EdDsa,
+            JwtAlgorithm::Es256 => Self::Es256,
+            JwtAlgorithm::Rs256 => Self::Rs256,
             JwtAlgorithm::Hs256 => Self::Hs256,
         }
     }

@@ -23,11 +23,11 @@ struct MemoryKeys(Mutex<Vec<KeyRecord>>);
 
 #[async_trait::async_trait]
 impl KeyStore for MemoryKeys {
-    async fn live_keys(&self, algorithm: &str) -> StoreResult<Vec<KeyRecord>> {
+    async fn live_keys(&self, algorithms: &[&str]) -> StoreResult<Vec<KeyRecord>> {
         let keys = self.0.lock().unwrap();
         Ok(keys
             .iter()
-            .filter(|k| k.algorithm == algorithm)
+            .filter(|k| algorithms.contains(&k.algorithm.as_str()))
             .map(|k| k.with_private_key(k.private_key.expose_secret().clone()))
             .collect())
     }

@@ -24,6 +24,9 @@ pub(crate) enum Call {
     Health,
     ValidateWarm,
     ValidateCold,
+    /// ValidateToken round robin over many users' tokens, sent to a server whose
+    /// verified-token cache is off: every call pays for a signature check.
+    ValidateUncached,
     Login,
     Register,
     /// Register with a password crafted to make its strength estimate costly.
@@ -41,6 +44,7 @@ impl Call {
             Self::Health => "health",
             Self::ValidateWarm => "validate-warm",
             Self::ValidateCold => "validate-cold",
+            Self::ValidateUncached => "validate-uncached",
             Self::Login => "login",
             Self::Register => "register",
             Self::CraftedRegister => "crafted-register",
@@ -100,14 +104,19 @@ impl Fixture {
         })
     }
 
-    fn take_refresh_chain(&self) -> Option<String> {
+    /// The email and password of user `i` (round robin).
+    pub(crate) fn credentials(&self, i: usize) -> (&str, &str) {
+        (&self.emails[i % self.emails.len()], self.password)
+    }
+
+    pub(crate) fn take_refresh_chain(&self) -> Option<String> {
         self.refresh_chains
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
     }
 
-    fn give_back_refresh_chain(&self, token: String) {
+    pub(crate) fn give_back_refresh_chain(&self, token: String) {
         self.refresh_chains
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -264,7 +273,7 @@ impl Caller {
                 .await
                 .map(drop),
             Call::ValidateWarm => validate(&mut self.auth, &fixture.tokens[0]).await,
-            Call::ValidateCold => {
+            Call::ValidateCold | Call::ValidateUncached => {
                 let token = &fixture.tokens[i % fixture.tokens.len()];
                 validate(&mut self.auth, token).await
             }

@@ -15,8 +15,10 @@
 #![allow(clippy::print_stdout)]
 
 mod connection;
+mod footprint;
 mod load;
 mod report;
+mod revocation;
 
 use std::{
     net::SocketAddr,
@@ -57,7 +59,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "validate-warm,validate-cold,latency,mixed,crafted,refresh,register,login,overload"
+        default_value = "validate-warm,validate-cold,validate-uncached,latency,mixed,crafted,refresh,register,login,overload"
     )]
     scenarios: Vec<Scenario>,
     /// Callers in flight at once.
@@ -94,9 +96,27 @@ struct Args {
     /// The hash queue of the server (`AUTHD_HASH_QUEUE`).
     #[arg(long, default_value_t = 32)]
     hash_queue: usize,
+    /// The signature backend of the authd started here: `aws-lc-rs` (what authd ships) or
+    /// `rust-crypto` (jsonwebtoken's other one), to compare them.
+    #[arg(long, conflicts_with = "addr", value_enum, default_value = "aws-lc-rs")]
+    jwt_backend: JwtBackend,
+    /// The signing algorithm of the authd started here (`AUTHD_JWT_ALGORITHM`).
+    #[arg(long, conflicts_with = "addr", default_value = "EdDSA")]
+    jwt_algorithm: String,
     /// The verified-token cache of the authd started here (`AUTHD_VALIDATE_CACHE_ENTRIES`).
     #[arg(long, conflicts_with = "addr")]
     validate_cache_entries: Option<usize>,
+    /// With `--addr`, for validate-uncached and revocation: a second running authd on the
+    /// same database, with its verified-token cache off (`AUTHD_VALIDATE_CACHE_ENTRIES=0`).
+    #[arg(long, requires = "addr")]
+    peer_addr: Option<String>,
+    /// Distinct tokens the cache-memory scenario has the server verify (its
+    /// `--validate-cache-entries` should hold them all).
+    #[arg(long, default_value_t = 100_000)]
+    cached_tokens: usize,
+    /// Trials of the revocation scenario.
+    #[arg(long, default_value_t = 200)]
+    revocation_trials: usize,
     /// With `--addr`: the server's pid, to report its memory under overload.
     #[arg(long, requires = "addr")]
     server_pid: Option<u32>,
@@ -114,6 +134,17 @@ enum Scenario {
     ValidateWarm,
     /// ValidateToken round robin over many users' tokens.
     ValidateCold,
+    /// ValidateToken round robin over many users' tokens, sent to a second authd on the
+    /// same database with its verified-token cache off, so that every call verifies a
+    /// signature (its Health/Check costs what the first one's does: same code, same
+    /// process).
+    ValidateUncached,
+    /// The server's resident memory before and after it verifies `--cached-tokens`
+    /// distinct tokens (minted by Refresh): the cost of a cached token. Not run by default.
+    CacheMemory,
+    /// Logout on one authd, then ValidateToken on a second one on the same database over
+    /// and over until it says REVOKED: the delay, per trial.
+    Revocation,
     /// Health/Check and ValidateToken (cold), open loop at half of ValidateToken's
     /// closed-loop throughput: the latency comparison.
     Latency,
@@ -134,24 +165,60 @@ enum Scenario {
     Overload,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum JwtBackend {
+    AwsLcRs,
+    RustCrypto,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Before any key is made: the first provider installed is the process's.
+    let provider = match args.jwt_backend {
+        JwtBackend::AwsLcRs => &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
+        JwtBackend::RustCrypto => &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER,
+    };
+    provider
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a signature backend was installed already"))?;
     let hashing = hashing_config(&args)?;
-    let (addr, server) = match &args.addr {
-        Some(addr) => (addr.clone(), None),
+    let uncached = args.scenarios.contains(&Scenario::ValidateUncached);
+    let peer_wanted = uncached || args.scenarios.contains(&Scenario::Revocation);
+    let dir = tempfile::tempdir()?;
+    let url = args.database_url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        )
+    });
+    let mut servers = Vec::new();
+    let (addr, peer_addr) = match &args.addr {
+        Some(addr) => {
+            let peer_addr = args.peer_addr.clone();
+            anyhow::ensure!(
+                peer_addr.is_some() || !peer_wanted,
+                "validate-uncached and revocation against --addr need --peer-addr"
+            );
+            (addr.clone(), peer_addr)
+        }
         None => {
-            let server = OwnServer::start(&args, &hashing).await?;
-            (format!("http://{}", server.addr), Some(server))
+            servers.push(OwnServer::start(&args, &hashing, &url, None).await?);
+            if peer_wanted {
+                servers.push(OwnServer::start(&args, &hashing, &url, Some(0)).await?);
+            }
+            let addrs: Vec<String> = servers
+                .iter()
+                .map(|s| format!("http://{}", s.addr))
+                .collect();
+            (addrs[0].clone(), addrs.get(1).cloned())
         }
     };
-    let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        let channel = connection::connect(&addr, args.vectored_writes)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        channels.push(channel);
-    }
+    let channels = connect_all(&addr, &args).await?;
+    let peer_channels = match &peer_addr {
+        Some(addr) => connect_all(addr, &args).await?,
+        None => Vec::new(),
+    };
     if let Some(dir) = &args.h2load_bodies {
         return write_h2load_bodies(&channels[0], &addr, dir).await;
     }
@@ -179,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let bench = Bench {
         channels,
+        peer_channels,
         fixture,
         args: &args,
     };
@@ -197,6 +265,9 @@ async fn main() -> anyhow::Result<()> {
     {
         compared.push(Call::ValidateCold);
     }
+    if uncached {
+        compared.push(Call::ValidateUncached);
+    }
     for (call, rounds) in compared
         .iter()
         .zip(bench.throughput_rounds(&compared).await?)
@@ -204,13 +275,34 @@ async fn main() -> anyhow::Result<()> {
         let slot = match call {
             Call::ValidateWarm => &mut summary.validate_warm,
             Call::ValidateCold => &mut summary.validate_cold,
+            Call::ValidateUncached => &mut summary.validate_uncached,
             _ => &mut summary.health,
         };
         *slot = Some(rounds);
     }
     for scenario in &args.scenarios {
         match scenario {
-            Scenario::Health | Scenario::ValidateWarm | Scenario::ValidateCold => {}
+            Scenario::Health
+            | Scenario::ValidateWarm
+            | Scenario::ValidateCold
+            | Scenario::ValidateUncached => {}
+            Scenario::CacheMemory => {
+                let pid = match (servers.is_empty(), args.server_pid) {
+                    (false, _) => std::process::id(),
+                    (true, pid) => pid.context("cache-memory against --addr needs --server-pid")?,
+                };
+                let (count, callers) = (args.cached_tokens, args.concurrency);
+                let fixture = &bench.fixture;
+                let measured = footprint::measure(&bench.channels, fixture, count, callers, pid);
+                summary.cache_memory = Some(measured.await?);
+            }
+            Scenario::Revocation => {
+                let (first, second) = (&bench.channels[0], &bench.peer_channels[0]);
+                let trials = args.revocation_trials;
+                let outcome = revocation::trials(first, second, &bench.fixture, trials).await?;
+                let pushed = url_pushes_revocations(args.addr.is_none().then_some(url.as_str()));
+                summary.revocation = Some((outcome, pushed));
+            }
             // Both run together, in alternating rounds, where the first of them stands.
             Scenario::Latency | Scenario::Mixed if summary.at_rate.is_none() => {
                 let rate = bench.half_validate_rate(&summary)?;
@@ -239,24 +331,44 @@ async fn main() -> anyhow::Result<()> {
                 summary.login_round_hash_times = hash_times;
             }
             Scenario::Overload => {
-                let pid = match (&server, args.server_pid) {
-                    (Some(_), _) => Some(std::process::id()),
-                    (None, pid) => pid,
+                let pid = match (servers.is_empty(), args.server_pid) {
+                    (false, _) => Some(std::process::id()),
+                    (true, pid) => pid,
                 };
                 summary.overload = Some(bench.overload(pool * 4, pid, &hashing).await?);
             }
         }
     }
     summary.print();
-    if let Some(server) = server {
+    for server in servers {
         server.stop().await?;
     }
     Ok(())
 }
 
+/// Whether the database at `url` pushes revocations (PostgreSQL); `None` when unknown
+/// (a running server's).
+fn url_pushes_revocations(url: Option<&str>) -> Option<bool> {
+    url.map(|url| url.starts_with("postgres:") || url.starts_with("postgresql:"))
+}
+
+/// `--connections` connections to `addr`.
+async fn connect_all(addr: &str, args: &Args) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let channel = connection::connect(addr, args.vectored_writes)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
 /// What every scenario shares.
 struct Bench<'a> {
     channels: Vec<Channel>,
+    /// To the second server, with its verified-token cache off.
+    peer_channels: Vec<Channel>,
     fixture: Arc<Fixture>,
     args: &'a Args,
 }
@@ -268,7 +380,10 @@ impl Bench<'_> {
             callers,
             rate,
             duration,
-            channels: self.channels.clone(),
+            channels: match call {
+                Call::ValidateUncached => self.peer_channels.clone(),
+                _ => self.channels.clone(),
+            },
             fixture: Arc::clone(&self.fixture),
         }
     }
@@ -548,21 +663,19 @@ struct OwnServer {
     addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
 }
 
 impl OwnServer {
-    async fn start(args: &Args, hashing: &HashingConfig) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let url = args.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("bench.db").display()
-            )
-        });
+    /// On `url`, with `cache_entries` verified tokens remembered (default: `args`').
+    async fn start(
+        args: &Args,
+        hashing: &HashingConfig,
+        url: &str,
+        cache_entries: Option<usize>,
+    ) -> anyhow::Result<Self> {
         let mut config = parse_config(&[
             "--database-url",
-            &url,
+            url,
             "--listen",
             "127.0.0.1:0",
             "--login-rate-per-minute",
@@ -571,9 +684,11 @@ impl OwnServer {
             "4000000000",
             "--login-max-failures",
             "100",
+            "--jwt-algorithm",
+            &args.jwt_algorithm,
         ])?;
         config.hashing = hashing.clone();
-        if let Some(entries) = args.validate_cache_entries {
+        if let Some(entries) = cache_entries.or(args.validate_cache_entries) {
             config.tokens.validate_cache_entries = entries;
         }
         let app = App::build(config).await?;
@@ -582,12 +697,7 @@ impl OwnServer {
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Ok(Self {
-            addr,
-            stop,
-            task,
-            _dir: dir,
-        })
+        Ok(Self { addr, stop, task })
     }
 
     async fn stop(self) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use authd::config::HashingConfig;
 
-use crate::load::Outcome;
+use crate::{footprint::CacheMemory, load::Outcome};
 
 /// One line of the table.
 pub(crate) struct Row {
@@ -189,7 +189,7 @@ impl Memory {
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+pub(crate) fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
@@ -215,6 +215,11 @@ pub(crate) struct Summary {
     pub(crate) health: Option<Rounds>,
     pub(crate) validate_warm: Option<Rounds>,
     pub(crate) validate_cold: Option<Rounds>,
+    pub(crate) validate_uncached: Option<Rounds>,
+    pub(crate) cache_memory: Option<CacheMemory>,
+    /// How soon a logout is REVOKED on the other server, and whether its database pushes
+    /// revocations (PostgreSQL), if known.
+    pub(crate) revocation: Option<(Outcome, Option<bool>)>,
     /// The latency and mixed scenarios.
     pub(crate) at_rate: Option<AtRate>,
     /// ValidateToken alone and while crafted registrations keep the hash pool busy.
@@ -238,21 +243,33 @@ impl Summary {
 
     fn rows(&self) -> Vec<&Row> {
         let overload = self.overload.as_ref().map(|(row, _)| row);
-        [&self.health, &self.validate_warm, &self.validate_cold]
-            .into_iter()
-            .flatten()
-            .map(|rounds| &rounds.row)
-            .chain(self.at_rate.iter().flat_map(AtRate::rows))
-            .chain(self.crafted.iter().flat_map(AtRate::rows))
-            .chain([&self.refresh, &self.register].into_iter().flatten())
-            .chain(self.login.as_ref().map(|login| &login.row))
-            .chain(overload)
-            .collect()
+        [
+            &self.health,
+            &self.validate_warm,
+            &self.validate_cold,
+            &self.validate_uncached,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|rounds| &rounds.row)
+        .chain(self.at_rate.iter().flat_map(AtRate::rows))
+        .chain(self.crafted.iter().flat_map(AtRate::rows))
+        .chain([&self.refresh, &self.register].into_iter().flatten())
+        .chain(self.login.as_ref().map(|login| &login.row))
+        .chain(overload)
+        .collect()
     }
 
     pub(crate) fn print(&self) {
         let rows = self.rows();
-        let errors: u64 = rows.iter().map(|row| row.outcome.error_count()).sum();
+        let errors: u64 = rows
+            .iter()
+            .map(|row| row.outcome.error_count())
+            .sum::<u64>()
+            + self
+                .revocation
+                .as_ref()
+                .map_or(0, |(outcome, _)| outcome.error_count());
         let refused = |row: &Row, code: &str| row.outcome.errors.get(code).copied().unwrap_or(0);
         // Provoked on purpose: the overload's refusals, and the crafted registrations'
         // (refused where the estimate judges them weak, or as busy beyond the pool).
@@ -312,14 +329,63 @@ impl Summary {
         self.print_targets();
     }
 
+    fn print_revocation(&self) {
+        let Some((outcome, pushed)) = &self.revocation else {
+            return;
+        };
+        let ms = |q: f64| outcome.latency.value_at_quantile(q) as f64 / 1e3;
+        let how = match pushed {
+            Some(true) => "pushed (PostgreSQL LISTEN/NOTIFY)",
+            Some(false) => "polled every AUTHD_REVOCATION_SYNC",
+            None => "a running server's database",
+        };
+        println!(
+            "\nrevocation, logout on one server until REVOKED on the other ({how}): {} trials, \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed",
+            outcome.ok,
+            ms(0.5),
+            ms(0.99),
+            outcome.latency.max() as f64 / 1e3,
+            outcome.error_count(),
+        );
+    }
+
+    fn print_cache_memory(&self) {
+        let Some(cache) = &self.cache_memory else {
+            return;
+        };
+        println!(
+            "\ncache memory: the server verified {} distinct tokens; its RSS went from {:.1} \
+             to {:.1} MiB: {:.0} bytes per cached token",
+            cache.tokens,
+            cache.before_kib as f64 / 1024.0,
+            cache.after_kib as f64 / 1024.0,
+            cache.bytes_per_token(),
+        );
+    }
+
     fn print_targets(&self) {
+        self.print_cache_memory();
+        self.print_revocation();
         println!("\ntargets (performance.md), ratios within this run:");
+        if let Some((outcome, Some(true))) = &self.revocation {
+            let p99_ms = outcome.latency.value_at_quantile(0.99) as f64 / 1e3;
+            target(
+                "revocation p99 ms on another replica, pushed",
+                p99_ms,
+                "<=",
+                100.0,
+            );
+        }
         if let Some(health) = &self.health {
             if let Some(cold) = &self.validate_cold {
                 cold.print_ratio_to(health, "validate-cold / health throughput", 0.6);
             }
             if let Some(warm) = &self.validate_warm {
                 warm.print_ratio_to(health, "validate-warm / health throughput", 0.85);
+            }
+            if let Some(uncached) = &self.validate_uncached {
+                uncached.print_ratio_to(health, "validate-uncached / health throughput", 0.5);
             }
         }
         if let Some(at_rate) = &self.at_rate {

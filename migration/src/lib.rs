@@ -24,6 +24,7 @@ mod m20261202_000004_email_nfc;
 mod m20261203_000001_session_client_and_last_login;
 mod m20261203_000002_account_codes;
 mod m20261204_000001_administration;
+mod m20261204_000002_revocation_notices;
 
 /// All of authd's migrations, oldest first.
 #[derive(Debug)]
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_session_client_and_last_login::Migration),
             Box::new(m20261203_000002_account_codes::Migration),
             Box::new(m20261204_000001_administration::Migration),
+            Box::new(m20261204_000002_revocation_notices::Migration),
         ]
     }
 }

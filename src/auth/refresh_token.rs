@@ -88,7 +88,7 @@ impl RefreshKey {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Self> {
         let mut live = keys
-            .live_keys(REFRESH_KEY_ALGORITHM)
+            .live_keys(&[REFRESH_KEY_ALGORITHM])
             .await
             .context("loading the refresh key")?;
         if live.is_empty() {
@@ -105,7 +105,7 @@ impl RefreshKey {
                 .await
                 .context("storing a new refresh key")?;
             live = keys
-                .live_keys(REFRESH_KEY_ALGORITHM)
+                .live_keys(&[REFRESH_KEY_ALGORITHM])
                 .await
                 .context("loading the refresh key")?;
         }

@@ -12,16 +12,22 @@
 //!   for sessions revoked since its previous poll (`sessions.revoked_at`, indexed), so a
 //!   revocation made on any other replica, or by `authd user set-active`, is honoured here
 //!   within one sync interval plus one query.
+//! * On PostgreSQL the database also pushes: the revoking transaction's commit notifies
+//!   every replica (LISTEN/NOTIFY, `store::sql::notices`), which polls at once, so a
+//!   revocation is honoured everywhere within milliseconds. A notice only wakes the poll;
+//!   one lost with a dropped connection delays a revocation to the next poll, and a
+//!   replica that listens again polls at once.
 //! * Polls overlap by [`CLOCK_SKEW_ALLOWANCE`], because `revoked_at` is written with the
 //!   revoking replica's clock; replicas' clocks must agree within that (NTP does).
 //! * `revoked_at` is stamped once the revoking transaction holds its rows' locks, so a
 //!   revocation that waited on a lock held elsewhere is stamped when it got it; its
 //!   transaction may still commit later (its audit insert can wait too). A poll only looks
-//!   back the overlap, so every [`RECONCILE_EVERY`]th poll re-reads every revocation whose
-//!   tokens could still be unexpired, whenever it was stamped. The bound: a revocation
-//!   reaches every replica within one sync interval after its commit when it committed
-//!   within the overlap of its stamp (the normal case), and within `RECONCILE_EVERY` sync
-//!   intervals however late it committed.
+//!   back the overlap, so one poll every [`RECONCILE_EVERY`] sync intervals re-reads every
+//!   revocation whose tokens could still be unexpired, whenever it was stamped (counted in
+//!   time, not polls, which pushes make more frequent). The bound: a revocation reaches
+//!   every replica within one sync interval after its commit when it committed within the
+//!   overlap of its stamp (the normal case), and within `RECONCILE_EVERY` sync intervals
+//!   (and one) however late it committed.
 //! * An entry is forgotten once every access token of its session has expired
 //!   (revoked_at + access TTL + leeway + skew), so memory is bounded by the revocation rate
 //!   times the access-token lifetime, not by history.
@@ -61,7 +67,7 @@ use crate::{
 
 /// Missed polls after which the revocation view is too old to vouch for a token.
 pub(super) const STALE_AFTER_INTERVALS: u32 = 3;
-/// Every this many polls, one reads back the whole retention window.
+/// Every this many sync intervals, a poll reads back the whole retention window.
 pub(super) const RECONCILE_EVERY: u32 = 10;
 
 #[derive(Debug)]
@@ -70,8 +76,8 @@ struct State {
     revoked: HashMap<Uuid, DateTime<Utc>>,
     /// Start of the last successful poll; the next one reads from here (minus the skew).
     synced_at: Option<DateTime<Utc>>,
-    /// Successful polls since the last one that read the whole retention window.
-    since_reconciled: u32,
+    /// Start of the last successful poll that read the whole retention window.
+    reconciled_at: Option<DateTime<Utc>>,
     /// Users changed or deleted recently enough that tokens issued before may be unexpired.
     users: HashMap<Uuid, UserEntry>,
     /// Counts this replica's own user changes, so a poll that started before one does not
@@ -146,7 +152,7 @@ impl Revocations {
             state: RwLock::new(State {
                 revoked: HashMap::new(),
                 synced_at: None,
-                since_reconciled: 0,
+                reconciled_at: None,
                 users: HashMap::new(),
                 local_changes: 0,
             }),
@@ -215,7 +221,8 @@ impl Revocations {
     }
 
     /// One poll of the database for sessions revoked since the previous one, or, on the
-    /// first poll and every [`RECONCILE_EVERY`]th, within the whole retention window.
+    /// first poll and once every [`RECONCILE_EVERY`] intervals, within the whole retention
+    /// window.
     pub async fn sync(
         &self,
         sessions: &dyn SessionStore,
@@ -223,11 +230,12 @@ impl Revocations {
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let skew = chrono::Duration::from_std(CLOCK_SKEW_ALLOWANCE).unwrap_or_default();
-        let (synced_at, since_reconciled, local_before) = {
+        let (synced_at, reconciled_at, local_before) = {
             let state = self.read();
-            (state.synced_at, state.since_reconciled, state.local_changes)
+            (state.synced_at, state.reconciled_at, state.local_changes)
         };
-        let reconcile = synced_at.is_none() || since_reconciled + 1 >= RECONCILE_EVERY;
+        let reconcile_every = chrono_duration(self.interval * RECONCILE_EVERY);
+        let reconcile = reconciled_at.is_none_or(|at| now - at >= reconcile_every);
         let since = match synced_at {
             Some(at) if !reconcile => at - skew,
             _ => now - self.retention,
@@ -270,7 +278,9 @@ impl Revocations {
         state.revoked.retain(|_, forget_at| *forget_at > now);
         state.users.retain(|_, entry| entry.forget_at > now);
         state.synced_at = Some(now);
-        state.since_reconciled = if reconcile { 0 } else { since_reconciled + 1 };
+        if reconcile {
+            state.reconciled_at = Some(now);
+        }
         Ok(())
     }
 

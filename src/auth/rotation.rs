@@ -2,13 +2,23 @@
 //! ahead of its turn, signs for a rotation period, and is retired once no token it signed
 //! can still be live. Every replica applies the same schedule to what the database holds,
 //! so all of them agree on the signer without talking to each other.
+//!
+//! Changing the algorithm is a rotation too: the first key of the new algorithm is
+//! published ahead of its turn like any other, the old algorithm's key signs until then,
+//! and it verifies until the tokens it signed have expired. Every key verifies only
+//! tokens of its own algorithm.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
+use aws_lc_rs::{
+    encoding::{AsDer as _, Pkcs8V1Der, PublicKeyX509Der},
+    rand::SystemRandom,
+    rsa::KeySize,
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _},
+};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use sha2::Digest as _;
 use uuid::Uuid;
@@ -77,8 +87,13 @@ impl Keyring {
             KeySource::Rotating(schedule) => schedule,
         };
         let name = settings.algorithm.as_str();
-        let mut live = keys.live_keys(name).await.context("loading signing keys")?;
+        let names = SigningAlgorithm::ALL.map(SigningAlgorithm::as_str);
+        let mut live = keys
+            .live_keys(&names)
+            .await
+            .context("loading signing keys")?;
         let schedule = Schedule {
+            algorithm: name,
             now,
             lead: chrono_duration(schedule.reload_interval * 2),
             rotation: chrono_duration(schedule.rotation),
@@ -95,7 +110,10 @@ impl Keyring {
                 .await
                 .context("storing a new signing key")?;
             tracing::info!(kid = %key.kid, algorithm = name, sealed = sealer.is_sealing(), "published a new signing key");
-            live = keys.live_keys(name).await.context("loading signing keys")?;
+            live = keys
+                .live_keys(&names)
+                .await
+                .context("loading signing keys")?;
         }
         let retired = schedule.retired(&live);
         for kid in &retired {
@@ -140,8 +158,11 @@ impl Keyring {
     }
 }
 
-/// The rotation schedule at one moment, applied to the live keys (oldest first).
+/// The rotation schedule at one moment, applied to the live keys (oldest first, of
+/// every algorithm).
 struct Schedule {
+    /// The configured algorithm: new keys are of it.
+    algorithm: &'static str,
     now: DateTime<Utc>,
     /// A new key is published this long before it signs: two reloads, so that every
     /// replica verifies with it before any signs with it.
@@ -159,23 +180,37 @@ impl Schedule {
         key.created_at + self.lead
     }
 
-    /// The index of the key that signs: the one activated last, or the first key before
-    /// any is active (a fresh database's first key signs at once).
+    fn is_active(&self, key: &KeyRecord) -> bool {
+        self.activation(key) <= self.now
+    }
+
+    fn is_ours(&self, key: &KeyRecord) -> bool {
+        key.algorithm == self.algorithm
+    }
+
+    /// The index of the key that signs: the configured algorithm's key activated last;
+    /// until one is active (the algorithm was just changed), the key activated last of
+    /// any algorithm; before any is active, the first key (a fresh database's first key
+    /// signs at once).
     fn signer(&self, keys: &[KeyRecord]) -> Option<usize> {
         if keys.is_empty() {
             return None;
         }
-        let active = keys.iter().rposition(|k| self.activation(k) <= self.now);
-        Some(active.unwrap_or(0))
+        let ours = keys
+            .iter()
+            .rposition(|k| self.is_ours(k) && self.is_active(k));
+        let any = || keys.iter().rposition(|k| self.is_active(k));
+        Some(ours.or_else(any).unwrap_or(0))
     }
 
-    /// Whether a new key is due: none is waiting for its turn, and the signer's
-    /// rotation period ends within the lead.
+    /// Whether a new key is due: none of the configured algorithm is waiting for its
+    /// turn, and the last of them to activate ends its rotation period within the lead
+    /// (or there is none).
     fn due(&self, keys: &[KeyRecord]) -> bool {
-        let pending = keys.iter().any(|k| self.activation(k) > self.now);
-        let ending = self
-            .signer(keys)
-            .map(|i| &keys[i])
+        let ours = || keys.iter().filter(|k| self.is_ours(k));
+        let pending = ours().any(|k| !self.is_active(k));
+        let ending = ours()
+            .rfind(|k| self.is_active(k))
             .is_none_or(|signer| self.activation(signer) + self.rotation - self.lead <= self.now);
         !pending && ending
     }
@@ -192,25 +227,43 @@ impl Schedule {
     }
 }
 
-/// A fresh key for `algorithm`, with a random kid.
+/// A fresh key for `algorithm`, with a random kid, in the forms the signer takes.
 pub(super) fn generate_key(
     algorithm: SigningAlgorithm,
     now: DateTime<Utc>,
 ) -> anyhow::Result<KeyRecord> {
-    let secret: [u8; 32] = random_bytes()?;
+    let failed = || format!("generating an {} key", algorithm.as_str());
     let (private_key, public_key) = match algorithm {
         SigningAlgorithm::EdDsa => {
-            let signing = ed25519_dalek::SigningKey::from_bytes(&secret);
-            let der = signing
-                .to_pkcs8_der()
-                .map_err(|e| anyhow::anyhow!("encoding an Ed25519 key: {e}"))?;
-            (
-                der.as_bytes().to_vec(),
-                Some(signing.verifying_key().to_bytes().to_vec()),
-            )
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .ok()
+                .with_context(failed)?;
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).with_context(failed)?;
+            let public = pair.public_key().as_ref().to_vec();
+            (pkcs8.as_ref().to_vec(), Some(public))
+        }
+        SigningAlgorithm::Es256 => {
+            let signing = &ECDSA_P256_SHA256_FIXED_SIGNING;
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(signing, &SystemRandom::new())
+                .ok()
+                .with_context(failed)?;
+            let pair = EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref()).with_context(failed)?;
+            let public: PublicKeyX509Der<'_> = pair.public_key().as_der().with_context(failed)?;
+            (pkcs8.as_ref().to_vec(), Some(public.as_ref().to_vec()))
+        }
+        SigningAlgorithm::Rs256 => {
+            let pair = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).with_context(failed)?;
+            let pkcs8: Pkcs8V1Der<'_> = pair.as_der().with_context(failed)?;
+            // The signer takes the PKCS#1 key the PKCS#8 document wraps.
+            let pkcs1 = pkcs8::PrivateKeyInfo::try_from(pkcs8.as_ref())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", failed()))?
+                .private_key
+                .to_vec();
+            let public: PublicKeyX509Der<'_> = pair.public_key().as_der().with_context(failed)?;
+            (pkcs1, Some(public.as_ref().to_vec()))
         }
         // 256 bits, as RFC 7518 3.2 asks of HS256 keys.
-        SigningAlgorithm::Hs256 => (secret.to_vec(), None),
+        SigningAlgorithm::Hs256 => (random_bytes::<32>()?.to_vec(), None),
     };
     Ok(KeyRecord {
         kid: URL_SAFE_NO_PAD.encode(Uuid::now_v7().as_bytes()),
@@ -243,11 +296,14 @@ mod tests {
 
     #[async_trait::async_trait]
     impl KeyStore for MemoryKeys {
-        async fn live_keys(&self, algorithm: &str) -> crate::store::StoreResult<Vec<KeyRecord>> {
+        async fn live_keys(
+            &self,
+            algorithms: &[&str],
+        ) -> crate::store::StoreResult<Vec<KeyRecord>> {
             let keys = self.0.lock().unwrap();
             let mut live: Vec<KeyRecord> = keys
                 .iter()
-                .filter(|(key, retired)| key.algorithm == algorithm && !retired)
+                .filter(|(key, retired)| algorithms.contains(&key.algorithm.as_str()) && !retired)
                 .map(|(key, _)| key.with_private_key(key.private_key.expose_secret().clone()))
                 .collect();
             live.sort_by_key(|key| key.created_at);
@@ -277,7 +333,10 @@ mod tests {
         let (keys, sealer) = (MemoryKeys::default(), KeySealer::new(None).unwrap());
         let load = async |now| Keyring::load(&keys, &settings, &sealer, now).await.unwrap();
         let kids = |ring: &Keyring| -> Vec<String> {
-            ring.public_keys().iter().map(|k| k.kid.clone()).collect()
+            ring.public_keys()
+                .iter()
+                .map(|k| k.kid().to_owned())
+                .collect()
         };
         let t0 = Utc::now();
         let first = load(t0).await;
@@ -303,5 +362,61 @@ mod tests {
         );
         let long_after = load(last_old_token_expires + chrono::Duration::minutes(5)).await;
         assert!(!kids(&long_after).contains(&old_kid), "never retired");
+    }
+
+    #[tokio::test]
+    async fn changing_the_algorithm_is_a_rotation_that_keeps_old_tokens_valid() {
+        let eddsa = crate::auth::tokens::tests::settings(SigningAlgorithm::EdDsa);
+        let es256 = crate::auth::tokens::tests::settings(SigningAlgorithm::Es256);
+        let KeySource::Rotating(schedule) = eddsa.keys.clone() else {
+            unreachable!("rotating keys")
+        };
+        let (keys, sealer) = (MemoryKeys::default(), KeySealer::new(None).unwrap());
+        let load = async |settings: &TokenSettings, now| {
+            Keyring::load(&keys, settings, &sealer, now).await.unwrap()
+        };
+        let alg_of = |ring: &Keyring, now| {
+            let token = ring
+                .issue(Uuid::now_v7(), Uuid::now_v7(), "a@example.com", "user", now)
+                .unwrap();
+            let header = jsonwebtoken::decode_header(token.expose_secret()).unwrap();
+            (header.alg, token.expose_secret().to_owned())
+        };
+        let t0 = Utc::now();
+        let before = load(&eddsa, t0).await;
+        let (alg, old_token) = alg_of(&before, t0);
+        assert_eq!(alg, jsonwebtoken::Algorithm::EdDSA);
+
+        // Restarted with ES256: the new key is published, the EdDSA key signs until its
+        // turn, so that every replica verifies ES256 tokens before any is issued.
+        let switched = t0 + chrono::Duration::minutes(1);
+        let published = load(&es256, switched).await;
+        assert_eq!(published.public_keys().len(), 2);
+        assert_eq!(
+            alg_of(&published, switched).0,
+            jsonwebtoken::Algorithm::EdDSA
+        );
+        let active = switched + chrono_duration(schedule.reload_interval * 2);
+        let after = load(&es256, active).await;
+        let (alg, new_token) = alg_of(&after, active);
+        assert_eq!(alg, jsonwebtoken::Algorithm::ES256);
+        // Tokens of both algorithms verify, the old until it expires.
+        assert!(matches!(
+            after.verify(&old_token, active),
+            crate::auth::Verdict::Valid(_)
+        ));
+        assert!(matches!(
+            after.verify(&new_token, active),
+            crate::auth::Verdict::Valid(_)
+        ));
+        // Once no EdDSA token can be live, its key is retired.
+        let overlap = chrono_duration(eddsa.access_ttl + eddsa.leeway + schedule.reload_interval);
+        let later = load(&es256, active + overlap + chrono::Duration::minutes(5)).await;
+        let algs: Vec<_> = later
+            .public_keys()
+            .iter()
+            .map(|k| k.jwk().common.key_algorithm)
+            .collect();
+        assert_eq!(algs, [Some(jsonwebtoken::jwk::KeyAlgorithm::ES256)]);
     }
 }

@@ -12,7 +12,13 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation,
+    jwk::{
+        AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, KeyAlgorithm,
+        OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+    },
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -26,47 +32,107 @@ const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 const MAX_TOKEN_LEN: usize = 4096;
 
 /// The JWS algorithm access tokens are signed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SigningAlgorithm {
+    /// Ed25519.
     EdDsa,
+    /// ECDSA on P-256 with SHA-256.
+    Es256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
+    Rs256,
+    /// HMAC-SHA256.
     Hs256,
 }
 
 impl SigningAlgorithm {
+    pub(super) const ALL: [Self; 4] = [Self::EdDsa, Self::Es256, Self::Rs256, Self::Hs256];
+
     /// The JOSE name, as stored with each key and written in the `alg` header.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
             Self::Hs256 => "HS256",
+        }
+    }
+
+    /// The algorithm a stored key names.
+    pub(super) fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    fn key_algorithm(self) -> KeyAlgorithm {
+        match self {
+            Self::EdDsa => KeyAlgorithm::EdDSA,
+            Self::Es256 => KeyAlgorithm::ES256,
+            Self::Rs256 => KeyAlgorithm::RS256,
+            Self::Hs256 => KeyAlgorithm::HS256,
         }
     }
 
     fn jwt(self) -> Algorithm {
         match self {
             Self::EdDsa => Algorithm::EdDSA,
+            Self::Es256 => Algorithm::ES256,
+            Self::Rs256 => Algorithm::RS256,
             Self::Hs256 => Algorithm::HS256,
         }
     }
 
-    /// What an opened key record signs and verifies with.
-    fn keys(self, record: &KeyRecord) -> anyhow::Result<(EncodingKey, DecodingKey)> {
+    /// What an opened key record signs with, what verifies its tokens, and its public key
+    /// as a JWK (none for HMAC). Tokens are verified with the key built from the JWK
+    /// itself, so what GetJwks publishes is exactly what verifies.
+    fn keys(self, record: &KeyRecord) -> anyhow::Result<(EncodingKey, DecodingKey, Option<Jwk>)> {
         let private = record.private_key.expose_secret();
-        Ok(match self {
+        let bad = || {
+            format!(
+                "signing key {} ({}) is malformed",
+                record.kid,
+                self.as_str()
+            )
+        };
+        let (encoding, parameters) = match self {
+            Self::Hs256 => {
+                let (encoding, decoding) = (
+                    EncodingKey::from_secret(private),
+                    DecodingKey::from_secret(private),
+                );
+                return Ok((encoding, decoding, None));
+            }
             Self::EdDsa => {
                 let public = record
                     .public_key
                     .as_deref()
                     .with_context(|| format!("signing key {} has no public key", record.kid))?;
-                (
-                    EncodingKey::from_ed_der(private),
-                    DecodingKey::from_ed_der(public),
-                )
+                let parameters = AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                    key_type: OctetKeyPairType::OctetKeyPair,
+                    curve: EllipticCurve::Ed25519,
+                    x: URL_SAFE_NO_PAD.encode(public),
+                });
+                (EncodingKey::from_ed_der(private), parameters)
             }
-            Self::Hs256 => (
-                EncodingKey::from_secret(private),
-                DecodingKey::from_secret(private),
-            ),
-        })
+            // The public parameters are derived from the private key.
+            Self::Es256 | Self::Rs256 => {
+                let encoding = match self {
+                    Self::Es256 => EncodingKey::from_ec_der(private),
+                    _ => EncodingKey::from_rsa_der(private),
+                };
+                let derived = Jwk::from_encoding_key(&encoding, self.jwt()).with_context(bad)?;
+                (encoding, derived.algorithm)
+            }
+        };
+        let jwk = Jwk {
+            common: CommonParameters {
+                public_key_use: Some(PublicKeyUse::Signature),
+                key_algorithm: Some(self.key_algorithm()),
+                key_id: Some(record.kid.clone()),
+                ..CommonParameters::default()
+            },
+            algorithm: parameters,
+        };
+        let decoding = DecodingKey::from_jwk(&jwk).with_context(bad)?;
+        Ok((encoding, decoding, Some(jwk)))
     }
 }
 
@@ -103,15 +169,19 @@ pub struct AccessClaims {
     pub role: String,
 }
 
-/// A public key as a JWK (RFC 7517); holds no private parameter by construction.
+/// A public key as a JWK (RFC 7517, with RFC 7518's members for its type); holds no
+/// private parameter: it is built from public parameters only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicJwk {
-    pub kid: String,
-    pub kty: &'static str,
-    pub alg: &'static str,
-    pub crv: &'static str,
-    /// The public key, base64url without padding.
-    pub x: String,
+pub struct PublicJwk(Jwk);
+
+impl PublicJwk {
+    pub fn kid(&self) -> &str {
+        self.0.common.key_id.as_deref().unwrap_or_default()
+    }
+
+    pub fn jwk(&self) -> &Jwk {
+        &self.0
+    }
 }
 
 /// What a token verification concluded.
@@ -140,20 +210,28 @@ pub struct VerifiedToken {
 
 /// The signing key and every key that may still verify a live token.
 pub struct Keyring {
+    /// The signing key's algorithm.
     algorithm: Algorithm,
     pub(super) signing_kid: String,
     signing_key: EncodingKey,
     /// When the signing key was made (rotation is judged by it).
     signing_created_at: DateTime<Utc>,
-    verifying_keys: HashMap<String, DecodingKey>,
+    /// By kid; each key verifies only tokens of its own algorithm.
+    verifying_keys: HashMap<String, VerifyingKey>,
     public_keys: Vec<PublicJwk>,
-    validation: Validation,
     issuer: String,
     audience: String,
     access_ttl: Duration,
     leeway: i64,
     /// Tokens already verified; carried over from keyring to keyring on reload.
     verified: Arc<VerifiedCache>,
+}
+
+/// A key that verifies tokens, and the checks tokens of its algorithm get.
+struct VerifyingKey {
+    algorithm: Algorithm,
+    key: DecodingKey,
+    validation: Arc<Validation>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -170,56 +248,46 @@ impl std::fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// The keyring of `records` (opened), signing with `signer_kid`.
+    /// The keyring of `records` (opened, of any algorithm), signing with `signer_kid`.
     pub(super) fn from_records(
         records: &[KeyRecord],
         signer_kid: &str,
         settings: &TokenSettings,
     ) -> anyhow::Result<Self> {
-        let algorithm = settings.algorithm;
-        let mut signing_key = None;
-        let mut signing_created_at = None;
+        // aws-lc-rs, also where a build unifies in jsonwebtoken's other backend (the load
+        // generator compares them, and installs its choice first).
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        let mut signer = None;
         let mut verifying_keys = HashMap::new();
         let mut public_keys = Vec::new();
+        let mut validations: HashMap<Algorithm, Arc<Validation>> = HashMap::new();
         for record in records {
-            let (encoding, decoding) = algorithm.keys(record)?;
+            let algorithm = SigningAlgorithm::named(&record.algorithm)
+                .with_context(|| format!("signing key {} has an unknown algorithm", record.kid))?;
+            let (encoding, decoding, jwk) = algorithm.keys(record)?;
             if record.kid == signer_kid {
-                signing_key = Some(encoding);
-                signing_created_at = Some(record.created_at);
+                signer = Some((algorithm.jwt(), encoding, record.created_at));
             }
-            if let Some(public) = &record.public_key {
-                public_keys.push(PublicJwk {
-                    kid: record.kid.clone(),
-                    kty: "OKP",
-                    alg: "EdDSA",
-                    crv: "Ed25519",
-                    x: URL_SAFE_NO_PAD.encode(public),
-                });
-            }
-            verifying_keys.insert(record.kid.clone(), decoding);
+            public_keys.extend(jwk.map(PublicJwk));
+            let validation = validations
+                .entry(algorithm.jwt())
+                .or_insert_with(|| Arc::new(validation(algorithm, settings)));
+            let key = VerifyingKey {
+                algorithm: algorithm.jwt(),
+                key: decoding,
+                validation: Arc::clone(validation),
+            };
+            verifying_keys.insert(record.kid.clone(), key);
         }
-        let (signing_key, signing_created_at) = signing_key
-            .zip(signing_created_at)
-            .context("no signing key")?;
-
-        let mut validation = Validation::new(algorithm.jwt());
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.set_issuer(&[&settings.issuer]);
-        validation.set_audience(&[&settings.audience]);
-        // Expiry is checked after everything else, so that only a token that is ours in
-        // every other respect is reported as EXPIRED rather than INVALID.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.leeway = 0;
+        let (algorithm, signing_key, signing_created_at) = signer.context("no signing key")?;
 
         Ok(Self {
-            algorithm: algorithm.jwt(),
+            algorithm,
             signing_kid: signer_kid.to_owned(),
             signing_key,
             signing_created_at,
             verifying_keys,
             public_keys,
-            validation,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             access_ttl: settings.access_ttl,
@@ -314,12 +382,16 @@ impl Keyring {
             return None;
         }
         let header = jsonwebtoken::decode_header(token).ok()?;
-        if header.alg != self.algorithm || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
             return None;
         }
         let kid = header.kid?;
+        // The algorithm is pinned by the key the kid names, never taken from the header.
         let key = self.verifying_keys.get(&kid)?;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
+        if header.alg != key.algorithm {
+            return None;
+        }
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &key.validation)
             .ok()?
             .claims;
         let user_id = Uuid::parse_str(&claims.sub).ok()?;
@@ -338,6 +410,20 @@ impl Keyring {
         };
         Some(Arc::new(verified))
     }
+}
+
+/// The checks of tokens signed with `algorithm` (all but expiry, see `unexpired`).
+fn validation(algorithm: SigningAlgorithm, settings: &TokenSettings) -> Validation {
+    let mut validation = Validation::new(algorithm.jwt());
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    validation.set_issuer(&[&settings.issuer]);
+    validation.set_audience(&[&settings.audience]);
+    // Expiry is checked after everything else, so that only a token that is ours in
+    // every other respect is reported as EXPIRED rather than INVALID.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.leeway = 0;
+    validation
 }
 
 #[cfg(test)]
@@ -374,7 +460,7 @@ pub(in crate::auth) mod tests {
 
     #[test]
     fn a_fresh_token_verifies_with_its_claims() {
-        for algorithm in [SigningAlgorithm::EdDsa, SigningAlgorithm::Hs256] {
+        for algorithm in SigningAlgorithm::ALL {
             let ring = keyring(algorithm);
             let now = Utc::now();
             let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
@@ -520,14 +606,69 @@ pub(in crate::auth) mod tests {
     }
 
     #[test]
-    fn jwks_lists_public_keys_only() {
-        let ring = keyring(SigningAlgorithm::EdDsa);
-        let [jwk] = ring.public_keys() else {
-            panic!("one key expected")
+    fn jwks_lists_public_keys_only_with_the_members_of_their_type() {
+        let members = |algorithm| {
+            let ring = keyring(algorithm);
+            let [jwk] = ring.public_keys() else {
+                panic!("one key expected")
+            };
+            assert_eq!(jwk.kid(), ring.signing_kid);
+            serde_json::to_value(jwk.jwk()).unwrap()
         };
-        assert_eq!((jwk.kty, jwk.crv, jwk.alg), ("OKP", "Ed25519", "EdDSA"));
-        assert_eq!(URL_SAFE_NO_PAD.decode(&jwk.x).unwrap().len(), 32);
+        let decoded = |value: &serde_json::Value| URL_SAFE_NO_PAD.decode(value.as_str().unwrap());
+        let ed = members(SigningAlgorithm::EdDsa);
+        assert_eq!(
+            (ed["kty"].as_str(), ed["crv"].as_str()),
+            (Some("OKP"), Some("Ed25519"))
+        );
+        assert_eq!(decoded(&ed["x"]).unwrap().len(), 32);
+        let ec = members(SigningAlgorithm::Es256);
+        assert_eq!(
+            (ec["kty"].as_str(), ec["crv"].as_str()),
+            (Some("EC"), Some("P-256"))
+        );
+        assert_eq!(decoded(&ec["x"]).unwrap().len(), 32);
+        assert_eq!(decoded(&ec["y"]).unwrap().len(), 32);
+        let rsa = members(SigningAlgorithm::Rs256);
+        assert_eq!(rsa["kty"].as_str(), Some("RSA"));
+        assert_eq!(decoded(&rsa["n"]).unwrap().len(), 256);
+        assert_eq!(decoded(&rsa["e"]).unwrap(), [1, 0, 1]);
+        for (jwk, alg) in [(ed, "EdDSA"), (ec, "ES256"), (rsa, "RS256")] {
+            assert_eq!(
+                (jwk["alg"].as_str(), jwk["use"].as_str()),
+                (Some(alg), Some("sig"))
+            );
+            // No private member of any key type (RFC 7518 6.2.2, 6.3.2, RFC 8037 2).
+            for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+                assert!(jwk.get(private).is_none(), "{alg} JWK has {private}");
+            }
+        }
         assert!(keyring(SigningAlgorithm::Hs256).public_keys().is_empty());
+    }
+
+    #[test]
+    fn a_key_verifies_only_tokens_of_its_own_algorithm() {
+        let now = Utc::now();
+        let ed = crate::auth::rotation::generate_key(SigningAlgorithm::EdDsa, now).unwrap();
+        let ec = crate::auth::rotation::generate_key(SigningAlgorithm::Es256, now).unwrap();
+        let kids = [ed.kid.clone(), ec.kid.clone()];
+        let records = [ed, ec];
+        let settings = settings(SigningAlgorithm::Es256);
+        let signs_ed = Keyring::from_records(&records, &kids[0], &settings).unwrap();
+        let signs_ec = Keyring::from_records(&records, &kids[1], &settings).unwrap();
+        // Both algorithms' tokens verify while both keys are live (an algorithm change).
+        for token in [issue(&signs_ed, now), issue(&signs_ec, now)] {
+            assert!(matches!(signs_ec.verify(&token, now), Verdict::Valid(_)));
+        }
+        // A header naming the other algorithm than its key's is refused outright.
+        let token = issue(&signs_ed, now);
+        let (_, rest) = token.split_once('.').unwrap();
+        let forged = URL_SAFE_NO_PAD
+            .encode(format!(r#"{{"alg":"ES256","typ":"at+jwt","kid":"{}"}}"#, kids[0]).as_bytes());
+        assert_eq!(
+            signs_ec.verify(&format!("{forged}.{rest}"), now),
+            Verdict::Invalid
+        );
     }
 
     #[test]

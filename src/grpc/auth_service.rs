@@ -6,7 +6,7 @@ use secrecy::ExposeSecret as _;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{caller, timestamp, user_to_proto},
+    convert::{caller, jwk_to_proto, timestamp, user_to_proto},
     metadata::{ValidateCallers, bearer_token},
     rate_limit::{Bucket, PeerRateLimits},
 };
@@ -121,15 +121,7 @@ impl AuthService for AuthGrpc {
             .auth
             .public_keys()
             .into_iter()
-            .map(|key| pb::JsonWebKey {
-                kid: key.kid,
-                kty: key.kty.to_owned(),
-                alg: key.alg.to_owned(),
-                r#use: "sig".to_owned(),
-                crv: Some(key.crv.to_owned()),
-                x: Some(key.x),
-                ..Default::default()
-            })
+            .map(|key| jwk_to_proto(&key))
             .collect();
         Ok(Response::new(pb::GetJwksResponse { keys }))
     }

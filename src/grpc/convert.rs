@@ -38,3 +38,21 @@ pub(super) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
         nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
+
+/// A public key in GetJwks' message: the members RFC 7517 and RFC 7518 name, as the JWK
+/// type (whose serde names are those members) writes them.
+pub(super) fn jwk_to_proto(key: &auth::PublicJwk) -> pb::JsonWebKey {
+    let json = serde_json::to_value(key.jwk()).unwrap_or_default();
+    let member = |name: &str| json.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    pb::JsonWebKey {
+        kid: key.kid().to_owned(),
+        kty: member("kty").unwrap_or_default(),
+        alg: member("alg").unwrap_or_default(),
+        r#use: member("use").unwrap_or_default(),
+        crv: member("crv"),
+        x: member("x"),
+        y: member("y"),
+        n: member("n"),
+        e: member("e"),
+    }
+}

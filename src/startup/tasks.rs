@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::{
-    sync::watch,
+    sync::{Notify, watch},
     task::JoinHandle,
     time::{Instant, Interval, MissedTickBehavior},
 };
@@ -18,7 +18,7 @@ use crate::{
     },
     config::name_the_setting,
     grpc::PeerRateLimits,
-    store::{DatabaseHealth, SqlStore},
+    store::{DatabaseHealth, Notice, RevocationNotices, SqlStore},
 };
 
 /// A schedule that ends when the server stops.
@@ -118,7 +118,8 @@ pub(super) fn health_probe(
     })
 }
 
-/// Polls the database for revocations made elsewhere (see `auth::revocation`).
+/// Polls the database for revocations made elsewhere (see `auth::revocation`): every
+/// sync interval, and at once when the database pushes a notice (PostgreSQL).
 pub(super) fn revocation_sync(
     revocations: Arc<Revocations>,
     store: SqlStore,
@@ -126,12 +127,53 @@ pub(super) fn revocation_sync(
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let pushed = Arc::new(Notify::new());
+        let listener = store
+            .revocation_notices()
+            .map(|notices| tokio::spawn(listen(notices, Arc::clone(&pushed))));
         let mut schedule = Periodic::new(Duration::ZERO, revocations.interval(), stop);
         let mut log = OnChange::new("revocation sync");
-        while schedule.next().await {
+        loop {
+            let was_pushed = tokio::select! {
+                more = schedule.next() => match more {
+                    true => false,
+                    false => break,
+                },
+                () = pushed.notified() => true,
+            };
             log.note(revocations.sync(&store, &store, clock.now()).await);
+            if was_pushed {
+                // Notices arriving meanwhile make one more poll, not one each.
+                tokio::time::sleep(PUSHED_SYNC_GAP).await;
+            }
+        }
+        if let Some(listener) = listener {
+            listener.abort();
         }
     })
+}
+
+/// The least time between two polls woken by notices: a burst of revocations costs every
+/// replica at most one poll per gap, and each waits at most this long.
+const PUSHED_SYNC_GAP: Duration = Duration::from_millis(10);
+
+/// Wakes the revocation sync at every notice, and once listening (again): notices sent
+/// while the connection was down are gone, but a poll finds what they were about.
+async fn listen(notices: RevocationNotices, pushed: Arc<Notify>) {
+    let mut log = OnChange::new("listening for revocation notices");
+    notices
+        .listen(|notice| match notice {
+            Notice::Listening => {
+                log.note(anyhow::Ok(()));
+                pushed.notify_one();
+            }
+            Notice::Revoked => pushed.notify_one(),
+            Notice::Lost { error, retry_in } => {
+                let retry_in = humantime::format_duration(retry_in);
+                log.note(Err(error.context(format!("listening again in {retry_in}"))));
+            }
+        })
+        .await;
 }
 
 /// What the key reload task needs.

@@ -11,9 +11,10 @@ use super::StoreResult;
 pub struct KeyRecord {
     pub kid: String,
     pub algorithm: String,
-    /// PKCS#8 DER for Ed25519, the raw secret for HMAC.
+    /// PKCS#8 DER for Ed25519 and ECDSA, PKCS#1 DER for RSA, the raw secret for HMAC.
     pub private_key: SecretBox<Vec<u8>>,
-    /// Raw public key (Ed25519); `None` for HMAC.
+    /// The raw public key for Ed25519, SubjectPublicKeyInfo DER for ECDSA and RSA; `None`
+    /// for HMAC.
     pub public_key: Option<Vec<u8>>,
     pub created_at: DateTime<Utc>,
 }
@@ -34,8 +35,8 @@ impl KeyRecord {
 /// Signing keys.
 #[async_trait]
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
-    /// Keys of this algorithm that are not retired, oldest first.
-    async fn live_keys(&self, algorithm: &str) -> StoreResult<Vec<KeyRecord>>;
+    /// Keys of these algorithms that are not retired, oldest first.
+    async fn live_keys(&self, algorithms: &[&str]) -> StoreResult<Vec<KeyRecord>>;
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()>;
     /// Stops a key from verifying anything.
     async fn retire_key(&self, kid: &str, now: DateTime<Utc>) -> StoreResult<()>;

@@ -25,8 +25,8 @@ pub use keys::{KeyRecord, KeyStore};
 pub use purge::PurgeStore;
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionStart, SessionStore};
 pub use sql::{
-    Backend, CannotOpen, DatabaseHealth, DatabaseSettings, QueryCounter, SqlStore, SqliteSync,
-    connect, migrate, migrate_then,
+    Backend, CannotOpen, DatabaseHealth, DatabaseSettings, LISTENER_NAME, Notice, QueryCounter,
+    RevocationNotices, SqlStore, SqliteSync, connect, migrate, migrate_then,
 };
 pub use throttle::{Admission, ThrottleRule, ThrottleStore};
 pub use users::{

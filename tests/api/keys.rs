@@ -275,3 +275,184 @@ async fn signing_keys_rotate_with_overlap_and_retire_after_their_tokens_expire()
     );
     app.stop().await;
 }
+
+/// Verifies a token against a JWKS with PyJWT (and `cryptography`): another JWT
+/// implementation than authd's, as a gateway or a service in another language would.
+/// Prints the verified header's alg and the subject; fails on any error.
+const PYJWT_VERIFY: &str = r#"
+import json, sys
+import jwt
+jwks, token, issuer, audience = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+header = jwt.get_unverified_header(token)
+key = jwt.PyJWKSet.from_dict(jwks)[header["kid"]]
+claims = jwt.decode(token, key=key, algorithms=[key.algorithm_name], issuer=issuer, audience=audience)
+print(header["alg"], header["typ"], claims["sub"])
+"#;
+
+/// A Python with PyJWT: AUTHD_TEST_PYJWT (`.ci/run` installs one, pinned), else `python3` if
+/// it has it; `None` (the independent check is skipped, with a note) otherwise.
+fn python_with_pyjwt() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("AUTHD_TEST_PYJWT") {
+        return Some(path.into());
+    }
+    let has_it = std::process::Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !has_it {
+        eprintln!("skipped: no Python with PyJWT (set AUTHD_TEST_PYJWT; .ci/run installs it)");
+    }
+    has_it.then(|| "python3".into())
+}
+
+/// The JWKS document GetJwks' JSON mapping stands for: present members only.
+fn jwks_json(keys: &[authd::proto::auth::v1::JsonWebKey]) -> serde_json::Value {
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|key| {
+            let mut jwk = serde_json::json!({
+                "kid": key.kid, "kty": key.kty, "alg": key.alg, "use": key.r#use,
+            });
+            for (name, value) in [
+                ("crv", &key.crv),
+                ("x", &key.x),
+                ("y", &key.y),
+                ("n", &key.n),
+                ("e", &key.e),
+            ] {
+                if let Some(value) = value {
+                    jwk[name] = value.clone().into();
+                }
+            }
+            jwk
+        })
+        .collect();
+    serde_json::json!({ "keys": keys })
+}
+
+#[tokio::test]
+async fn tokens_of_every_algorithm_verify_from_the_published_jwks_with_another_library() {
+    let python = python_with_pyjwt();
+    for (algorithm, kty, crv) in [
+        (JwtAlgorithm::EdDsa, "OKP", Some("Ed25519")),
+        (JwtAlgorithm::Es256, "EC", Some("P-256")),
+        (JwtAlgorithm::Rs256, "RSA", None),
+    ] {
+        let app = TestApp::builder(TestDb::fresh().await)
+            .configure(|config| config.tokens.algorithm = algorithm)
+            .spawn()
+            .await;
+        let (_, tokens) = app.new_user().await;
+        let me = app.get_me(Some(&tokens.access_token)).await.unwrap();
+        let jwks = app
+            .client
+            .clone()
+            .get_jwks(GetJwksRequest {})
+            .await
+            .unwrap();
+        let [key] = jwks.get_ref().keys.as_slice() else {
+            panic!("one key expected: {jwks:?}")
+        };
+        assert_eq!((key.kty.as_str(), key.crv.as_deref()), (kty, crv));
+        let members = [&key.x, &key.y, &key.n, &key.e].map(Option::is_some);
+        let expected = match kty {
+            "OKP" => [true, false, false, false],
+            "EC" => [true, true, false, false],
+            _ => [false, false, true, true],
+        };
+        assert_eq!(members, expected, "{algorithm:?}: {key:?}");
+        let jwks = jwks_json(&jwks.get_ref().keys).to_string();
+
+        // authd's own library, from nothing but the published members.
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(
+            serde_json::from_str::<serde_json::Value>(&jwks).unwrap()["keys"][0].clone(),
+        )
+        .unwrap();
+        let alg = jsonwebtoken::decode_header(&tokens.access_token)
+            .unwrap()
+            .alg;
+        let mut validation = Validation::new(alg);
+        validation.set_audience(&["authd"]);
+        let decoding = DecodingKey::from_jwk(&jwk).unwrap();
+        jsonwebtoken::decode::<serde_json::Value>(&tokens.access_token, &decoding, &validation)
+            .unwrap();
+
+        if let Some(python) = &python {
+            let verify = |token: &str| {
+                std::process::Command::new(python)
+                    .args(["-c", PYJWT_VERIFY, &jwks, token, "authd", "authd"])
+                    .output()
+                    .unwrap()
+            };
+            let out = verify(&tokens.access_token);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "PyJWT refused a {algorithm:?} token: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let alg = key.alg.as_str();
+            assert_eq!(stdout.trim(), format!("{alg} at+jwt {}", me.id));
+            // And it does check the signature: one changed byte of it is refused.
+            let mut forged = tokens.access_token.clone().into_bytes();
+            let last = forged.len() - 10;
+            forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+            let out = verify(std::str::from_utf8(&forged).unwrap());
+            assert!(!out.status.success(), "PyJWT took a forged {alg} token");
+        }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn changing_the_algorithm_keeps_the_old_algorithms_tokens_valid() {
+    use std::time::{Duration, Instant};
+
+    let db = TestDb::fresh().await;
+    let with = |algorithm| {
+        move |config: &mut authd::config::Config| {
+            config.tokens.algorithm = algorithm;
+            config.tokens.key_reload_interval = Duration::from_millis(200);
+        }
+    };
+    let eddsa = TestApp::builder(db.clone())
+        .configure(with(JwtAlgorithm::EdDsa))
+        .spawn()
+        .await;
+    let (email, old) = eddsa.new_user().await;
+    eddsa.stop().await;
+
+    let es256 = TestApp::builder(db.clone())
+        .configure(with(JwtAlgorithm::Es256))
+        .spawn()
+        .await;
+    let alg = |token: &str| jsonwebtoken::decode_header(token).unwrap().alg;
+    // Published at once, signing after two reloads (every replica verifies it first).
+    let jwks = es256
+        .client
+        .clone()
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap();
+    let mut ktys: Vec<&str> = jwks.get_ref().keys.iter().map(|k| k.kty.as_str()).collect();
+    ktys.sort_unstable();
+    assert_eq!(ktys, ["EC", "OKP"]);
+    let started = Instant::now();
+    let new = loop {
+        let tokens = es256.login(&email, crate::helpers::PASSWORD).await.unwrap();
+        let tokens = tokens.tokens.unwrap();
+        if alg(&tokens.access_token) == Algorithm::ES256 {
+            break tokens;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never switched"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(alg(&old.access_token), Algorithm::EdDSA);
+    for token in [&old.access_token, &new.access_token] {
+        assert!(es256.validate(token).await.unwrap().active);
+    }
+    es256.stop().await;
+}

@@ -366,3 +366,122 @@ async fn replicas_opening_a_new_database_at_once_all_open_and_migrate_it() {
         }
     }
 }
+
+/// Logs in on `a`, logs out there, and asks `b` until it says REVOKED: how long after the
+/// logout's answer that took (`None`: not within `limit`).
+async fn revoked_on_other_replica_after(
+    a: &mut AuthServiceClient<Channel>,
+    b: &mut AuthServiceClient<Channel>,
+    email: &str,
+    limit: Duration,
+) -> Option<Duration> {
+    let tokens = a
+        .login(authd::proto::auth::v1::LoginRequest {
+            email: email.to_owned(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert!(validate(b, &tokens.access_token).await.0);
+    a.logout(LogoutRequest {
+        refresh_token: tokens.refresh_token,
+        all_sessions: false,
+    })
+    .await
+    .unwrap();
+    let logged_out = Instant::now();
+    while logged_out.elapsed() < limit {
+        if validate(b, &tokens.access_token).await == (false, InactiveReason::Revoked) {
+            return Some(logged_out.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+/// The revocation listeners connected to `db` now.
+async fn listeners(db: &TestDb, terminate: bool) -> usize {
+    let conn = db.connect().await;
+    let sql = if terminate {
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND datname = current_database()"
+    } else {
+        "SELECT pid FROM pg_stat_activity \
+         WHERE application_name = $1 AND datname = current_database()"
+    };
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [authd::store::LISTENER_NAME.into()],
+        ))
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    rows.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_revocations_are_pushed_and_none_is_lost_when_the_listener_drops() {
+    let db = TestDb::fresh().await;
+    if !db.url.starts_with("postgres") {
+        eprintln!("skipped: revocations are pushed on PostgreSQL only");
+        return;
+    }
+    // Polls 3 s apart: five revocations in a row each seen within 500 ms were pushed (by
+    // chance of the poll, all five would be about (1/6)^5).
+    let env = [("AUTHD_REVOCATION_SYNC", "3s")];
+    let port_a = free_port();
+    let _a = start_authd(&db, port_a, &env);
+    let mut a = AuthServiceClient::new(connect_authd(port_a).await);
+    let port_b = free_port();
+    let _b = start_authd(&db, port_b, &env);
+    let mut b = AuthServiceClient::new(connect_authd(port_b).await);
+    let email = "pushed@example.com";
+    a.register(RegisterRequest {
+        email: email.into(),
+        password: PASSWORD.into(),
+        name: "Pushed".into(),
+    })
+    .await
+    .unwrap();
+    let wait_for_listeners = async |wanted: usize| {
+        let started = Instant::now();
+        while listeners(&db, false).await != wanted {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "listeners never {wanted}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let pushed = Duration::from_millis(500);
+    let five_pushed = async |a: &mut _, b: &mut _| {
+        for trial in 0..5 {
+            let took = revoked_on_other_replica_after(a, b, email, pushed).await;
+            assert!(
+                took.is_some(),
+                "trial {trial}: not pushed (not seen within {pushed:?})"
+            );
+        }
+    };
+    wait_for_listeners(2).await;
+    five_pushed(&mut a, &mut b).await;
+
+    // The listening connections are killed; a revocation made now is not lost: the poll
+    // brings it (the one made on reconnecting, or the next periodic one).
+    assert_eq!(listeners(&db, true).await, 2);
+    let took = revoked_on_other_replica_after(&mut a, &mut b, email, Duration::from_secs(10)).await;
+    assert!(
+        took.is_some(),
+        "a revocation made while the listener was down was lost"
+    );
+    eprintln!("revoked on B {took:?} after the logout, listener down");
+
+    // Listening again, revocations are pushed again.
+    wait_for_listeners(2).await;
+    five_pushed(&mut a, &mut b).await;
+}

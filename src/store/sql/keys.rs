@@ -10,11 +10,11 @@ use crate::store::{KeyRecord, KeyStore, StoreResult, entities::signing_keys};
 
 #[async_trait]
 impl KeyStore for SqlStore {
-    async fn live_keys(&self, algorithm: &str) -> StoreResult<Vec<KeyRecord>> {
-        let algorithm = algorithm.to_owned();
+    async fn live_keys(&self, algorithms: &[&str]) -> StoreResult<Vec<KeyRecord>> {
+        let algorithms: Vec<String> = algorithms.iter().map(|a| (*a).to_owned()).collect();
         self.detached(move |store| async move {
             let keys = signing_keys::Entity::find()
-                .filter(signing_keys::Column::Algorithm.eq(algorithm))
+                .filter(signing_keys::Column::Algorithm.is_in(algorithms))
                 .filter(signing_keys::Column::RetiredAt.is_null())
                 .order_by_asc(signing_keys::Column::CreatedAt)
                 .order_by_asc(signing_keys::Column::Kid)

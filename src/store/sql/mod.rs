@@ -5,6 +5,7 @@ mod codes;
 mod errors;
 mod health;
 mod keys;
+mod notices;
 mod purge;
 mod sessions;
 mod settings;
@@ -28,6 +29,7 @@ use sea_orm::{
 use self::health::{Look, WriteHealth};
 pub use self::{
     health::DatabaseHealth,
+    notices::{LISTENER_NAME, Notice, RevocationNotices},
     settings::{Backend, DatabaseSettings, SqliteSync},
     setup::{CannotOpen, connect, migrate, migrate_then},
 };
@@ -43,6 +45,8 @@ pub struct SqlStore {
     /// a database that stopped answering must not hold a call, a pool connection or
     /// shutdown for ever.
     call_limit: Duration,
+    /// Revocations pushed by the database, where it can (PostgreSQL).
+    notices: Option<RevocationNotices>,
 }
 
 /// How many SQL statements the store has run: proof of which RPCs touch the database
@@ -75,7 +79,13 @@ impl SqlStore {
             // The server's own limits come first, so that a call stopped for time is one
             // whose answer arrived, and its connection is clean.
             call_limit: config.statement_timeout + CALL_MARGIN,
+            notices: RevocationNotices::of(config),
         }
+    }
+
+    /// Notices of revocations committed by any replica, if the database pushes them.
+    pub fn revocation_notices(&self) -> Option<RevocationNotices> {
+        self.notices.clone()
     }
 
     /// Counts every statement run from now on, transactions included.
