@@ -6,7 +6,8 @@
 //! Changing the algorithm is a rotation too: the first key of the new algorithm is
 //! published ahead of its turn like any other, the old algorithm's key signs until then,
 //! and it verifies until the tokens it signed have expired. Every key verifies only
-//! tokens of its own algorithm.
+//! tokens of its own algorithm. Replicas agree on the signer only when they are given the
+//! same algorithm.
 
 use std::time::Duration;
 
@@ -105,7 +106,11 @@ impl Keyring {
             ),
         };
         if schedule.due(&live) {
-            let key = generate_key(settings.algorithm, now)?;
+            // RSA key generation takes tens of milliseconds: off the async workers.
+            let algorithm = settings.algorithm;
+            let key = tokio::task::spawn_blocking(move || generate_key(algorithm, now))
+                .await
+                .context("generating a signing key")??;
             keys.insert_key(&sealer.sealed(&key)?)
                 .await
                 .context("storing a new signing key")?;
@@ -215,14 +220,21 @@ impl Schedule {
         !pending && ending
     }
 
-    /// The keys before the signer whose successor activated more than the overlap ago.
+    /// The keys superseded more than the overlap ago: a key stops signing once a newer key
+    /// of the configured algorithm is active (the first such is its successor), and its
+    /// last tokens expire within the overlap after that. (Not "the next key made": with
+    /// two algorithms that may be one that never took over, such as after an algorithm
+    /// change reverted before its key's turn.)
     fn retired(&self, keys: &[KeyRecord]) -> Vec<String> {
-        let signer = self.signer(keys).unwrap_or(0);
         keys.iter()
-            .zip(keys.iter().skip(1))
-            .take(signer)
-            .filter(|(_, newer)| self.activation(newer) + self.overlap <= self.now)
-            .map(|(older, _)| older.kid.clone())
+            .enumerate()
+            .filter(|(i, _)| {
+                keys[i + 1..]
+                    .iter()
+                    .find(|newer| self.is_ours(newer) && self.is_active(newer))
+                    .is_some_and(|successor| self.activation(successor) + self.overlap <= self.now)
+            })
+            .map(|(_, key)| key.kid.clone())
             .collect()
     }
 }
@@ -418,5 +430,55 @@ mod tests {
             .map(|k| k.jwk().common.key_algorithm)
             .collect();
         assert_eq!(algs, [Some(jsonwebtoken::jwk::KeyAlgorithm::ES256)]);
+    }
+
+    #[tokio::test]
+    async fn an_algorithm_change_reverted_before_its_turn_retires_nothing_in_use() {
+        let eddsa = crate::auth::tokens::tests::settings(SigningAlgorithm::EdDsa);
+        let es256 = crate::auth::tokens::tests::settings(SigningAlgorithm::Es256);
+        let KeySource::Rotating(schedule) = eddsa.keys.clone() else {
+            unreachable!("rotating keys")
+        };
+        let (keys, sealer) = (MemoryKeys::default(), KeySealer::new(None).unwrap());
+        let load = async |settings: &TokenSettings, now| {
+            Keyring::load(&keys, settings, &sealer, now).await.unwrap()
+        };
+        let t0 = Utc::now();
+        let first = load(&eddsa, t0).await;
+        let first_kid = first.signing_kid.clone();
+        // ES256 is published, and the change reverted before the ES256 key's turn.
+        load(&es256, t0 + chrono::Duration::minutes(1)).await;
+        let reverted = load(&eddsa, t0 + chrono::Duration::minutes(2)).await;
+        assert_eq!(reverted.signing_kid, first_kid);
+        // A rotation period on, the next EdDSA key takes over; the first one, which signed
+        // until then, must verify for the whole overlap after that.
+        let lead = chrono_duration(schedule.reload_interval * 2);
+        let next_active = t0 + chrono_duration(schedule.rotation) + lead;
+        load(&eddsa, t0 + chrono_duration(schedule.rotation)).await;
+        let switched = load(&eddsa, next_active).await;
+        assert_ne!(switched.signing_kid, first_kid);
+        let live = |ring: &Keyring| -> Vec<String> {
+            ring.public_keys()
+                .iter()
+                .map(|k| k.kid().to_owned())
+                .collect()
+        };
+        assert!(
+            live(&switched).contains(&first_kid),
+            "retired while signing"
+        );
+        let tokens_expired = next_active
+            + chrono_duration(eddsa.access_ttl + eddsa.leeway + schedule.reload_interval);
+        let before = load(&eddsa, tokens_expired - chrono::Duration::seconds(1)).await;
+        assert!(
+            live(&before).contains(&first_kid),
+            "retired while its tokens lived"
+        );
+        let after = load(&eddsa, tokens_expired + chrono::Duration::minutes(5)).await;
+        assert_eq!(
+            live(&after),
+            std::slice::from_ref(&switched.signing_kid),
+            "old keys never retired"
+        );
     }
 }

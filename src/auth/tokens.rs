@@ -647,6 +647,46 @@ pub(in crate::auth) mod tests {
     }
 
     #[test]
+    fn an_hs256_token_keyed_with_a_published_public_key_is_invalid() {
+        for algorithm in [
+            SigningAlgorithm::EdDsa,
+            SigningAlgorithm::Es256,
+            SigningAlgorithm::Rs256,
+        ] {
+            let ring = keyring(algorithm);
+            let now = Utc::now();
+            let public = ring.public_keys()[0].clone();
+            let json = serde_json::to_value(public.jwk()).unwrap();
+            let member = json
+                .get("x")
+                .or_else(|| json.get("n"))
+                .and_then(|v| v.as_str())
+                .unwrap()
+                .to_owned();
+            let mut header = Header::new(Algorithm::HS256);
+            header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+            header.kid = Some(public.kid().to_owned());
+            let claims = AccessClaims {
+                iss: "authd-test".into(),
+                aud: "authd-test-aud".into(),
+                sub: Uuid::now_v7().to_string(),
+                sid: Uuid::now_v7().to_string(),
+                jti: Uuid::now_v7().to_string(),
+                iat: now.timestamp(),
+                exp: now.timestamp() + 900,
+                email: "a@example.com".into(),
+                role: "admin".into(),
+            };
+            // The attacker's guesses at what a confused verifier would key HMAC with.
+            for secret in [json.to_string().into_bytes(), member.clone().into_bytes()] {
+                let key = EncodingKey::from_secret(&secret);
+                let forged = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+                assert_eq!(ring.verify(&forged, now), Verdict::Invalid, "{algorithm:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_key_verifies_only_tokens_of_its_own_algorithm() {
         let now = Utc::now();
         let ed = crate::auth::rotation::generate_key(SigningAlgorithm::EdDsa, now).unwrap();

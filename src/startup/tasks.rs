@@ -155,7 +155,7 @@ pub(super) fn revocation_sync(
 
 /// The least time between two polls woken by notices: a burst of revocations costs every
 /// replica at most one poll per gap, and each waits at most this long.
-const PUSHED_SYNC_GAP: Duration = Duration::from_millis(10);
+const PUSHED_SYNC_GAP: Duration = Duration::from_millis(25);
 
 /// Wakes the revocation sync at every notice, and once listening (again): notices sent
 /// while the connection was down are gone, but a poll finds what they were about.

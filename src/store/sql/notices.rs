@@ -7,8 +7,11 @@
 
 use std::{str::FromStr as _, time::Duration};
 
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use secrecy::{ExposeSecret as _, SecretString};
+use sea_orm::sqlx::{
+    self,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+};
+use secrecy::ExposeSecret as _;
 
 use super::{Backend, DatabaseSettings};
 
@@ -20,11 +23,18 @@ pub const LISTENER_NAME: &str = "authd revocation listener";
 /// [`MAX_RETRY_PAUSE`] while connecting fails. The poll covers the gap.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(500);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+/// A connection quiet this long is asked a `SELECT 1`: one dropped without a word (a
+/// NAT's or a failover's) would otherwise wait for notices for ever.
+const QUIET_CHECK_AFTER: Duration = Duration::from_secs(30);
 
-/// Notices of revocations committed by any replica, on a connection of their own.
+/// Notices of revocations committed by any replica, on a connection of their own (one
+/// more than the pool's).
 #[derive(Clone)]
 pub struct RevocationNotices {
-    url: SecretString,
+    /// Hold the password, if the URL has one: never printed.
+    options: PgConnectOptions,
+    /// How long connecting, and the quiet check, may take.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RevocationNotices {
@@ -50,8 +60,14 @@ pub enum Notice {
 impl RevocationNotices {
     /// On PostgreSQL; other databases have no push and rely on the poll.
     pub fn of(settings: &DatabaseSettings) -> Option<Self> {
-        (settings.backend == Backend::Postgres).then(|| Self {
-            url: settings.url.clone(),
+        if settings.backend != Backend::Postgres {
+            return None;
+        }
+        // The URL was opened as the pool's already: it parses.
+        let options = PgConnectOptions::from_str(settings.url.expose_secret()).ok()?;
+        Some(Self {
+            options: options.application_name(LISTENER_NAME),
+            timeout: settings.acquire_timeout,
         })
     }
 
@@ -66,10 +82,16 @@ impl RevocationNotices {
                     on(Notice::Listening);
                     pause = FIRST_RETRY_PAUSE;
                     loop {
-                        match listener.try_recv().await {
-                            Ok(Some(_)) => on(Notice::Revoked),
-                            Ok(None) => break anyhow::anyhow!("the connection was lost"),
-                            Err(err) => break anyhow::Error::from(err),
+                        let quiet = QUIET_CHECK_AFTER;
+                        match tokio::time::timeout(quiet, listener.try_recv()).await {
+                            Ok(Ok(Some(_))) => on(Notice::Revoked),
+                            Ok(Ok(None)) => break anyhow::anyhow!("the connection was lost"),
+                            Ok(Err(err)) => break anyhow::Error::from(err),
+                            Err(_) => {
+                                if let Err(err) = self.check(&mut listener).await {
+                                    break err;
+                                }
+                            }
                         }
                     }
                 }
@@ -85,20 +107,38 @@ impl RevocationNotices {
     }
 
     async fn connect(&self) -> anyhow::Result<PgListener> {
-        let options =
-            PgConnectOptions::from_str(self.url.expose_secret())?.application_name(LISTENER_NAME);
-        // A pool of one, for this connection alone; the listener reconnects through it.
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .connect_with(options)
-            .await?;
-        let mut listener = PgListener::connect_with(&pool).await?;
-        // Reconnecting is done here, with a pause and a fresh sync: a drop must be seen.
-        listener.eager_reconnect(false);
-        listener.ignore_pool_close_event(true);
-        listener.listen(CHANNEL).await?;
-        Ok(listener)
+        let connect = async {
+            // A pool of one, for this connection alone; the listener connects through it.
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(self.timeout)
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .connect_with(self.options.clone())
+                .await?;
+            let mut listener = PgListener::connect_with(&pool).await?;
+            // Reconnecting is done here, with a pause and a fresh sync: a drop must be seen.
+            listener.eager_reconnect(false);
+            listener.ignore_pool_close_event(true);
+            listener.listen(CHANNEL).await?;
+            anyhow::Ok(listener)
+        };
+        tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting took over {:?}", self.timeout))?
+    }
+
+    /// Whether a quiet connection still answers; notices that arrive meanwhile are kept
+    /// for the next receive.
+    async fn check(&self, listener: &mut PgListener) -> anyhow::Result<()> {
+        let check = sqlx::raw_sql("SELECT 1").execute(&mut *listener);
+        match tokio::time::timeout(self.timeout, check).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err.into()),
+            Err(_) => anyhow::bail!(
+                "a quiet connection did not answer within {:?}",
+                self.timeout
+            ),
+        }
     }
 }

@@ -252,6 +252,12 @@ async fn open(
     options
         .max_connections(max_connections)
         .acquire_timeout(config.acquire_timeout)
+        // No idle or lifetime reaper: sqlx 0.9.0's can read the idle count while a release
+        // has queued a connection but not yet counted it (it wraps below zero) and then
+        // loop without yielding, holding a runtime worker and shutdown for ever. Broken
+        // connections are found before use instead (below).
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connect_timeout(config.acquire_timeout)
         .sqlx_logging(false)
         .record_stmt_in_spans(false)
