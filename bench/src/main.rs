@@ -33,6 +33,7 @@ use authd::{
     config::{Config, HashingConfig},
     proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient},
     startup::App,
+    store::Backend,
 };
 use clap::{Parser, ValueEnum};
 use prost::Message as _;
@@ -349,7 +350,7 @@ async fn main() -> anyhow::Result<()> {
 /// Whether the database at `url` pushes revocations (PostgreSQL); `None` when unknown
 /// (a running server's).
 fn url_pushes_revocations(url: Option<&str>) -> Option<bool> {
-    url.map(|url| url.starts_with("postgres:") || url.starts_with("postgresql:"))
+    url.map(|url| Backend::of_url(url) == Some(Backend::Postgres))
 }
 
 /// `--connections` connections to `addr`.

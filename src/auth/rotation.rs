@@ -376,17 +376,29 @@ mod tests {
         assert!(!kids(&long_after).contains(&old_kid), "never retired");
     }
 
-    #[tokio::test]
-    async fn changing_the_algorithm_is_a_rotation_that_keeps_old_tokens_valid() {
+    impl MemoryKeys {
+        /// The keyring a replica configured with `settings` loads from these keys at `now`.
+        async fn load(&self, settings: &TokenSettings, now: DateTime<Utc>) -> Keyring {
+            let sealer = KeySealer::new(None).unwrap();
+            Keyring::load(self, settings, &sealer, now).await.unwrap()
+        }
+    }
+
+    /// The settings of an EdDSA and of an ES256 replica, and their rotation schedule.
+    fn eddsa_and_es256() -> (TokenSettings, TokenSettings, RotationSchedule) {
         let eddsa = crate::auth::tokens::tests::settings(SigningAlgorithm::EdDsa);
         let es256 = crate::auth::tokens::tests::settings(SigningAlgorithm::Es256);
         let KeySource::Rotating(schedule) = eddsa.keys.clone() else {
             unreachable!("rotating keys")
         };
-        let (keys, sealer) = (MemoryKeys::default(), KeySealer::new(None).unwrap());
-        let load = async |settings: &TokenSettings, now| {
-            Keyring::load(&keys, settings, &sealer, now).await.unwrap()
-        };
+        (eddsa, es256, schedule)
+    }
+
+    #[tokio::test]
+    async fn changing_the_algorithm_is_a_rotation_that_keeps_old_tokens_valid() {
+        let (eddsa, es256, schedule) = eddsa_and_es256();
+        let keys = MemoryKeys::default();
+        let load = async |settings: &TokenSettings, now| keys.load(settings, now).await;
         let alg_of = |ring: &Keyring, now| {
             let token = ring
                 .issue(Uuid::now_v7(), Uuid::now_v7(), "a@example.com", "user", now)
@@ -434,15 +446,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_algorithm_change_reverted_before_its_turn_retires_nothing_in_use() {
-        let eddsa = crate::auth::tokens::tests::settings(SigningAlgorithm::EdDsa);
-        let es256 = crate::auth::tokens::tests::settings(SigningAlgorithm::Es256);
-        let KeySource::Rotating(schedule) = eddsa.keys.clone() else {
-            unreachable!("rotating keys")
-        };
-        let (keys, sealer) = (MemoryKeys::default(), KeySealer::new(None).unwrap());
-        let load = async |settings: &TokenSettings, now| {
-            Keyring::load(&keys, settings, &sealer, now).await.unwrap()
-        };
+        let (eddsa, es256, schedule) = eddsa_and_es256();
+        let keys = MemoryKeys::default();
+        let load = async |settings: &TokenSettings, now| keys.load(settings, now).await;
         let t0 = Utc::now();
         let first = load(&eddsa, t0).await;
         let first_kid = first.signing_kid.clone();

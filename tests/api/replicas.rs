@@ -14,11 +14,31 @@ use tonic::transport::Channel;
 use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 
 use crate::helpers::{
-    PASSWORD, TestDb, authd_bin, connect_authd, free_port, spawn_app, start_authd,
+    AuthdProcess, PASSWORD, TestDb, authd_bin, connect_authd, free_port, spawn_app, start_authd,
 };
 
 /// The revocation sync interval both replicas run with: the default, stated.
 const SYNC: Duration = Duration::from_secs(1);
+
+/// Replicas A and B as processes on `db`, with `env`, and a client of each. One after the
+/// other: the first one migrates the database.
+async fn two_replicas(
+    db: &TestDb,
+    env: &[(&str, &str)],
+) -> (
+    AuthdProcess,
+    AuthServiceClient<Channel>,
+    AuthdProcess,
+    AuthServiceClient<Channel>,
+) {
+    let port_a = free_port();
+    let a = start_authd(db, port_a, env);
+    let client_a = AuthServiceClient::new(connect_authd(port_a).await);
+    let port_b = free_port();
+    let b = start_authd(db, port_b, env);
+    let client_b = AuthServiceClient::new(connect_authd(port_b).await);
+    (a, client_a, b, client_b)
+}
 
 async fn validate(client: &mut AuthServiceClient<Channel>, token: &str) -> (bool, InactiveReason) {
     let response = client
@@ -35,13 +55,7 @@ async fn validate(client: &mut AuthServiceClient<Channel>, token: &str) -> (bool
 async fn logout_on_one_replica_is_revoked_on_another_within_the_sync_interval() {
     let db = TestDb::fresh().await;
     let env = [("AUTHD_REVOCATION_SYNC", "1s")];
-    // One after the other: the first one migrates the database.
-    let port_a = free_port();
-    let _a = start_authd(&db, port_a, &env);
-    let mut a = AuthServiceClient::new(connect_authd(port_a).await);
-    let port_b = free_port();
-    let _b = start_authd(&db, port_b, &env);
-    let mut b = AuthServiceClient::new(connect_authd(port_b).await);
+    let (_a, mut a, _b, mut b) = two_replicas(&db, &env).await;
 
     let tokens = a
         .register(RegisterRequest {
@@ -202,12 +216,7 @@ async fn a_revocation_committed_late_reaches_every_replica() {
     let db = TestDb::fresh().await;
     // Short syncs, so the reconciling poll (every tenth) comes every two seconds.
     let env = [("AUTHD_REVOCATION_SYNC", "200ms")];
-    let port_a = free_port();
-    let _a = start_authd(&db, port_a, &env);
-    let mut a = AuthServiceClient::new(connect_authd(port_a).await);
-    let port_b = free_port();
-    let _b = start_authd(&db, port_b, &env);
-    let mut b = AuthServiceClient::new(connect_authd(port_b).await);
+    let (_a, mut a, _b, mut b) = two_replicas(&db, &env).await;
     let email = "late@example.com";
     let tokens = a
         .register(RegisterRequest {
@@ -427,19 +436,14 @@ async fn listeners(db: &TestDb, terminate: bool) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgresql_revocations_are_pushed_and_none_is_lost_when_the_listener_drops() {
     let db = TestDb::fresh().await;
-    if !db.url.starts_with("postgres") {
+    if authd::store::Backend::of_url(&db.url) != Some(authd::store::Backend::Postgres) {
         eprintln!("skipped: revocations are pushed on PostgreSQL only");
         return;
     }
     // Polls 3 s apart: five revocations in a row each seen within 500 ms were pushed (by
     // chance of the poll, all five would be about (1/6)^5).
     let env = [("AUTHD_REVOCATION_SYNC", "3s")];
-    let port_a = free_port();
-    let _a = start_authd(&db, port_a, &env);
-    let mut a = AuthServiceClient::new(connect_authd(port_a).await);
-    let port_b = free_port();
-    let _b = start_authd(&db, port_b, &env);
-    let mut b = AuthServiceClient::new(connect_authd(port_b).await);
+    let (_a, mut a, _b, mut b) = two_replicas(&db, &env).await;
     let email = "pushed@example.com";
     a.register(RegisterRequest {
         email: email.into(),
