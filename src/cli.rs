@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use migration::{Migrator, MigratorTrait as _};
 use sea_orm::DatabaseConnection;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -21,7 +21,8 @@ use tonic_health::pb::{
 use crate::{
     auth::{
         AccountChange, AccountRules, AccountStores, Accounts, Actor, AuthError, Caller,
-        IMPORT_MAX_USERS, ImportedAccount, NewAccount, Revocations, SystemClock, UserRef,
+        IMPORT_MAX_USERS, ImportedAccount, NewAccount, Revocations, SystemClock, UserQuery,
+        UserRef,
     },
     config::{
         Config, DatabaseConfig, HashingConfig, RolesConfig, name_the_setting, parse_duration,
@@ -32,19 +33,17 @@ use crate::{
     telemetry::LogFormat,
 };
 
+/// The version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("AUTHD_COMMIT"), ")");
+
 /// authd: gRPC authentication service.
 #[derive(Debug, Parser)]
-#[command(name = "authd", version, about)]
+#[command(name = "authd", version = VERSION, about)]
 pub struct Cli {
-    /// Log filter, e.g. "info" or "authd=debug,info".
-    #[arg(
-        long,
-        global = true,
-        env = "AUTHD_LOG",
-        value_name = "AUTHD_LOG",
-        default_value = "info"
-    )]
-    pub log: String,
+    /// Log filter, e.g. "info" or "authd=debug,info" [default: "info" for serve, "warn"
+    /// for the other commands, whose output is their answer].
+    #[arg(long, global = true, env = "AUTHD_LOG", value_name = "AUTHD_LOG")]
+    pub log: Option<String>,
 
     /// Log line format.
     #[arg(
@@ -91,6 +90,14 @@ pub enum Command {
         /// How long to wait for an answer.
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         timeout: Duration,
+        /// The server's certificate chain (as `serve` reads it): when set, the check speaks
+        /// TLS and trusts the certificates in this file, unless --tls-ca names others.
+        #[arg(
+            long = "tls-cert",
+            env = "AUTHD_TLS_CERT",
+            value_name = "AUTHD_TLS_CERT"
+        )]
+        tls_cert: Option<PathBuf>,
         /// CA certificate to verify the server with, when it serves TLS.
         #[arg(long = "tls-ca", env = "AUTHD_HEALTHCHECK_TLS_CA", value_name = "PEM")]
         tls_ca: Option<PathBuf>,
@@ -128,19 +135,44 @@ pub enum UserCommand {
     /// would show in the process list and shell history). An empty line: no password,
     /// the user must reset it before logging in.
     Create {
+        /// The user's email address, their login name (normalized as Register does).
         #[arg(long)]
         email: String,
+        /// The name shown for the user.
         #[arg(long)]
         name: String,
-        /// Empty: AUTHD_DEFAULT_ROLE.
+        /// One of AUTHD_ROLES; empty: AUTHD_DEFAULT_ROLE.
         #[arg(long, default_value = "")]
         role: String,
         #[command(flatten)]
         admin: AdminConfig,
     },
+    /// List users, oldest first, a page at a time: one line each, tab-separated (id,
+    /// email, name, role, active, email verified, created).
+    List {
+        /// Only users whose email or name starts with this (any letter case).
+        #[arg(long, default_value = "")]
+        query: String,
+        /// Only users with this role.
+        #[arg(long, default_value = "")]
+        role: String,
+        /// Only active (true) or deactivated (false) users.
+        #[arg(long, value_parser = clap::value_parser!(bool))]
+        active: Option<bool>,
+        /// How many users to list.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+        /// List from after this user id: the id the previous page ended with.
+        #[arg(long, value_name = "USER_ID")]
+        after: Option<uuid::Uuid>,
+        #[command(flatten)]
+        admin: AdminConfig,
+    },
     /// Activate or deactivate a user; deactivation also ends all of the user's sessions.
     SetActive {
+        /// The user's email address.
         email: String,
+        /// true to activate, false to deactivate.
         #[arg(action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool))]
         active: bool,
         #[command(flatten)]
@@ -149,7 +181,9 @@ pub enum UserCommand {
     /// Give a user another role (one of AUTHD_ROLES); their sessions go on, and their
     /// tokens are reported with the new role.
     SetRole {
+        /// The user's email address.
         email: String,
+        /// One of AUTHD_ROLES.
         role: String,
         #[command(flatten)]
         admin: AdminConfig,
@@ -158,6 +192,7 @@ pub enum UserCommand {
     /// AdminService's ImportUser (email, name, role, password_hash, email_verified,
     /// active). Each line succeeds or fails on its own; exits 1 if any was refused.
     Import {
+        /// The JSON Lines file.
         file: PathBuf,
         #[command(flatten)]
         admin: AdminConfig,
@@ -176,12 +211,21 @@ pub struct AdminConfig {
 }
 
 impl Cli {
+    /// The log filter: AUTHD_LOG, else the command's own default.
+    pub fn log_filter(&self) -> &str {
+        match (&self.log, &self.command) {
+            (Some(filter), _) => filter,
+            (None, Command::Serve(_)) => "info",
+            (None, _) => "warn",
+        }
+    }
+
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Serve(config) => {
                 let app = App::build(*config).await?;
-                app.run_until_stopped(shutdown_signal()).await?;
+                app.run_until_stopped(shutdown_signals()?).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Migrate { action, database } => migrate(action, &database).await,
@@ -189,10 +233,11 @@ impl Cli {
             Command::Healthcheck {
                 listen,
                 timeout,
+                tls_cert,
                 tls_ca,
                 tls_domain,
             } => {
-                let tls = tls_ca.map(|ca| (ca, tls_domain));
+                let tls = tls_ca.or(tls_cert).map(|trusted| (trusted, tls_domain));
                 healthcheck(listen, timeout, tls).await
             }
             Command::Descriptor { output } => descriptor(output.as_deref()),
@@ -239,14 +284,14 @@ async fn migrate(action: MigrateAction, database: &DatabaseConfig) -> anyhow::Re
             println!("migrations applied");
         }
         MigrateAction::Status => {
-            let (_, db) = connect(database).await?;
-            let migrations = Migrator::get_migration_with_status(&db)
+            let settings = database.settings()?;
+            let migrations = store::migration_status(&settings)
                 .await
-                .context("reading migration status")?;
-            for migration in migrations {
-                println!("{:?}\t{}", migration.status(), migration.name());
+                .map_err(name_the_setting)?;
+            for (name, applied) in migrations {
+                let status = if applied { "Applied" } else { "Pending" };
+                println!("{status}\t{name}");
             }
-            db.close().await.context("closing the database pool")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -254,6 +299,7 @@ async fn migrate(action: MigrateAction, database: &DatabaseConfig) -> anyhow::Re
 
 async fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
     let (UserCommand::Create { admin, .. }
+    | UserCommand::List { admin, .. }
     | UserCommand::SetActive { admin, .. }
     | UserCommand::SetRole { admin, .. }
     | UserCommand::Import { admin, .. }) = &command;
@@ -313,6 +359,46 @@ async fn run_user_command(
                 "created user {} ({}) with role {}",
                 user.id, user.email, user.role
             );
+        }
+        UserCommand::List {
+            query,
+            role,
+            active,
+            limit,
+            after,
+            ..
+        } => {
+            let query = UserQuery {
+                query: &query,
+                role: &role,
+                active,
+            };
+            let (users, next) = accounts
+                .list_users(&query, after, limit)
+                .await
+                .map_err(describe)?;
+            let mut out = std::io::stdout().lock();
+            for user in users {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    user.id,
+                    user.email,
+                    user.name,
+                    user.role,
+                    if user.active { "active" } else { "deactivated" },
+                    if user.email_verified {
+                        "verified"
+                    } else {
+                        "unverified"
+                    },
+                    user.created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                )?;
+            }
+            if let Some(next) = next {
+                eprintln!("more users: add --after {next}");
+            }
         }
         UserCommand::SetActive { email, active, .. } => {
             let (user, ended) = accounts
@@ -483,8 +569,22 @@ async fn healthcheck(
     };
     let status = tokio::time::timeout(timeout, check)
         .await
-        .with_context(|| format!("no answer from {endpoint} within {timeout:?}"))?
-        .with_context(|| format!("health check against {endpoint} failed"))?;
+        .map_err(|_| anyhow::anyhow!("no answer from {endpoint} within {timeout:?}"))?
+        // One readable line: the transport's error wraps its cause in several layers,
+        // each printed as a debug dump.
+        .map_err(|err| {
+            let cause = err
+                .chain()
+                .last()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let hint = if tls.is_some() {
+                ""
+            } else {
+                " (if the server serves TLS, set AUTHD_TLS_CERT or --tls-ca)"
+            };
+            anyhow::anyhow!("health check against {endpoint} failed: {cause}{hint}")
+        })?;
     println!("{}", status.as_str_name());
     Ok(if status == ServingStatus::Serving {
         ExitCode::SUCCESS
@@ -493,30 +593,49 @@ async fn healthcheck(
     })
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Docker and Kubernetes send).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// SIGINT (Ctrl-C) and SIGTERM (what Docker and Kubernetes send), each time one comes.
+fn shutdown_signals() -> anyhow::Result<UnboundedReceiverStream<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = interrupt.recv() => {}
+                Some(()) = terminate.recv() => {}
+                else => return,
             }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+            if tx.send(()).is_err() {
+                return;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    });
+    Ok(UnboundedReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn every_flag_and_argument_says_what_it_is() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            for arg in command.get_arguments() {
+                let own = !matches!(arg.get_id().as_str(), "help" | "version");
+                if own && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
     }
 }

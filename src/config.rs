@@ -9,7 +9,7 @@ use std::{
     fmt,
     net::SocketAddr,
     num::{NonZeroU32, NonZeroUsize},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -84,6 +84,15 @@ pub struct Config {
     )]
     pub admin_api_keys: Vec<[u8; 32]>,
 
+    /// A file of AUTHD_ADMIN_API_KEYS digests (comma- or line-separated), e.g. a mounted
+    /// secret; added to AUTHD_ADMIN_API_KEYS.
+    #[arg(
+        long = "admin-api-keys-file",
+        env = "AUTHD_ADMIN_API_KEYS_FILE",
+        value_name = "AUTHD_ADMIN_API_KEYS_FILE"
+    )]
+    pub admin_api_keys_file: Option<PathBuf>,
+
     /// How often each replica reads the sessions other replicas revoked; the bound on how
     /// long a token revoked elsewhere can still validate here.
     #[arg(
@@ -137,6 +146,15 @@ pub struct Config {
     )]
     pub validate_api_keys: Vec<[u8; 32]>,
 
+    /// A file of AUTHD_VALIDATE_API_KEYS digests (comma- or line-separated), e.g. a
+    /// mounted secret; added to AUTHD_VALIDATE_API_KEYS.
+    #[arg(
+        long = "validate-api-keys-file",
+        env = "AUTHD_VALIDATE_API_KEYS_FILE",
+        value_name = "AUTHD_VALIDATE_API_KEYS_FILE"
+    )]
+    pub validate_api_keys_file: Option<PathBuf>,
+
     /// How long audit events are kept.
     #[arg(
         long = "audit-retention",
@@ -166,12 +184,55 @@ pub struct Config {
         value_parser = duration_within(Duration::from_millis(10), Duration::from_secs(3600))
     )]
     pub health_probe_interval: Duration,
+
+    /// How long, after SIGTERM, health says NOT_SERVING while calls are still accepted,
+    /// so load balancers stop sending before the port closes. A second signal stops at
+    /// once.
+    #[arg(
+        long = "shutdown-drain",
+        env = "AUTHD_SHUTDOWN_DRAIN",
+        value_name = "AUTHD_SHUTDOWN_DRAIN",
+        default_value = "5s",
+        value_parser = duration_within(Duration::ZERO, Duration::from_secs(600))
+    )]
+    pub shutdown_drain: Duration,
+
+    /// Comma-separated networks (`10.0.0.0/8`, `192.0.2.7`) of the proxies in front of
+    /// authd: from a peer inside one, the client address is read from `x-forwarded-for`
+    /// (its right-most hop outside these networks) or Envoy's `x-envoy-external-address`,
+    /// for the rate limits, the audit trail and the access log. Empty: the TCP peer is
+    /// the client, and those headers are ignored.
+    #[arg(
+        long = "trusted-proxies",
+        env = "AUTHD_TRUSTED_PROXIES",
+        value_name = "AUTHD_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_network
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The most memory the hash workers may take together: 16 GiB.
 const MAX_HASH_MEMORY_KIB: u64 = 16 << 20;
 
 impl Config {
+    /// The digests of the keys that may call ValidateToken: the variable's and the file's.
+    pub fn validate_api_key_digests(&self) -> anyhow::Result<Vec<[u8; 32]>> {
+        with_digests_from_file(
+            &self.validate_api_keys,
+            self.validate_api_keys_file.as_deref(),
+            "AUTHD_VALIDATE_API_KEYS_FILE",
+        )
+    }
+
+    /// The digests of the keys that may call AdminService: the variable's and the file's.
+    pub fn admin_api_key_digests(&self) -> anyhow::Result<Vec<[u8; 32]>> {
+        with_digests_from_file(
+            &self.admin_api_keys,
+            self.admin_api_keys_file.as_deref(),
+            "AUTHD_ADMIN_API_KEYS_FILE",
+        )
+    }
     /// Checks what no single setting can check alone, naming the settings.
     pub fn validate(&self) -> anyhow::Result<()> {
         let (login, tokens, hashing) = (&self.login, &self.tokens, &self.hashing);
@@ -253,6 +314,17 @@ pub struct DatabaseConfig {
     )]
     pub url: SecretString,
 
+    /// A file holding the database URL, e.g. a mounted secret (instead of
+    /// AUTHD_DATABASE_URL).
+    #[arg(
+        long = "database-url-file",
+        global = true,
+        env = "AUTHD_DATABASE_URL_FILE",
+        value_name = "AUTHD_DATABASE_URL_FILE",
+        conflicts_with = "url"
+    )]
+    pub url_file: Option<PathBuf>,
+
     /// Maximum pooled connections (default: 1 for SQLite, which has one writer, 10 otherwise).
     #[arg(
         long = "db-max-connections",
@@ -331,11 +403,15 @@ impl DatabaseConfig {
 
     /// Where the store lives, refusing a URL of an engine authd does not run on.
     pub fn settings(&self) -> anyhow::Result<DatabaseSettings> {
-        let backend = Backend::of_url(self.url.expose_secret()).context(
+        let url = match &self.url_file {
+            Some(path) => read_secret_file(path, "AUTHD_DATABASE_URL_FILE")?,
+            None => self.url.clone(),
+        };
+        let backend = Backend::of_url(url.expose_secret()).context(
             "AUTHD_DATABASE_URL: expected a URL starting with sqlite:, postgres: or mysql:",
         )?;
         Ok(DatabaseSettings {
-            url: self.url.clone(),
+            url,
             backend,
             max_connections: self
                 .max_connections
@@ -434,6 +510,16 @@ pub struct TokenConfig {
     )]
     pub jwt_secret: Option<SecretString>,
 
+    /// A file holding the HS256 signing secret, e.g. a mounted secret (instead of
+    /// AUTHD_JWT_SECRET).
+    #[arg(
+        long = "jwt-secret-file",
+        env = "AUTHD_JWT_SECRET_FILE",
+        value_name = "AUTHD_JWT_SECRET_FILE",
+        conflicts_with = "jwt_secret"
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
+
     /// How long a signing key signs before the next one takes over. The old key keeps
     /// verifying until every token it signed has expired, then is retired.
     #[arg(
@@ -529,7 +615,12 @@ impl From<JwtAlgorithm> for SigningAlgorithm {
 impl TokenConfig {
     /// How access tokens are made and checked, and where their keys come from.
     pub fn settings(&self) -> anyhow::Result<TokenSettings> {
-        let keys = match &self.jwt_secret {
+        let from_file = self
+            .jwt_secret_file
+            .as_deref()
+            .map(|path| read_secret_file(path, "AUTHD_JWT_SECRET_FILE"))
+            .transpose()?;
+        let keys = match self.jwt_secret.as_ref().or(from_file.as_ref()) {
             Some(secret) => {
                 anyhow::ensure!(
                     self.algorithm == JwtAlgorithm::Hs256,
@@ -690,6 +781,18 @@ pub struct LoginConfig {
 
 /// A browser origin, as the `Origin` header spells it: `scheme://host[:port]`, lowercase,
 /// no path. Anything else would never match, so it is refused rather than ignored.
+/// A network in CIDR notation, or one address.
+fn parse_network(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| {
+            format!("{value:?} is not a network; expected an address or CIDR, e.g. 10.0.0.0/8")
+        })
+}
+
 fn parse_origin(value: &str) -> Result<http::HeaderValue, String> {
     let value = value.trim();
     let expected = "expected scheme://host[:port], e.g. https://app.example.com";
@@ -707,6 +810,46 @@ fn parse_origin(value: &str) -> Result<http::HeaderValue, String> {
         ));
     }
     http::HeaderValue::from_str(&origin).map_err(|err| format!("{value:?}: {err}"))
+}
+
+/// `digests`, and those of the file `variable` names.
+fn with_digests_from_file(
+    digests: &[[u8; 32]],
+    file: Option<&Path>,
+    variable: &str,
+) -> anyhow::Result<Vec<[u8; 32]>> {
+    let mut all = digests.to_vec();
+    if let Some(path) = file {
+        let text = read_secret_file(path, variable)?;
+        for (index, item) in text
+            .expose_secret()
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .enumerate()
+        {
+            // The item is not shown: it may be a key pasted in place of its digest.
+            let digest = <[u8; 32]>::from_hex(item).map_err(|_| {
+                anyhow::anyhow!(
+                    "{variable}: item {} of {} is not a hex SHA-256 digest (64 characters)",
+                    index + 1,
+                    path.display()
+                )
+            })?;
+            all.push(digest);
+        }
+    }
+    Ok(all)
+}
+
+/// A secret from a file (a Docker or Kubernetes secret), without the line ending an
+/// editor or `echo` leaves after it.
+fn read_secret_file(path: &Path, variable: &str) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{variable}: cannot read {}", path.display()))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    Ok(SecretString::from(text.to_owned()))
 }
 
 /// Reads one hex SHA-256 digest. A bad value is not echoed (clap's own errors quote it):
@@ -910,6 +1053,15 @@ pub struct MailConfig {
     )]
     pub smtp_url: Option<SecretString>,
 
+    /// A file holding the SMTP URL, e.g. a mounted secret (instead of AUTHD_SMTP_URL).
+    #[arg(
+        long = "smtp-url-file",
+        env = "AUTHD_SMTP_URL_FILE",
+        value_name = "AUTHD_SMTP_URL_FILE",
+        conflicts_with = "smtp_url"
+    )]
+    pub smtp_url_file: Option<PathBuf>,
+
     /// The sender of authd's emails, e.g. "Example <no-reply@example.com>".
     #[arg(
         long = "mail-from",
@@ -1003,7 +1155,10 @@ pub struct MailConfig {
 impl fmt::Debug for MailConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MailConfig")
-            .field("smtp", &self.smtp_url.is_some())
+            .field(
+                "smtp",
+                &(self.smtp_url.is_some() || self.smtp_url_file.is_some()),
+            )
             .field("mail_from", &self.mail_from)
             .field("reset_url", &self.reset_url)
             .field("verify_url", &self.verify_url)
@@ -1029,7 +1184,12 @@ impl MailConfig {
 
     /// How mail is sent; `None` without AUTHD_SMTP_URL.
     pub fn settings(&self) -> anyhow::Result<Option<MailSettings>> {
-        let Some(url) = &self.smtp_url else {
+        let from_file = self
+            .smtp_url_file
+            .as_deref()
+            .map(|path| read_secret_file(path, "AUTHD_SMTP_URL_FILE"))
+            .transpose()?;
+        let Some(url) = self.smtp_url.as_ref().or(from_file.as_ref()) else {
             return Ok(None);
         };
         let transport = smtp_transport(url.expose_secret())

@@ -10,7 +10,7 @@ use clap::Parser as _;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(err) = telemetry::init(
-        &cli.log,
+        cli.log_filter(),
         cli.log_format,
         std::io::stderr().is_terminal(),
         std::io::stderr,

@@ -16,7 +16,6 @@ use std::{
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body::Frame;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -24,6 +23,10 @@ use metrics::{Counter, Histogram, Key, Label, Metadata, Recorder as _};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tokio::{net::TcpListener, sync::watch};
 use tonic::{Code, body::Body};
+
+use tower::BoxError;
+
+use crate::grpc::observe::{code_name, observed};
 
 /// go-grpc-prometheus's buckets (Prometheus' defaults), in seconds.
 const HANDLING_BUCKETS: [f64; 11] = [
@@ -189,29 +192,6 @@ impl MethodSeries {
     }
 }
 
-/// The names go-grpc-prometheus gives the codes (Go's `codes.Code.String()`).
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "Canceled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
-    }
-}
-
 /// Records every call of every service: started when it arrives, handled with its code
 /// when its status is known (in the headers of a trailers-only answer, else in the
 /// trailers), and how long that took.
@@ -244,106 +224,25 @@ pub struct GrpcMetrics<S> {
 impl<S, B> tower::Service<Request<B>> for GrpcMetrics<S>
 where
     S: tower::Service<Request<B>, Response = Response<Body>>,
+    S::Error: Into<BoxError> + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let series = self.metrics.method(request.uri().path());
         series.started.increment(1);
-        let call = Call {
-            series,
-            metrics: Arc::clone(&self.metrics),
-            started: Instant::now(),
-            done: false,
-        };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            let (parts, body) = response.into_parts();
-            let mut call = call;
-            if let Some(code) = grpc_status(&parts.headers) {
-                call.finish(code);
-            }
-            Ok(Response::from_parts(
-                parts,
-                Body::new(Observed { body, call }),
-            ))
-        })
-    }
-}
-
-fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
-    let status = headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .parse::<i32>()
-        .ok()?;
-    Some(Code::from_i32(status))
-}
-
-/// One call in flight; recorded once, when its code is known.
-struct Call {
-    series: Arc<MethodSeries>,
-    metrics: Arc<Metrics>,
-    started: Instant,
-    done: bool,
-}
-
-impl Call {
-    fn finish(&mut self, code: Code) {
-        if !self.done {
-            self.done = true;
-            self.series
-                .finish(&self.metrics, code, self.started.elapsed());
-        }
-    }
-}
-
-impl Drop for Call {
-    /// An answer dropped before its status was sent: the client went away.
-    fn drop(&mut self) {
-        self.finish(Code::Cancelled);
-    }
-}
-
-/// The answer's body, watched for the trailers that carry the status.
-struct Observed {
-    body: Body,
-    call: Call,
-}
-
-impl http_body::Body for Observed {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &frame
-            && let Some(code) = frame.trailers_ref().and_then(grpc_status)
-        {
-            this.call.finish(code);
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        let metrics = Arc::clone(&self.metrics);
+        let started = Instant::now();
+        Box::pin(observed(self.inner.call(request), move |code| {
+            series.finish(&metrics, code, started.elapsed());
+        }))
     }
 }
 

@@ -39,17 +39,131 @@ impl Write for Capture {
     }
 }
 
+fn with_id<T>(id: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-request-id", id.parse().unwrap());
+    request
+}
+
+/// Everything logged by every test of this binary, as JSON lines, at TRACE.
+fn capture() -> Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let writer = capture.clone();
+            authd::telemetry::init(
+                "trace",
+                authd::telemetry::LogFormat::Json,
+                false,
+                move || writer.clone(),
+            )
+            .unwrap();
+            capture
+        })
+        .clone()
+}
+
+impl Capture {
+    /// The JSON lines logged so far.
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let logs = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        logs.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_gets_one_access_line_carrying_its_request_id() {
+    let capture = capture();
+    let app = TestApp::builder(TestDb::fresh().await).spawn().await;
+    let mut client = app.client.clone();
+    let register = pb::RegisterRequest {
+        email: "lines@example.com".to_owned(),
+        password: "Sup3r-Secret-Passphrase-42".to_owned(),
+        name: "Lines".to_owned(),
+    };
+    let tokens = client
+        .register(with_id("access-register-1", register))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    client
+        .get_me(with_id("access-get-me-1", pb::GetMeRequest {}))
+        .await
+        .unwrap_err();
+    let validate = |token: &str| pb::ValidateTokenRequest {
+        token: token.to_owned(),
+    };
+    client
+        .validate_token(with_id(
+            "access-validate-ok",
+            validate(&tokens.access_token),
+        ))
+        .await
+        .unwrap();
+    app.stop().await;
+
+    let lines = capture.lines();
+    // The request id of the `rpc` span a line was logged in.
+    let span_id = |line: &serde_json::Value| {
+        let spans = line["spans"].as_array()?;
+        std::iter::once(&line["span"])
+            .chain(spans)
+            .find(|span| span["name"] == "rpc")?["request_id"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let of = |id: &str| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter(|line| span_id(line).as_deref() == Some(id))
+            .cloned()
+            .collect()
+    };
+    let access = |id: &str| -> serde_json::Value {
+        let access: Vec<_> = of(id)
+            .into_iter()
+            .filter(|line| line["target"] == "authd::access")
+            .collect();
+        assert_eq!(access.len(), 1, "one access line per call: {access:#?}");
+        access[0].clone()
+    };
+
+    let register = access("access-register-1");
+    assert_eq!(register["level"], "INFO");
+    assert_eq!(register["service"], "auth.v1.AuthService");
+    assert_eq!(register["method"], "Register");
+    assert_eq!(register["code"], "OK");
+    assert_eq!(register["peer"], "127.0.0.1");
+    assert!(register["latency_ms"].as_f64().unwrap() > 0.0, "{register}");
+    // The audit line of the call carries its request id too.
+    let audit: Vec<_> = of("access-register-1")
+        .into_iter()
+        .filter(|line| line["target"] == "authd::audit")
+        .collect();
+    assert_eq!(audit.len(), 1, "{audit:#?}");
+    assert_eq!(audit[0]["request_id"], "access-register-1");
+
+    // A failed call (a trailers-only answer) is logged with its code.
+    let get_me = access("access-get-me-1");
+    assert_eq!(get_me["code"], "Unauthenticated");
+    assert_eq!(get_me["level"], "INFO");
+    // The hot path succeeds at DEBUG, out of an INFO log.
+    let validate = access("access-validate-ok");
+    assert_eq!(validate["method"], "ValidateToken");
+    assert_eq!(validate["code"], "OK");
+    assert_eq!(validate["level"], "DEBUG");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_or_token_reaches_a_log_line_or_a_status_message() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    authd::telemetry::init(
-        "trace",
-        authd::telemetry::LogFormat::Json,
-        false,
-        move || writer.clone(),
-    )
-    .unwrap();
+    let capture = capture();
     let sink = MailSink::start().await;
     let smtp_url = sink.url();
     // No retry grace, so the replayed refresh token below is refused as reuse.

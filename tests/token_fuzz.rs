@@ -56,6 +56,7 @@ fn keyring(algorithm: JwtAlgorithm) -> Keyring {
         refresh_reuse_grace: Duration::from_secs(10),
         session_max_age: Duration::from_secs(86_400),
         jwt_secret: None,
+        jwt_secret_file: None,
         key_rotation: Duration::from_secs(30 * 86_400),
         key_reload_interval: Duration::from_secs(60),
         master_key: None,

@@ -115,6 +115,10 @@ struct Args {
     /// `--validate-cache-entries` should hold them all).
     #[arg(long, default_value_t = 100_000)]
     cached_tokens: usize,
+    /// The log filter of the authd started here (`AUTHD_LOG`, e.g. `info`), its lines
+    /// written as JSON to /dev/null: what logging costs. Unset: no logging at all.
+    #[arg(long, conflicts_with = "addr")]
+    server_log: Option<String>,
     /// Trials of the revocation scenario.
     #[arg(long, default_value_t = 200)]
     revocation_trials: usize,
@@ -183,6 +187,11 @@ async fn main() -> anyhow::Result<()> {
     provider
         .install_default()
         .map_err(|_| anyhow::anyhow!("a signature backend was installed already"))?;
+    if let Some(filter) = &args.server_log {
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        let null = std::sync::Arc::new(null);
+        authd::telemetry::init(filter, authd::telemetry::LogFormat::Json, false, null)?;
+    }
     let hashing = hashing_config(&args)?;
     let uncached = args.scenarios.contains(&Scenario::ValidateUncached);
     let peer_wanted = uncached || args.scenarios.contains(&Scenario::Revocation);
@@ -662,7 +671,7 @@ impl HashTimes {
 /// An authd in this process, with rate limits out of the way of the load.
 struct OwnServer {
     addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::mpsc::UnboundedSender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -687,6 +696,8 @@ impl OwnServer {
             "100",
             "--jwt-algorithm",
             &args.jwt_algorithm,
+            "--shutdown-drain",
+            "0s",
         ])?;
         config.hashing = hashing.clone();
         if let Some(entries) = cache_entries.or(args.validate_cache_entries) {
@@ -694,10 +705,10 @@ impl OwnServer {
         }
         let app = App::build(config).await?;
         let addr = app.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let (stop, stopped) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(stopped),
+        ));
         Ok(Self { addr, stop, task })
     }
 

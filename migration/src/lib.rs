@@ -25,6 +25,7 @@ mod m20261203_000001_session_client_and_last_login;
 mod m20261203_000002_account_codes;
 mod m20261204_000001_administration;
 mod m20261204_000002_revocation_notices;
+mod m20261205_000001_audit_request_id;
 
 /// All of authd's migrations, oldest first.
 #[derive(Debug)]
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000002_account_codes::Migration),
             Box::new(m20261204_000001_administration::Migration),
             Box::new(m20261204_000002_revocation_notices::Migration),
+            Box::new(m20261205_000001_audit_request_id::Migration),
         ]
     }
 }

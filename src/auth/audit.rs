@@ -3,7 +3,7 @@
 //! Nothing recorded here can hold a secret: the event's fields are ids, fixed names and
 //! an address.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -13,12 +13,14 @@ use crate::store::{AuditRecord, AuditStore};
 /// Where a call came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
-    /// The TCP peer; `None` for the command line.
-    pub peer: Option<SocketAddr>,
+    /// The client's address; `None` for the command line.
+    pub peer: Option<IpAddr>,
     /// The client's `user-agent`, at most [`USER_AGENT_MAX_CHARS`] characters.
     pub user_agent: Option<String>,
     /// Who acted, for administrative calls (see [`Actor`]).
     pub actor: Option<Actor>,
+    /// The call's request id, which its log lines carry too.
+    pub request_id: Option<String>,
 }
 
 /// Who made an administrative call.
@@ -46,7 +48,7 @@ impl std::fmt::Display for Actor {
 pub const USER_AGENT_MAX_CHARS: usize = 256;
 
 impl Caller {
-    pub fn new(peer: Option<SocketAddr>, user_agent: Option<&str>) -> Self {
+    pub fn new(peer: Option<IpAddr>, user_agent: Option<&str>) -> Self {
         let user_agent = user_agent
             .map(str::trim)
             .filter(|agent| !agent.is_empty())
@@ -55,7 +57,14 @@ impl Caller {
             peer,
             user_agent,
             actor: None,
+            request_id: None,
         }
+    }
+
+    /// The same call, known by this request id.
+    pub fn with_request_id(mut self, request_id: &str) -> Self {
+        self.request_id = Some(request_id.to_owned());
+        self
     }
 
     /// The same call, made by `actor`.
@@ -66,7 +75,7 @@ impl Caller {
 
     /// The client's IP address, as recorded.
     pub fn ip(&self) -> Option<String> {
-        self.peer.map(|addr| addr.ip().to_string())
+        self.peer.map(|addr| addr.to_string())
     }
 }
 
@@ -213,6 +222,7 @@ impl Auditor {
             session_id: event.session_id,
             peer: caller.ip(),
             actor: caller.actor.as_ref().map(ToString::to_string),
+            request_id: caller.request_id.clone(),
         }
     }
 
@@ -226,6 +236,7 @@ impl Auditor {
             session_id = record.session_id.map(tracing::field::display),
             peer = record.peer.as_deref(),
             actor = record.actor.as_deref(),
+            request_id = record.request_id.as_deref(),
             "audit"
         );
     }

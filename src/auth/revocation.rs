@@ -284,6 +284,13 @@ impl Revocations {
         Ok(())
     }
 
+    /// Whether the last poll is recent enough to vouch for sessions: past it
+    /// [`Self::standing`] says `Unknown`, and ValidateToken answers UNAVAILABLE.
+    pub fn is_current(&self, now: DateTime<Utc>) -> bool {
+        self.read()
+            .is_fresh(now, self.interval * STALE_AFTER_INTERVALS)
+    }
+
     /// When the last poll of the database finished; `None` before the first.
     pub fn synced_at(&self) -> Option<DateTime<Utc>> {
         self.read().synced_at

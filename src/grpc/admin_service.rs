@@ -403,6 +403,7 @@ fn audit_event_to_proto(event: StoredAuditEvent) -> pb::AuditEvent {
         session_id: id(event.session_id),
         peer: event.peer.unwrap_or_default(),
         actor: event.actor.unwrap_or_default(),
+        request_id: event.request_id.unwrap_or_default(),
         created_at: Some(timestamp(event.occurred_at)),
     }
 }

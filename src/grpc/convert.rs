@@ -1,9 +1,12 @@
 //! Conversions the services share: domain values to proto messages, and the caller of a
 //! request.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
 use tonic::Request;
 
+use super::access_log::CallInfo;
 use crate::{
     auth::{self, Caller},
     proto::auth::v1 as pb,
@@ -15,7 +18,20 @@ pub(super) fn caller<T>(request: &Request<T>) -> Caller {
         .metadata()
         .get("user-agent")
         .and_then(|value| value.to_str().ok());
-    Caller::new(request.remote_addr(), user_agent)
+    let mut caller = Caller::new(client_ip(request), user_agent);
+    if let Some(call) = request.extensions().get::<CallInfo>() {
+        caller = caller.with_request_id(call.request_id.as_str());
+    }
+    caller
+}
+
+/// The client's address: behind trusted proxies, the one they name (see
+/// [`super::access_log`]).
+pub(super) fn client_ip<T>(request: &Request<T>) -> Option<IpAddr> {
+    match request.extensions().get::<CallInfo>() {
+        Some(call) => call.client,
+        None => request.remote_addr().map(|addr| addr.ip()),
+    }
 }
 
 pub(super) fn user_to_proto(user: &auth::User) -> pb::User {

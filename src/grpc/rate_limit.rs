@@ -1,10 +1,9 @@
 //! Per-client-address token buckets for Register and Login (ASVS 2.4.1), so one address
 //! cannot flood account creation or spread password guesses over many accounts.
 //!
-//! The key is the TCP peer address; for IPv6 its network prefix (a /64 by default): one
-//! host commonly holds a whole /64, and keying on full addresses would give it 2^64
-//! buckets. Behind a proxy every call shares the proxy's address, so set the rates for the
-//! proxy's whole traffic there, or rate-limit at the proxy.
+//! The key is the client's address (the TCP peer's, or behind AUTHD_TRUSTED_PROXIES the
+//! one they forward); for IPv6 its network prefix (a /64 by default): one host commonly
+//! holds a whole /64, and keying on full addresses would give it 2^64 buckets.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -15,6 +14,7 @@ use std::{
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock as _};
 use tonic::Request;
 
+use super::convert::client_ip;
 use crate::auth::AuthError;
 
 /// The Register and Login buckets.
@@ -46,7 +46,7 @@ impl PeerRateLimits {
 
     pub(super) fn check<T>(&self, bucket: Bucket, request: &Request<T>) -> Result<(), AuthError> {
         // No address (not TCP): nothing to key on, and nothing outside can reach it.
-        let Some(peer) = request.remote_addr().map(|addr| addr.ip()) else {
+        let Some(peer) = client_ip(request) else {
             return Ok(());
         };
         let peer = client_key(peer, self.ipv6_prefix);

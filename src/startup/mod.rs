@@ -4,13 +4,20 @@
 //! the pool.
 
 mod accept;
+mod shutdown;
 mod tasks;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::Stream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{
     ServingStatus,
@@ -18,9 +25,9 @@ use tonic_health::{
     server::{HealthReporter, HealthService},
 };
 use tonic_web::GrpcWebLayer;
-use tower::{limit::GlobalConcurrencyLimitLayer, util::MapResponseLayer};
+use tower::{limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer, util::MapResponseLayer};
 
-use self::{accept::Accepting, tasks::KeyReload};
+use self::{accept::Accepting, shutdown::Stage, tasks::KeyReload};
 use crate::{
     auth::{
         AccountMail, AccountRules, AccountStores, Accounts, Auditor, Authenticator, Clock,
@@ -29,8 +36,9 @@ use crate::{
     },
     config::{Config, LimitsConfig, TlsConfig, name_the_setting},
     grpc::{
-        AdminGate, AdminGrpc, ApiKeys, AuthGrpc, ExtAuthz, PeerRateLimits, ValidateCallers, capped,
-        cors_layer, oversize_message_is_resource_exhausted,
+        AccessLogLayer, AdminGate, AdminGrpc, ApiKeys, AuthGrpc, ExtAuthz, JwksLayer,
+        PeerRateLimits, TrustedProxies, ValidateCallers, capped, cors_layer,
+        oversize_message_is_resource_exhausted,
     },
     mail::{self, Delivery},
     metrics::{self, Gauges, GrpcMetricsLayer, Metrics, Reading, Value},
@@ -63,9 +71,11 @@ pub struct App {
     reflection: bool,
     /// Origins whose pages may call over gRPC-Web.
     cors_origins: Vec<http::HeaderValue>,
+    trusted_proxies: TrustedProxies,
     /// Where `/metrics` is served, when it is.
     metrics_listener: Option<TcpListener>,
     health_probe_interval: Duration,
+    shutdown_drain: Duration,
     /// Sends the queued emails; `None` without SMTP.
     mail_delivery: Option<Delivery>,
     clock: Arc<dyn Clock>,
@@ -104,8 +114,9 @@ impl App {
         let token_settings = config.tokens.settings()?;
         let mail_settings = config.mail.settings()?;
         let tls = server_tls(&config.tls)?;
+        let admin_api_keys = config.admin_api_key_digests()?;
         let mut validate_callers =
-            ValidateCallers::with_api_key_digests(config.validate_api_keys.clone());
+            ValidateCallers::with_api_key_digests(config.validate_api_key_digests()?);
         if config.tls.validate_require_client_cert {
             validate_callers = validate_callers.accepting_client_certs();
         }
@@ -205,7 +216,7 @@ impl App {
             auth,
             accounts,
             admin_roles: config.admin_roles,
-            admin_keys: ApiKeys::new(config.admin_api_keys),
+            admin_keys: ApiKeys::new(admin_api_keys),
             validate_callers,
             rate_limits,
             limits: config.limits,
@@ -228,8 +239,10 @@ impl App {
             revocations,
             reflection: config.reflection,
             cors_origins: config.cors_origins,
+            trusted_proxies: TrustedProxies::new(config.trusted_proxies),
             metrics_listener,
             health_probe_interval: config.health_probe_interval,
+            shutdown_drain: config.shutdown_drain,
             mail_delivery,
             clock,
         })
@@ -247,22 +260,34 @@ impl App {
             .and_then(|listener| listener.local_addr().ok())
     }
 
-    /// Serves until `shutdown` resolves, then stops gracefully.
+    /// Serves until the first of `signals` (SIGINT, SIGTERM), then stops gracefully (see
+    /// [`shutdown`]); a second signal stops at once.
     pub async fn run_until_stopped(
         self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        signals: impl Stream<Item = ()> + Send + Unpin + 'static,
     ) -> anyhow::Result<()> {
+        let (stage_tx, stage) = watch::channel(Stage::Serving);
+        let stages = tokio::spawn(shutdown::run_stages(signals, self.shutdown_drain, stage_tx));
         let (stop_tx, stop_rx) = watch::channel(false);
         let health = HealthReporter::new();
         // NOT_SERVING until the first database probe answers.
         set_health(&health, ServingStatus::NotServing).await;
+        let database_ok = Arc::new(AtomicBool::new(false));
+        let jwks = JwksLayer::new(Arc::clone(&self.auth), self.keys.jwks_max_age());
 
         let mut tasks = vec![
             tasks::health_probe(
-                health.clone(),
+                Arc::clone(&database_ok),
                 self.store.clone(),
                 self.health_probe_interval,
                 stop_rx.clone(),
+            ),
+            tasks::health_view(
+                health.clone(),
+                database_ok,
+                Arc::clone(&self.revocations),
+                Arc::clone(&self.clock),
+                stage.clone(),
             ),
             tasks::revocation_sync(
                 Arc::clone(&self.revocations),
@@ -348,7 +373,6 @@ impl App {
         );
 
         tracing::info!(address = %self.local_addr, "authd listening");
-        let health_on_shutdown = health.clone();
         // CheckRequests carry the whole HTTP request's headers: the AuthService cap.
         let ext_authz_service = capped(
             AuthorizationServer::new(ExtAuthz::new(
@@ -374,15 +398,20 @@ impl App {
         );
         let mut server = Server::builder();
         if let Some(tls) = self.tls {
-            server = server.tls_config(tls).context("configuring TLS")?;
+            server = server
+                .tls_config(tls)
+                .context("AUTHD_TLS_CERT, AUTHD_TLS_KEY, AUTHD_TLS_CLIENT_CA: unusable")?;
         }
-        let result = server
+        let serve = server
+            // The key set for gateways that fetch it by URL, over HTTP/1.1 or HTTP/2.
+            .layer(jwks)
             // gRPC-Web from browsers, over HTTP/1.1 too, on the same port.
             .accept_http1(true)
             .layer(tower::util::option_layer(cors_layer(self.cors_origins)))
             .layer(GrpcWebLayer::new())
             // Inside gRPC-Web, so every call is seen as gRPC, whichever way it came.
             .layer(tower::util::option_layer(metrics))
+            .layer(AccessLogLayer::new(self.trusted_proxies))
             .timeout(limits.request_timeout)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -390,15 +419,15 @@ impl App {
             // A backstop well above the metadata limit the interceptor enforces.
             .http2_max_header_list_size(limits.max_header_list_bytes.saturating_mul(4))
             // Beyond the global limit a call is refused at once (RESOURCE_EXHAUSTED)
-            // instead of queueing behind the others.
-            .load_shed(true)
+            // instead of queueing behind the others; inside the access log and the
+            // metrics, which count the refusals.
+            .layer(LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::new(
                 limits.max_concurrent_requests,
             ))
             .layer(MapResponseLayer::new(
                 oversize_message_is_resource_exhausted,
             ))
-            .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
             .add_service(health_service)
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
@@ -407,27 +436,30 @@ impl App {
             .add_service(ext_authz_service)
             .serve_with_incoming_shutdown(
                 Accepting::new(TcpIncoming::from(self.listener).with_nodelay(Some(true))),
-                async move {
-                    shutdown.await;
-                    tracing::info!("shutting down: finishing in-flight calls");
-                    set_health(&health_on_shutdown, ServingStatus::NotServing).await;
-                },
-            )
-            .await
-            .context("serving gRPC");
+                shutdown::reached(stage.clone(), Stage::Finishing),
+            );
+        let result = tokio::select! {
+            result = serve => result.context("serving gRPC"),
+            () = shutdown::reached(stage, Stage::Stopping) => Ok(()),
+        };
+        stages.abort();
 
+        // Background tasks stop between steps; one stuck on the database is dropped.
         let _ = stop_tx.send(true);
-        for task in tasks {
-            if let Err(err) = task.await {
-                tracing::error!(error = %err, "background task failed");
+        let deadline = tokio::time::Instant::now() + shutdown::CLEANUP_GRACE;
+        for mut task in tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "background task failed"),
+                Err(_) => task.abort(),
             }
         }
-        self.store
-            .connection()
-            .clone()
-            .close()
-            .await
-            .context("closing the database pool")?;
+        let pool = self.store.connection().clone();
+        let deadline = deadline + shutdown::CLEANUP_GRACE;
+        match tokio::time::timeout_at(deadline, pool.close()).await {
+            Ok(closed) => closed.context("closing the database pool")?,
+            Err(_) => tracing::warn!("the database did not answer the pool's goodbyes; left"),
+        }
         tracing::info!("authd stopped");
         result
     }
@@ -563,16 +595,39 @@ fn server_tls(config: &TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
     let read = |path: &std::path::Path, variable: &str| {
         std::fs::read(path).with_context(|| format!("{variable}: cannot read {}", path.display()))
     };
-    let identity = Identity::from_pem(read(cert, "AUTHD_TLS_CERT")?, read(key, "AUTHD_TLS_KEY")?);
+    // Checked here, so a wrong file is named by its setting (the TLS library would only
+    // say "no root trust anchors were provided" or "peer sent no certificates").
+    let (cert_pem, key_pem) = (read(cert, "AUTHD_TLS_CERT")?, read(key, "AUTHD_TLS_KEY")?);
+    certificates_in(&cert_pem, cert, "AUTHD_TLS_CERT")?;
+    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+        anyhow::anyhow!(
+            "AUTHD_TLS_KEY: {} holds no PEM private key (-----BEGIN PRIVATE KEY-----)",
+            key.display()
+        )
+    })?;
+    let identity = Identity::from_pem(cert_pem, key_pem);
     let mut tls = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &config.client_ca {
+        let ca_pem = read(ca, "AUTHD_TLS_CLIENT_CA")?;
+        certificates_in(&ca_pem, ca, "AUTHD_TLS_CLIENT_CA")?;
         // Client certificates are verified when presented but not demanded of every
         // connection: end users log in without one; ValidateToken may demand one.
         tls = tls
-            .client_ca_root(Certificate::from_pem(read(ca, "AUTHD_TLS_CLIENT_CA")?))
+            .client_ca_root(Certificate::from_pem(ca_pem))
             .client_auth_optional(true);
     }
     Ok(Some(tls))
+}
+
+/// Fails, naming `variable`, unless `pem` holds at least one certificate.
+fn certificates_in(pem: &[u8], path: &std::path::Path, variable: &str) -> anyhow::Result<()> {
+    let found = CertificateDer::pem_slice_iter(pem).any(|cert| cert.is_ok());
+    anyhow::ensure!(
+        found,
+        "{variable}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        path.display()
+    );
+    Ok(())
 }
 
 fn millis(duration: Duration) -> i64 {

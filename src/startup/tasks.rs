@@ -1,7 +1,13 @@
 //! The background tasks of a running server: each runs a step on a [`Periodic`] schedule
 //! until the server stops.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     sync::{Notify, watch},
@@ -10,7 +16,7 @@ use tokio::{
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use super::set_health;
+use super::{set_health, shutdown::Stage};
 use crate::{
     auth::{
         Authenticator, Clock, KeySealer, KeySource, Keyring, Purged, Purger, Revocations,
@@ -78,10 +84,10 @@ impl OnChange {
     }
 }
 
-/// Flips the health status with the database's state: NOT_SERVING while it cannot be
-/// reached, and while it refuses writes (out of space, read-only).
+/// Probes the database: `database_ok` is false while it cannot be reached, and while it
+/// refuses writes (out of space, read-only).
 pub(super) fn health_probe(
-    health: HealthReporter,
+    database_ok: Arc<AtomicBool>,
     store: SqlStore,
     interval: Duration,
     stop: watch::Receiver<bool>,
@@ -102,6 +108,37 @@ pub(super) fn health_probe(
                     false
                 }
             };
+            database_ok.store(up, Ordering::Release);
+            if serving == Some(false) && up {
+                tracing::info!("database serving again");
+            }
+            serving = Some(up);
+        }
+    })
+}
+
+/// How often the health status is brought in line with the server's state.
+const HEALTH_VIEW_TICK: Duration = Duration::from_millis(100);
+
+/// The health status, as the calls see the server: SERVING while the database probe
+/// passes and the revocation state is recent enough for ValidateToken to vouch for a
+/// session (past that it answers UNAVAILABLE); NOT_SERVING at once when the stop begins.
+pub(super) fn health_view(
+    health: HealthReporter,
+    database_ok: Arc<AtomicBool>,
+    revocations: Arc<Revocations>,
+    clock: Arc<dyn Clock>,
+    mut stage: watch::Receiver<Stage>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(HEALTH_VIEW_TICK);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut serving = None;
+        loop {
+            let stopping = *stage.borrow_and_update() >= Stage::Draining;
+            let up = !stopping
+                && database_ok.load(Ordering::Acquire)
+                && revocations.is_current(clock.now());
             if serving != Some(up) {
                 let status = if up {
                     ServingStatus::Serving
@@ -109,10 +146,16 @@ pub(super) fn health_probe(
                     ServingStatus::NotServing
                 };
                 set_health(&health, status).await;
-                if serving.is_some() && up {
-                    tracing::info!("database serving again");
-                }
                 serving = Some(up);
+            }
+            if stopping {
+                return;
+            }
+            tokio::select! {
+                _ = ticker.tick() => {}
+                changed = stage.changed() => if changed.is_err() {
+                    return;
+                },
             }
         }
     })
@@ -181,6 +224,18 @@ async fn listen(notices: RevocationNotices, pushed: Arc<Notify>) {
 pub(super) struct KeyReload {
     pub(super) sealer: KeySealer,
     pub(super) settings: TokenSettings,
+}
+
+impl KeyReload {
+    /// How long a fetched key set may be cached: a reload interval, which leaves a
+    /// replica another to serve a newly published key before it signs (see
+    /// `grpc::well_known`). A shared secret publishes no keys that could change.
+    pub(super) fn jwks_max_age(&self) -> Duration {
+        match &self.settings.keys {
+            KeySource::Rotating(schedule) => schedule.reload_interval,
+            _ => Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Re-reads the signing keys every reload interval, applying the rotation schedule, so

@@ -20,6 +20,8 @@ pub struct AuditRecord {
     /// Who acted, for administrative events: a user id, `api-key:` and a digest prefix,
     /// or `cli`.
     pub actor: Option<String>,
+    /// The request id of the call, which its log lines carry too.
+    pub request_id: Option<String>,
 }
 
 /// An event as read back from the trail.
@@ -33,6 +35,7 @@ pub struct StoredAuditEvent {
     pub session_id: Option<Uuid>,
     pub peer: Option<String>,
     pub actor: Option<String>,
+    pub request_id: Option<String>,
 }
 
 /// The audit trail.

@@ -26,7 +26,7 @@ pub use purge::PurgeStore;
 pub use sessions::{NewSession, RevokeReason, Rotation, SessionRecord, SessionStart, SessionStore};
 pub use sql::{
     Backend, CannotOpen, DatabaseHealth, DatabaseSettings, LISTENER_NAME, Notice, QueryCounter,
-    RevocationNotices, SqlStore, SqliteSync, connect, migrate, migrate_then,
+    RevocationNotices, SqlStore, SqliteSync, connect, migrate, migrate_then, migration_status,
 };
 pub use throttle::{Admission, ThrottleRule, ThrottleStore};
 pub use users::{

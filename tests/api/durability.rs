@@ -496,6 +496,7 @@ fn audit(outcome: &'static str) -> AuditRecord {
         session_id: None,
         peer: None,
         actor: None,
+        request_id: None,
     }
 }
 

@@ -209,3 +209,100 @@ async fn a_black_holed_database_fails_calls_within_the_statement_timeout_and_rec
     assert!(app.validate(&tokens.access_token).await.unwrap().active);
     app.stop().await;
 }
+
+/// Needs a network database: the proxy in front of it stops passing bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_no_later_than_validate_token_fails() {
+    let db = TestDb::fresh().await;
+    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
+        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+        return;
+    };
+    let proxy = DbProxy::start(target).await;
+    // The shipped timings: a probe every 2 s that may wait 5 s, a sync every second.
+    let app = TestApp::builder(db.via(proxy.addr))
+        .configure(|config| {
+            config.database.acquire_timeout = Duration::from_secs(5);
+            config.database.statement_timeout = Duration::from_secs(5);
+            config.health_probe_interval = Duration::from_secs(2);
+            config.revocation_sync = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
+    let (_, tokens) = app.new_user().await;
+
+    proxy.stall();
+    let started = Instant::now();
+    let mut health_down = None;
+    let validate_down = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "ValidateToken never failed"
+        );
+        if health_down.is_none()
+            && app.health_status("").await.ok() == Some(ServingStatus::NotServing)
+        {
+            health_down = Some(started.elapsed());
+        }
+        if app.validate(&tokens.access_token).await.is_err() {
+            break started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The health view is refreshed every 100 ms: give it one refresh.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    if health_down.is_none() && app.health_status("").await.ok() == Some(ServingStatus::NotServing)
+    {
+        health_down = Some(started.elapsed());
+    }
+    let health_down = health_down.expect("health still SERVING while ValidateToken fails");
+    assert!(
+        health_down <= validate_down + Duration::from_millis(300),
+        "health NOT_SERVING at {health_down:?}, ValidateToken UNAVAILABLE at {validate_down:?}"
+    );
+    proxy.resume();
+    app.wait_for_health(ServingStatus::Serving).await;
+    app.stop().await;
+}
+
+/// Needs a network database: the proxy in front of it stops passing bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_is_quick_whatever_the_database_does() {
+    let db = TestDb::fresh().await;
+    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
+        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+        return;
+    };
+    let proxy = DbProxy::start(target).await;
+    let app = TestApp::builder(db.via(proxy.addr))
+        .configure(|config| {
+            config.database.acquire_timeout = Duration::from_secs(5);
+            config.database.statement_timeout = Duration::from_secs(5);
+        })
+        .spawn()
+        .await;
+    let (email, _) = app.new_user().await;
+    proxy.stall();
+    // A call stuck on the database, and background tasks stuck on it too.
+    let client = app.client.clone();
+    let stuck = tokio::spawn(async move {
+        let mut client = client;
+        client
+            .login(authd::proto::auth::v1::LoginRequest {
+                email,
+                password: PASSWORD.into(),
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    app.stop().await;
+    // No drain here: the in-flight grace (1 s) and the clean-up's (1 s) at most.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert!(stuck.await.unwrap().is_err());
+    proxy.resume();
+}

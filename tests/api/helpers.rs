@@ -28,7 +28,6 @@ use secrecy::SecretString;
 use tempfile::TempDir;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::oneshot,
     task::{AbortHandle, JoinHandle},
 };
 use tonic::{Code, Request, Status, transport::Channel};
@@ -197,6 +196,8 @@ pub fn test_config(db: &TestDb) -> Config {
     config.database.acquire_timeout = Duration::from_secs(10);
     config.revocation_sync = Duration::from_millis(200);
     config.health_probe_interval = Duration::from_millis(200);
+    // No drain: a stopped test server closes at once (the drain has its own tests).
+    config.shutdown_drain = Duration::ZERO;
     // Every test calls from 127.0.0.1; the per-address buckets get their own test.
     config.limits.login_per_minute = NonZeroU32::new(100_000).expect("non-zero");
     config.limits.register_per_minute = NonZeroU32::new(100_000).expect("non-zero");
@@ -216,7 +217,8 @@ pub struct TestApp {
     /// The server's clock: [`TestApp::advance`] moves it.
     pub clock: Arc<TestClock>,
     revocation_sync: Duration,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// SIGTERM, as the server sees it.
+    signals: tokio::sync::mpsc::UnboundedSender<()>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -285,10 +287,10 @@ impl TestAppBuilder {
         let addr = app.local_addr();
         let metrics_addr = app.metrics_addr();
         let queries = app.query_counter();
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(app.run_until_stopped(async {
-            let _ = rx.await;
-        }));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let handle = tokio::spawn(
+            app.run_until_stopped(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+        );
         let scheme = if client_tls.is_some() {
             "https"
         } else {
@@ -308,7 +310,7 @@ impl TestAppBuilder {
             queries,
             clock,
             revocation_sync,
-            shutdown: Some(tx),
+            signals: tx,
             handle: Some(handle),
         };
         app.wait_for_health(ServingStatus::Serving).await;
@@ -335,10 +337,19 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    /// A stop signal, as SIGTERM: the first starts the drain, the second ends it.
+    pub fn signal(&self) {
+        let _ = self.signals.send(());
+    }
+
+    /// Signals, then waits for the server to stop.
+    pub async fn stop(self) {
+        self.signal();
+        self.stopped().await;
+    }
+
+    /// Waits for the server to stop, cleanly.
+    pub async fn stopped(mut self) {
         if let Some(handle) = self.handle.take() {
             handle
                 .await
@@ -559,7 +570,7 @@ pub fn free_port() -> u16 {
 }
 
 /// An `authd serve` process, killed (SIGKILL) when dropped.
-pub struct AuthdProcess(std::process::Child);
+pub struct AuthdProcess(pub std::process::Child);
 
 impl AuthdProcess {
     pub fn pid(&self) -> u32 {

@@ -456,3 +456,88 @@ async fn changing_the_algorithm_keeps_the_old_algorithms_tokens_valid() {
     }
     es256.stop().await;
 }
+
+/// Fetches the key set from its URL, as gateways and other services' libraries do, and
+/// verifies a token with it; prints the subject.
+const PYJWT_FROM_URL: &str = r#"
+import sys
+import jwt
+url, token = sys.argv[1], sys.argv[2]
+key = jwt.PyJWKClient(url).get_signing_key_from_jwt(token)
+claims = jwt.decode(token, key=key, algorithms=[key.algorithm_name], issuer="authd", audience="authd")
+print(claims["sub"])
+"#;
+
+// Several threads: PyJWT's fetch blocks this one while the server answers on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_is_served_over_http_for_gateways_that_fetch_it_by_url() {
+    use authd::grpc::JWKS_PATH;
+    use http::{Method, StatusCode};
+
+    let app = spawn_app().await;
+    let (_, tokens) = app.new_user().await;
+    let me = app.get_me(Some(&tokens.access_token)).await.unwrap();
+    let http = crate::gateway::Http::to(app.addr.port());
+
+    let answer = http.get(JWKS_PATH, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let header = |name: &str| {
+        answer
+            .headers
+            .get(name)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "application/jwk-set+json");
+    // Cacheable for one key reload interval (60 s): within the two a new key is published
+    // ahead of its turn.
+    assert_eq!(header("cache-control"), "public, max-age=60");
+    let etag = header("etag");
+    // The very keys GetJwks publishes.
+    let jwks = app
+        .client
+        .clone()
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap();
+    assert_eq!(answer.json, jwks_json(&jwks.get_ref().keys));
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(answer.json["keys"][0].clone()).unwrap();
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&["authd"]);
+    jsonwebtoken::decode::<serde_json::Value>(
+        &tokens.access_token,
+        &DecodingKey::from_jwk(&jwk).unwrap(),
+        &validation,
+    )
+    .unwrap();
+
+    // Revalidation: unchanged keys cost no body.
+    let again = http.get(JWKS_PATH, &[("if-none-match", &etag)]).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(again.json, serde_json::Value::Null);
+    let other = http.get(JWKS_PATH, &[("if-none-match", "\"stale\"")]).await;
+    assert_eq!(other.status, StatusCode::OK);
+    let (status, headers, _) = http
+        .send(Method::POST, JWKS_PATH, &[], bytes::Bytes::new())
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers.get("allow").unwrap(), "GET, HEAD");
+
+    if let Some(python) = python_with_pyjwt() {
+        let url = format!("http://{}{JWKS_PATH}", app.addr);
+        let out = std::process::Command::new(python)
+            .args(["-c", PYJWT_FROM_URL, &url, &tokens.access_token])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "PyJWT could not verify from the URL: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), me.id);
+    }
+    app.stop().await;
+}

@@ -1,7 +1,8 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use authd::proto::auth::v1::InactiveReason;
-use tonic::Code;
+use tonic::{Code, transport::Channel};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::{PASSWORD, TestApp, TestDb, assert_code, set_active, spawn_app};
 
@@ -146,4 +147,63 @@ async fn a_login_racing_a_deactivation_gets_no_session_that_stays_active() {
         }
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_says_not_serving_at_once_and_keeps_accepting_through_the_drain() {
+    let drain = Duration::from_secs(2);
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| config.shutdown_drain = drain)
+        .spawn()
+        .await;
+    let (_, tokens) = app.new_user().await;
+    let addr = app.addr;
+
+    let signalled = Instant::now();
+    app.signal();
+    app.wait_for_health(ServingStatus::NotServing).await;
+    assert!(signalled.elapsed() < drain, "NOT_SERVING came late");
+    // A load balancer that has not caught up yet still gets answers, on new connections.
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("still accepting while draining");
+    let mut client = authd::proto::auth::v1::auth_service_client::AuthServiceClient::new(channel);
+    let answer = client
+        .validate_token(authd::proto::auth::v1::ValidateTokenRequest {
+            token: tokens.access_token.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(answer.into_inner().active);
+    drop(client);
+
+    app.stopped().await;
+    assert!(
+        signalled.elapsed() >= drain,
+        "stopped before the drain ended"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the port closes once stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_cuts_the_drain_short() {
+    let app = TestApp::builder(TestDb::fresh().await)
+        .configure(|config| config.shutdown_drain = Duration::from_secs(600))
+        .spawn()
+        .await;
+    app.signal();
+    app.wait_for_health(ServingStatus::NotServing).await;
+    let started = Instant::now();
+    // The second signal.
+    app.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?} after the second signal",
+        started.elapsed()
+    );
 }

@@ -8,6 +8,7 @@
     unreachable_pub
 )]
 
+mod access;
 mod account;
 mod admin;
 mod audit;

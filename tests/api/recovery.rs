@@ -566,6 +566,7 @@ async fn changes_checked_before_a_reset_cannot_undo_it_when_they_commit_after() 
         session_id: None,
         peer: None,
         actor: None,
+        request_id: None,
     };
     let attacker_hash = SecretString::from("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g");
 

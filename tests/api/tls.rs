@@ -177,3 +177,85 @@ async fn healthcheck_can_speak_tls() {
     assert!(output.status.success(), "{output:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn healthcheck_follows_the_servers_tls_settings_and_fails_in_one_readable_line() {
+    let pki = Pki::new();
+    // A chain file as cert-manager writes one: the server's certificate, then its CA's.
+    let chain = pki.path("chain.pem");
+    let leaf = std::fs::read_to_string(pki.path("server.pem")).unwrap();
+    std::fs::write(&chain, format!("{leaf}{}", pki.ca_pem)).unwrap();
+    let db = TestDb::fresh().await;
+    let mut config = test_config(&db);
+    config.tls.cert = Some(chain.clone());
+    config.tls.key = Some(pki.path("server.key"));
+    let app = TestApp::builder(db)
+        .config(config)
+        .client_tls(Some(pki.client_tls()))
+        .spawn()
+        .await;
+    let addr = app.addr.to_string();
+    let check = move |tls_cert: Option<PathBuf>| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = crate::helpers::authd_bin();
+            command.args(["healthcheck", "--listen", &addr]);
+            if let Some(cert) = tls_cert {
+                // The very variable `serve` reads, as the Docker image's HEALTHCHECK has it.
+                command.env("AUTHD_TLS_CERT", cert);
+            }
+            command.output().unwrap()
+        })
+    };
+
+    let same_settings = check(Some(chain)).await.unwrap();
+    assert!(same_settings.status.success(), "{same_settings:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&same_settings.stdout).trim(),
+        "SERVING"
+    );
+
+    let plaintext = check(None).await.unwrap();
+    assert!(!plaintext.status.success());
+    let stderr = String::from_utf8_lossy(&plaintext.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: health check against http://"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("AUTHD_TLS_CERT"), "{stderr}");
+    assert!(!stderr.contains("hyper::Error"), "{stderr}");
+    app.stop().await;
+}
+
+#[test]
+fn tls_files_holding_the_wrong_thing_are_named_by_their_setting() {
+    let pki = Pki::new();
+    let junk = pki.path("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let cases = [
+        (&junk, &key, None, "AUTHD_TLS_CERT: "),
+        (&cert, &junk, None, "AUTHD_TLS_KEY: "),
+        (&cert, &key, Some(&junk), "AUTHD_TLS_CLIENT_CA: "),
+        // A key where the CA should be: no certificate in it either.
+        (&cert, &key, Some(&key), "AUTHD_TLS_CLIENT_CA: "),
+    ];
+    for (cert, key, client_ca, named) in cases {
+        let mut command = crate::helpers::authd_bin();
+        command
+            .arg("serve")
+            .env("AUTHD_LISTEN", "127.0.0.1:0")
+            .env("AUTHD_DATABASE_URL", "sqlite::memory:")
+            .env("AUTHD_TLS_CERT", cert)
+            .env("AUTHD_TLS_KEY", key);
+        if let Some(ca) = client_ca {
+            command.env("AUTHD_TLS_CLIENT_CA", ca);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.starts_with(&format!("error: {named}")), "{stderr}");
+        assert!(stderr.contains("holds no PEM"), "{stderr}");
+    }
+}

@@ -12,6 +12,7 @@ pub(crate) struct Model {
     pub(crate) session_id: Option<Uuid>,
     pub(crate) peer: Option<String>,
     pub(crate) actor: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

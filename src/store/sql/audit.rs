@@ -55,6 +55,7 @@ impl From<audit_events::Model> for StoredAuditEvent {
             session_id: m.session_id,
             peer: m.peer,
             actor: m.actor,
+            request_id: m.request_id,
         }
     }
 }
@@ -72,6 +73,7 @@ pub(super) async fn insert_audit(
         session_id: Set(event.session_id),
         peer: Set(event.peer.clone()),
         actor: Set(event.actor.clone()),
+        request_id: Set(event.request_id.clone()),
     })
     .exec_without_returning(db)
     .await?;

@@ -50,22 +50,36 @@ fn map_db_err(err: DbErr) -> StoreError {
     }
 }
 
+/// The driver's error inside `err`, if it came from the driver.
+pub(super) fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
+    match err {
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e)) => Some(e.as_ref()),
+        _ => None,
+    }
+}
+
 /// Whether `err` is SQLite's SQLITE_BUSY: the database is locked.
 pub(super) fn is_sqlite_busy(err: &DbErr) -> bool {
-    let (DbErr::Conn(RuntimeErr::SqlxError(e))
-    | DbErr::Query(RuntimeErr::SqlxError(e))
-    | DbErr::Exec(RuntimeErr::SqlxError(e))) = err
-    else {
-        return false;
-    };
-    let sqlx::Error::Database(db) = e.as_ref() else {
-        return false;
-    };
+    sqlite_code(err).is_some_and(|code| code & 0xff == 5)
+}
+
+/// Whether `db` is SQLite's SQLITE_CANTOPEN: the file cannot be created or opened.
+pub(super) fn is_sqlite_cannot_open(db: &dyn DatabaseError) -> bool {
     db.try_downcast_ref::<SqliteError>().is_some()
         && db
             .code()
             .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| code & 0xff == 5)
+            .is_some_and(|code| code & 0xff == 14)
+}
+
+fn sqlite_code(err: &DbErr) -> Option<i32> {
+    let sqlx::Error::Database(db) = sqlx_error(err)? else {
+        return None;
+    };
+    db.try_downcast_ref::<SqliteError>()?;
+    db.code()?.parse::<i32>().ok()
 }
 
 fn classify_sqlx(err: &sqlx::Error) -> Option<Class> {

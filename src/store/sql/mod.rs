@@ -31,7 +31,7 @@ pub use self::{
     health::DatabaseHealth,
     notices::{LISTENER_NAME, Notice, RevocationNotices},
     settings::{Backend, DatabaseSettings, SqliteSync},
-    setup::{CannotOpen, connect, migrate, migrate_then},
+    setup::{CannotOpen, connect, migrate, migrate_then, migration_status},
 };
 use super::{AuditRecord, StoreError, StoreResult};
 

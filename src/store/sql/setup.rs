@@ -9,24 +9,111 @@ use std::{
 use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait as _};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, DbBackend, Statement,
-    TransactionTrait as _,
+    ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, DbBackend, DbErr,
+    Statement, TransactionTrait as _,
     sqlx::{self, Row as _},
 };
 use secrecy::ExposeSecret as _;
 
 use super::{
-    errors::is_sqlite_busy,
+    errors::{is_sqlite_busy, is_sqlite_cannot_open, sqlx_error},
     settings::{Backend, DatabaseSettings, SqliteSync},
 };
 
-/// The database could not be opened (the edge names the setting that says where it is).
+/// The database could not be opened (the edge names the setting that says where it is),
+/// and why, said once: the driver's own error repeats its cause down its source chain.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the {backend} database")]
+#[error("cannot open the {database}: {cause}")]
 pub struct CannotOpen {
-    backend: &'static str,
-    #[source]
-    source: sea_orm::DbErr,
+    database: String,
+    cause: String,
+}
+
+impl CannotOpen {
+    fn new(config: &DatabaseSettings, err: &DbErr) -> Self {
+        let cause = match sqlx_error(err) {
+            Some(err) => why_not(config, err),
+            None => err.to_string(),
+        };
+        Self {
+            database: database_name(config),
+            cause,
+        }
+    }
+}
+
+/// What an operator can act on in the driver's error.
+fn why_not(config: &DatabaseSettings, err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (is the server running, on that host and port?)".to_owned()
+        }
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => format!(
+            "no connection within {} (AUTHD_DB_ACQUIRE_TIMEOUT)",
+            humantime::format_duration(config.acquire_timeout)
+        ),
+        sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
+        sqlx::Error::Database(db) if is_sqlite_cannot_open(db.as_ref()) => {
+            sqlite_file_problem(config).unwrap_or_else(|| db.message().to_owned())
+        }
+        // The server's message, without the driver's additions (PostgreSQL's source line).
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Why SQLite cannot create or open its file: a missing directory, or one (or the file)
+/// that is not writable.
+fn sqlite_file_problem(config: &DatabaseSettings) -> Option<String> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(config.url.expose_secret()).ok()?;
+    let file = options.get_filename();
+    let directory = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    if !directory.is_dir() {
+        return Some(format!(
+            "the directory of {} ({}) does not exist",
+            file.display(),
+            directory.display()
+        ));
+    }
+    let written = if file.exists() { file } else { directory };
+    match rustix::fs::access(written, rustix::fs::Access::WRITE_OK) {
+        Err(err) => Some(format!("{} is not writable ({err})", written.display())),
+        Ok(()) => None,
+    }
+}
+
+/// PostgreSQL sends a NOTICE for every `CREATE ... IF NOT EXISTS` that finds its table,
+/// which the driver logs at INFO: several lines at every start and command. Warnings and
+/// errors still come.
+fn quiet_notices(options: sqlx::postgres::PgConnectOptions) -> sqlx::postgres::PgConnectOptions {
+    options.options([("client_min_messages", "warning")])
+}
+
+/// One connection straight to a database server, before the pool opens: the pool retries
+/// a refused connection until its acquire timeout, then says only that it timed out.
+async fn reach_server(config: &DatabaseSettings) -> Result<(), sqlx::Error> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let url = config.url.expose_secret();
+    let attempt = async {
+        match config.backend {
+            Backend::Postgres => {
+                let options = quiet_notices(sqlx::postgres::PgConnectOptions::from_str(url)?);
+                options.connect().await?.close().await
+            }
+            Backend::MySql => {
+                let options = sqlx::mysql::MySqlConnectOptions::from_str(url)?;
+                options.connect().await?.close().await
+            }
+            Backend::Sqlite => Ok(()),
+        }
+    };
+    tokio::time::timeout(config.acquire_timeout, attempt)
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }
 
 /// How long SQLite waits for the write lock before answering "database is locked".
@@ -41,6 +128,47 @@ pub async fn connect(config: &DatabaseSettings) -> anyhow::Result<DatabaseConnec
         Backend::Postgres | Backend::MySql => 10,
     };
     open(config, config.max_connections.unwrap_or(default_pool)).await
+}
+
+/// Every migration by name, and whether it is applied, without changing anything: a
+/// SQLite file that does not exist yet is not made, nor is the migrations table.
+pub async fn migration_status(config: &DatabaseSettings) -> anyhow::Result<Vec<(String, bool)>> {
+    let names: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|migration| migration.name().to_owned())
+        .collect();
+    if config.backend == Backend::Sqlite && sqlite_directory(config).is_none() {
+        return Ok(names.into_iter().map(|name| (name, false)).collect());
+    }
+    let db = open(config, 1).await?;
+    let applied = applied_migrations(&db).await;
+    db.close().await.context("closing the database pool")?;
+    let applied = applied.context("reading the applied migrations")?;
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let done = applied.contains(&name);
+            (name, done)
+        })
+        .collect())
+}
+
+async fn applied_migrations(
+    db: &DatabaseConnection,
+) -> Result<std::collections::HashSet<String>, DbErr> {
+    let table = "seaql_migrations";
+    if !migration::SchemaManager::new(db).has_table(table).await? {
+        return Ok(Default::default());
+    }
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT version FROM {table}"),
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "version"))
+        .collect()
 }
 
 /// Applies the pending migrations to `db`, the pool opened from `config`.
@@ -102,15 +230,12 @@ async fn open_session(config: &DatabaseSettings) -> anyhow::Result<DatabaseConne
         .acquire_timeout(config.acquire_timeout)
         .connect_timeout(config.acquire_timeout)
         .sqlx_logging(false)
+        .map_sqlx_postgres_opts(quiet_notices)
         .map_sqlx_postgres_pool_opts(|pool| pool.max_lifetime(None).idle_timeout(None))
         .map_sqlx_mysql_pool_opts(|pool| pool.max_lifetime(None).idle_timeout(None));
     Database::connect(options)
         .await
-        .map_err(|source| CannotOpen {
-            backend: config.backend(),
-            source,
-        })
-        .map_err(anyhow::Error::from)
+        .map_err(|err| CannotOpen::new(config, &err).into())
 }
 
 /// Releases the migration lock, and says so if it was lost on the way (the session's
@@ -241,7 +366,6 @@ async fn open(
     max_connections: u32,
 ) -> anyhow::Result<DatabaseConnection> {
     let url = config.url.expose_secret();
-    let backend = config.backend();
     let synchronous = match config.sqlite_sync {
         SqliteSync::EveryCommit => sqlx::sqlite::SqliteSynchronous::Full,
         SqliteSync::AtCheckpoints => sqlx::sqlite::SqliteSynchronous::Normal,
@@ -271,7 +395,7 @@ async fn open(
         // The server gives up on a statement past the timeout too, releasing its locks.
         // (The session pool that migrates does not: a migration may take longer.)
         .map_sqlx_postgres_opts(move |opts| {
-            opts.options([("statement_timeout", statement_timeout_ms.to_string())])
+            quiet_notices(opts).options([("statement_timeout", statement_timeout_ms.to_string())])
         })
         // MySQL has no statement_timeout: lock waits, where a statement spends its time,
         // are bounded instead, and MariaDB bounds whole statements too.
@@ -311,6 +435,10 @@ async fn open(
         // The checks above reach the server: the pool's own ping would be a second trip.
         options.test_before_acquire(false);
     }
+    reach_server(config).await.map_err(|err| CannotOpen {
+        database: database_name(config),
+        cause: why_not(config, &err),
+    })?;
     // The first connection to a new SQLite file switches it to WAL, a change SQLite
     // refuses at once (SQLITE_BUSY, without waiting) while another pool or process opens
     // the same new file: tried again until the busy timeout.
@@ -325,9 +453,7 @@ async fn open(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             opened => {
-                return opened
-                    .map_err(|source| CannotOpen { backend, source })
-                    .map_err(anyhow::Error::from);
+                return opened.map_err(|err| CannotOpen::new(config, &err).into());
             }
         }
     }
