@@ -395,8 +395,12 @@ impl fmt::Debug for DatabaseConfig {
 }
 
 impl DatabaseConfig {
-    /// The URL scheme ("sqlite", "postgres", "mysql"), safe to log.
+    /// The URL scheme ("sqlite", "postgres", "mysql"), safe to log; "from a file" when
+    /// AUTHD_DATABASE_URL_FILE names it (the file is read when the settings are made).
     pub fn backend(&self) -> &str {
+        if self.url_file.is_some() {
+            return "from a file";
+        }
         let url = self.url.expose_secret();
         url.split_once(':').map_or("unknown", |(scheme, _)| scheme)
     }

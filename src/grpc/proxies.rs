@@ -4,6 +4,9 @@
 //! `x-forwarded-for` is the client's own claim, and ignored. Each proxy appends the address
 //! it saw to `x-forwarded-for`, so the list is read from the right: the first hop that is
 //! not a trusted proxy is the client (everything left of it is the client's to write).
+//! That holds only if every trusted proxy appends to the list (or, for Envoy's
+//! `x-envoy-external-address`, sets it and drops the client's): a trusted proxy that passes
+//! a client's headers on untouched lets the client name any address.
 
 use std::net::IpAddr;
 
@@ -61,8 +64,14 @@ impl TrustedProxies {
     }
 }
 
+/// An address as proxies write it: bare, or with the port some gateways add
+/// (`192.0.2.1:4711`, `[2001:db8::1]:443`).
 fn parse_ip(text: &[u8]) -> Option<IpAddr> {
-    let address: IpAddr = std::str::from_utf8(text).ok()?.trim().parse().ok()?;
+    let text = std::str::from_utf8(text).ok()?.trim();
+    let address = text
+        .parse::<IpAddr>()
+        .or_else(|_| text.parse::<std::net::SocketAddr>().map(|addr| addr.ip()))
+        .ok()?;
     Some(address.to_canonical())
 }
 
@@ -140,6 +149,15 @@ mod tests {
         // Only trusted hops: the farthest one is as near the client as can be known.
         let all_trusted = headers(&[("x-forwarded-for", "10.0.0.3, 10.0.0.2")]);
         assert_eq!(trusted.client(ip("10.1.2.3"), &all_trusted), ip("10.0.0.3"));
+    }
+
+    #[test]
+    fn hops_with_ports_name_their_address() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        let ported = headers(&[("x-forwarded-for", "198.51.100.7:4711, [2001:db8::1]:443")]);
+        assert_eq!(trusted.client(ip("10.1.2.3"), &ported), ip("2001:db8::1"));
+        let v4 = headers(&[("x-forwarded-for", "198.51.100.7:4711")]);
+        assert_eq!(trusted.client(ip("10.1.2.3"), &v4), ip("198.51.100.7"));
     }
 
     #[test]

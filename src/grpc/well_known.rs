@@ -2,9 +2,10 @@
 //! GetJwks publishes, for gateways that fetch a JWKS by URL (Envoy's `jwt_authn`, Kong,
 //! nginx) rather than over gRPC.
 //!
-//! Caches may keep it for `max-age` = the key reload interval. A new key is published two
-//! reload intervals before it signs; a replica serves it at most one interval after it is
-//! published; so whoever caches the set has it before any token it signed arrives.
+//! Caches may keep it for `max-age` = half the key reload interval. A new key is published
+//! two reload intervals before it signs; a replica serves it at most one interval after
+//! it is published; so whoever caches the set has it, with half an interval to spare,
+//! before any token it signed arrives.
 
 use std::{
     pin::Pin,

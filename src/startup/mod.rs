@@ -6,19 +6,20 @@
 mod accept;
 mod shutdown;
 mod tasks;
+mod tls;
 
 use std::{
     net::SocketAddr,
+    pin::Pin,
     sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
 
 use anyhow::Context as _;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::Stream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{
     ServingStatus,
     pb::health_server::HealthServer,
@@ -27,14 +28,14 @@ use tonic_health::{
 use tonic_web::GrpcWebLayer;
 use tower::{limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer, util::MapResponseLayer};
 
-use self::{accept::Accepting, shutdown::Stage, tasks::KeyReload};
+use self::{accept::Accepting, shutdown::Stage, tasks::KeyReload, tls::ReloadingTls};
 use crate::{
     auth::{
         AccountMail, AccountRules, AccountStores, Accounts, Auditor, Authenticator, Clock,
         Credentials, KeySealer, Keyring, Mailer, Purger, RefreshKey, Retention, Revocations,
         SessionPolicy, Stores, SystemClock, TokenKeys,
     },
-    config::{Config, LimitsConfig, TlsConfig, name_the_setting},
+    config::{Config, LimitsConfig, name_the_setting},
     grpc::{
         AccessLogLayer, AdminGate, AdminGrpc, ApiKeys, AuthGrpc, ExtAuthz, JwksLayer,
         PeerRateLimits, TrustedProxies, ValidateCallers, capped, cors_layer,
@@ -63,7 +64,8 @@ pub struct App {
     validate_callers: ValidateCallers,
     rate_limits: Arc<PeerRateLimits>,
     limits: LimitsConfig,
-    tls: Option<ServerTlsConfig>,
+    /// TLS, reloaded when its files change; `None` for plaintext.
+    tls: Option<Arc<ReloadingTls>>,
     keys: KeyReload,
     revocations: Arc<Revocations>,
     purger: Purger,
@@ -113,7 +115,7 @@ impl App {
         let hasher = config.hashing.hasher()?;
         let token_settings = config.tokens.settings()?;
         let mail_settings = config.mail.settings()?;
-        let tls = server_tls(&config.tls)?;
+        let tls = ReloadingTls::from_config(&config.tls)?.map(Arc::new);
         let admin_api_keys = config.admin_api_key_digests()?;
         let mut validate_callers =
             ValidateCallers::with_api_key_digests(config.validate_api_key_digests()?);
@@ -396,13 +398,8 @@ impl App {
                 .max_decoding_message_size(limits.max_message_bytes),
             metadata_cap,
         );
-        let mut server = Server::builder();
-        if let Some(tls) = self.tls {
-            server = server
-                .tls_config(tls)
-                .context("AUTHD_TLS_CERT, AUTHD_TLS_KEY, AUTHD_TLS_CLIENT_CA: unusable")?;
-        }
-        let serve = server
+        let server = Server::builder();
+        let router = server
             // The key set for gateways that fetch it by URL, over HTTP/1.1 or HTTP/2.
             .layer(jwks)
             // gRPC-Web from browsers, over HTTP/1.1 too, on the same port.
@@ -433,11 +430,16 @@ impl App {
             .add_optional_service(reflection_v1alpha)
             .add_service(auth_service)
             .add_service(admin_service)
-            .add_service(ext_authz_service)
-            .serve_with_incoming_shutdown(
-                Accepting::new(TcpIncoming::from(self.listener).with_nodelay(Some(true))),
-                shutdown::reached(stage.clone(), Stage::Finishing),
-            );
+            .add_service(ext_authz_service);
+        let incoming = Accepting::new(TcpIncoming::from(self.listener).with_nodelay(Some(true)));
+        let stop_accepting = shutdown::reached(stage.clone(), Stage::Finishing);
+        let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match self.tls {
+                Some(tls) => Box::pin(
+                    router.serve_with_incoming_shutdown(tls.accept(incoming), stop_accepting),
+                ),
+                None => Box::pin(router.serve_with_incoming_shutdown(incoming, stop_accepting)),
+            };
         let result = tokio::select! {
             result = serve => result.context("serving gRPC"),
             () = shutdown::reached(stage, Stage::Stopping) => Ok(()),
@@ -585,49 +587,6 @@ fn key_sealer(config: &Config) -> anyhow::Result<KeySealer> {
         }
     }
     Ok(sealer)
-}
-
-/// The rustls configuration from the certificate files, or `None` for plaintext.
-fn server_tls(config: &TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let (Some(cert), Some(key)) = (&config.cert, &config.key) else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path, variable: &str| {
-        std::fs::read(path).with_context(|| format!("{variable}: cannot read {}", path.display()))
-    };
-    // Checked here, so a wrong file is named by its setting (the TLS library would only
-    // say "no root trust anchors were provided" or "peer sent no certificates").
-    let (cert_pem, key_pem) = (read(cert, "AUTHD_TLS_CERT")?, read(key, "AUTHD_TLS_KEY")?);
-    certificates_in(&cert_pem, cert, "AUTHD_TLS_CERT")?;
-    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
-        anyhow::anyhow!(
-            "AUTHD_TLS_KEY: {} holds no PEM private key (-----BEGIN PRIVATE KEY-----)",
-            key.display()
-        )
-    })?;
-    let identity = Identity::from_pem(cert_pem, key_pem);
-    let mut tls = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &config.client_ca {
-        let ca_pem = read(ca, "AUTHD_TLS_CLIENT_CA")?;
-        certificates_in(&ca_pem, ca, "AUTHD_TLS_CLIENT_CA")?;
-        // Client certificates are verified when presented but not demanded of every
-        // connection: end users log in without one; ValidateToken may demand one.
-        tls = tls
-            .client_ca_root(Certificate::from_pem(ca_pem))
-            .client_auth_optional(true);
-    }
-    Ok(Some(tls))
-}
-
-/// Fails, naming `variable`, unless `pem` holds at least one certificate.
-fn certificates_in(pem: &[u8], path: &std::path::Path, variable: &str) -> anyhow::Result<()> {
-    let found = CertificateDer::pem_slice_iter(pem).any(|cert| cert.is_ok());
-    anyhow::ensure!(
-        found,
-        "{variable}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-        path.display()
-    );
-    Ok(())
 }
 
 fn millis(duration: Duration) -> i64 {

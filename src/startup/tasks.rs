@@ -227,12 +227,13 @@ pub(super) struct KeyReload {
 }
 
 impl KeyReload {
-    /// How long a fetched key set may be cached: a reload interval, which leaves a
-    /// replica another to serve a newly published key before it signs (see
+    /// How long a fetched key set may be cached: half a reload interval. A new key is
+    /// published two intervals before it signs and a replica serves it within one, which
+    /// leaves a cache one interval, and half of it is kept as a margin (see
     /// `grpc::well_known`). A shared secret publishes no keys that could change.
     pub(super) fn jwks_max_age(&self) -> Duration {
         match &self.settings.keys {
-            KeySource::Rotating(schedule) => schedule.reload_interval,
+            KeySource::Rotating(schedule) => schedule.reload_interval / 2,
             _ => Duration::from_secs(3600),
         }
     }

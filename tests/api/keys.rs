@@ -491,9 +491,9 @@ async fn the_jwks_is_served_over_http_for_gateways_that_fetch_it_by_url() {
             .to_owned()
     };
     assert_eq!(header("content-type"), "application/jwk-set+json");
-    // Cacheable for one key reload interval (60 s): within the two a new key is published
-    // ahead of its turn.
-    assert_eq!(header("cache-control"), "public, max-age=60");
+    // Cacheable for half a key reload interval (60 s): well within the two a new key is
+    // published ahead of its turn.
+    assert_eq!(header("cache-control"), "public, max-age=30");
     let etag = header("etag");
     // The very keys GetJwks publishes.
     let jwks = app

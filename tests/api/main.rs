@@ -15,6 +15,7 @@ mod audit;
 mod cli;
 mod crash;
 mod durability;
+mod examples;
 mod faults;
 mod gateway;
 mod get_me;

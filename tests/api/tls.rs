@@ -259,3 +259,56 @@ fn tls_files_holding_the_wrong_thing_are_named_by_their_setting() {
         assert!(stderr.contains("holds no PEM"), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_certificate_files_are_served_from_the_next_connection() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, false).await;
+    let before = app.client.clone();
+    // A renewal, as cert-manager makes one: new files renamed over the old. From another
+    // CA here, so which certificate a client got shows in whom it must trust.
+    let renewed = Pki::new();
+    for name in ["server.key", "server.pem"] {
+        let staged = pki.path(&format!("{name}.new"));
+        std::fs::copy(renewed.path(name), &staged).unwrap();
+        std::fs::rename(&staged, pki.path(name)).unwrap();
+    }
+    let connect = |tls: ClientTlsConfig| {
+        let addr = app.addr;
+        async move {
+            let channel = Channel::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await?;
+            tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .map_err(|status| anyhow::anyhow!("{status}"))?;
+            anyhow::Ok(())
+        }
+    };
+    connect(renewed.client_tls())
+        .await
+        .expect("a new connection gets the renewed certificate");
+    assert!(
+        connect(pki.client_tls()).await.is_err(),
+        "the old certificate is no longer served"
+    );
+    // A connection made before the renewal goes on with the certificate it began with.
+    let mut before = before;
+    before
+        .validate_token(ValidateTokenRequest {
+            token: "not a token".to_owned(),
+        })
+        .await
+        .unwrap();
+
+    // A rewrite that does not load (a half-written file) keeps the last good certificate.
+    std::fs::write(pki.path("server.pem"), "-----BEGIN CERTIFICATE-----\ntrunc").unwrap();
+    connect(renewed.client_tls())
+        .await
+        .expect("the last good certificate stays in use");
+    app.stop().await;
+}

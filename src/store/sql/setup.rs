@@ -33,7 +33,8 @@ impl CannotOpen {
     fn new(config: &DatabaseSettings, err: &DbErr) -> Self {
         let cause = match sqlx_error(err) {
             Some(err) => why_not(config, err),
-            None => err.to_string(),
+            // sea-orm's own messages can quote the URL, password and all.
+            None => "the URL cannot be used (not shown: it may hold a password)".to_owned(),
         };
         Self {
             database: database_name(config),
@@ -140,7 +141,19 @@ pub async fn migration_status(config: &DatabaseSettings) -> anyhow::Result<Vec<(
     if config.backend == Backend::Sqlite && sqlite_directory(config).is_none() {
         return Ok(names.into_iter().map(|name| (name, false)).collect());
     }
-    let db = open(config, 1).await?;
+    let db = if config.backend == Backend::Sqlite {
+        // Read-only, and no switch to WAL (which the pool makes, and which would stay).
+        let mut options = ConnectOptions::new(config.url.expose_secret().to_owned());
+        options
+            .max_connections(1)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| opts.read_only(true).create_if_missing(false));
+        Database::connect(options)
+            .await
+            .map_err(|err| anyhow::Error::from(CannotOpen::new(config, &err)))?
+    } else {
+        open(config, 1).await?
+    };
     let applied = applied_migrations(&db).await;
     db.close().await.context("closing the database pool")?;
     let applied = applied.context("reading the applied migrations")?;
