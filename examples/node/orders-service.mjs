@@ -23,6 +23,9 @@ const authd = new AuthService(
   grpc.credentials.createInsecure(),
 );
 const apiKey = process.env.AUTHD_API_KEY;
+if (!apiKey) {
+  throw new Error("AUTHD_API_KEY is required: the key authd expects of ValidateToken callers");
+}
 
 function validate(token) {
   const metadata = new grpc.Metadata();

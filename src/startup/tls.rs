@@ -7,6 +7,7 @@
 //! previous certificate in use, and is tried again at the next connection.
 
 use std::{
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -26,6 +27,10 @@ use crate::config::TlsConfig;
 
 /// How long a client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshakes in progress at once; beyond, new connections wait in the kernel's backlog,
+/// so a flood of silent clients holds this many sockets, not one per connection made.
+const HANDSHAKES_AT_ONCE: usize = 1024;
 
 /// The certificate files, and the configuration last loaded from them.
 #[derive(Debug)]
@@ -49,8 +54,10 @@ struct Loaded {
     refused: Option<Vec<Option<Stamp>>>,
 }
 
-/// What tells a rewritten file: its modification time and length.
-type Stamp = (SystemTime, u64);
+/// What tells a rewritten file: its inode (a rename or symlink swap), its change time (any
+/// rewrite, even one that keeps the modification time, and a change of permissions that
+/// may make a refused file readable), its modification time and its length.
+type Stamp = (u64, i64, i64, SystemTime, u64);
 
 impl ReloadingTls {
     /// Loads the files `config` names; `None` when no certificate is set (plaintext).
@@ -103,6 +110,7 @@ impl ReloadingTls {
         mut tcp: impl Stream<Item = std::io::Result<TcpStream>> + Send + Unpin + 'static,
     ) -> impl Stream<Item = std::io::Result<TlsStream<TcpStream>>> + Send + 'static {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
         tokio::spawn(async move {
             loop {
                 // Ends with the server: the listener closes when it stops taking these.
@@ -112,12 +120,16 @@ impl ReloadingTls {
                 };
                 let Some(accepted) = accepted else { return };
                 let Ok(stream) = accepted else { continue };
+                let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+                    return;
+                };
                 let acceptor = TlsAcceptor::from(self.config());
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send(Ok(tls)).await;
+                            drop(permit);
                         }
                         Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -132,8 +144,15 @@ impl ReloadingTls {
 impl Files {
     fn stamps(&self) -> Vec<Option<Stamp>> {
         let stamp = |path: &Path| {
+            // Follows symlinks: Kubernetes swaps a `..data` link over the files.
             let meta = std::fs::metadata(path).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
+            Some((
+                meta.ino(),
+                meta.ctime(),
+                meta.ctime_nsec(),
+                meta.modified().ok()?,
+                meta.len(),
+            ))
         };
         [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
             .into_iter()
@@ -161,10 +180,10 @@ impl Files {
                 )
             })?;
         // ring, as tonic's own TLS (the client side) uses.
-        let builder =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .context("TLS protocol versions")?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(path) => {
@@ -181,7 +200,7 @@ impl Files {
                 // Verified when presented, not demanded of every connection: end users
                 // log in without one; ValidateToken may demand one.
                 let verifier: Arc<dyn ClientCertVerifier> =
-                    WebPkiClientVerifier::builder(Arc::new(roots))
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                         .allow_unauthenticated()
                         .build()
                         .with_context(|| format!("AUTHD_TLS_CLIENT_CA: {}", path.display()))?;
@@ -207,9 +226,11 @@ fn certificates(
     path: &Path,
     variable: &str,
 ) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect();
+    // Any block that does not read fails the whole file: a chain cut off half-way must
+    // not load as a shorter one.
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| anyhow::anyhow!("{variable}: {}: {err}", path.display()))?;
     anyhow::ensure!(
         !certs.is_empty(),
         "{variable}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",

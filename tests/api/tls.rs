@@ -269,6 +269,7 @@ async fn rewritten_certificate_files_are_served_from_the_next_connection() {
     // CA here, so which certificate a client got shows in whom it must trust.
     let renewed = Pki::new();
     for name in ["server.key", "server.pem"] {
+        std::fs::copy(pki.path(name), pki.path(&format!("{name}.first"))).unwrap();
         let staged = pki.path(&format!("{name}.new"));
         std::fs::copy(renewed.path(name), &staged).unwrap();
         std::fs::rename(&staged, pki.path(name)).unwrap();
@@ -305,10 +306,23 @@ async fn rewritten_certificate_files_are_served_from_the_next_connection() {
         .await
         .unwrap();
 
-    // A rewrite that does not load (a half-written file) keeps the last good certificate.
-    std::fs::write(pki.path("server.pem"), "-----BEGIN CERTIFICATE-----\ntrunc").unwrap();
+    // A rewrite that does not load (a chain cut off half-way) keeps the last good
+    // certificate...
+    let chain = std::fs::read_to_string(renewed.path("server.pem")).unwrap();
+    std::fs::write(
+        pki.path("server.pem"),
+        format!("{chain}-----BEGIN CERTIFICATE-----\ntrunc"),
+    )
+    .unwrap();
     connect(renewed.client_tls())
         .await
         .expect("the last good certificate stays in use");
+    // ...and the next good one is taken up: the change was seen, not missed.
+    for name in ["server.key", "server.pem"] {
+        std::fs::copy(pki.path(&format!("{name}.first")), pki.path(name)).unwrap();
+    }
+    connect(pki.client_tls())
+        .await
+        .expect("the files written back are served");
     app.stop().await;
 }

@@ -34,7 +34,9 @@ impl CannotOpen {
         let cause = match sqlx_error(err) {
             Some(err) => why_not(config, err),
             // sea-orm's own messages can quote the URL, password and all.
-            None => "the URL cannot be used (not shown: it may hold a password)".to_owned(),
+            None => "it cannot be opened (the details are not shown: they may quote the \
+                     URL and its password)"
+                .to_owned(),
         };
         Self {
             database: database_name(config),
