@@ -109,18 +109,13 @@ async fn reflection_v1alpha_describes_the_auth_service() {
 /// Needs a network database: the proxy in front of it is cut and restored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_turns_health_not_serving_fails_fast_and_recovers() {
-    let db = TestDb::fresh().await;
-    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
-        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+    let Some((proxy, app)) = behind_a_proxy(|config| {
+        config.database.acquire_timeout = Duration::from_secs(1);
+    })
+    .await
+    else {
         return;
     };
-    let proxy = DbProxy::start(target).await;
-    let app = TestApp::builder(db.via(proxy.addr))
-        .configure(|config| {
-            config.database.acquire_timeout = Duration::from_secs(1);
-        })
-        .spawn()
-        .await;
     let (email, tokens) = app.new_user().await;
 
     proxy.cut();
@@ -162,19 +157,14 @@ async fn database_outage_turns_health_not_serving_fails_fast_and_recovers() {
 /// Needs a network database: the proxy in front of it stops passing bytes, closing nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_database_fails_calls_within_the_statement_timeout_and_recovers() {
-    let db = TestDb::fresh().await;
-    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
-        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+    let Some((proxy, app)) = behind_a_proxy(|config| {
+        config.database.acquire_timeout = Duration::from_secs(1);
+        config.database.statement_timeout = Duration::from_secs(1);
+    })
+    .await
+    else {
         return;
     };
-    let proxy = DbProxy::start(target).await;
-    let app = TestApp::builder(db.via(proxy.addr))
-        .configure(|config| {
-            config.database.acquire_timeout = Duration::from_secs(1);
-            config.database.statement_timeout = Duration::from_secs(1);
-        })
-        .spawn()
-        .await;
     let (email, tokens) = app.new_user().await;
 
     proxy.stall();
@@ -213,22 +203,17 @@ async fn a_black_holed_database_fails_calls_within_the_statement_timeout_and_rec
 /// Needs a network database: the proxy in front of it stops passing bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_turns_not_serving_no_later_than_validate_token_fails() {
-    let db = TestDb::fresh().await;
-    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
-        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+    // The shipped timings: a probe every 2 s that may wait 5 s, a sync every second.
+    let Some((proxy, app)) = behind_a_proxy(|config| {
+        config.database.acquire_timeout = Duration::from_secs(5);
+        config.database.statement_timeout = Duration::from_secs(5);
+        config.health_probe_interval = Duration::from_secs(2);
+        config.revocation_sync = Duration::from_secs(1);
+    })
+    .await
+    else {
         return;
     };
-    let proxy = DbProxy::start(target).await;
-    // The shipped timings: a probe every 2 s that may wait 5 s, a sync every second.
-    let app = TestApp::builder(db.via(proxy.addr))
-        .configure(|config| {
-            config.database.acquire_timeout = Duration::from_secs(5);
-            config.database.statement_timeout = Duration::from_secs(5);
-            config.health_probe_interval = Duration::from_secs(2);
-            config.revocation_sync = Duration::from_secs(1);
-        })
-        .spawn()
-        .await;
     let (_, tokens) = app.new_user().await;
 
     proxy.stall();
@@ -270,19 +255,14 @@ async fn health_turns_not_serving_no_later_than_validate_token_fails() {
 /// Needs a network database: the proxy in front of it stops passing bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_is_quick_whatever_the_database_does() {
-    let db = TestDb::fresh().await;
-    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
-        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+    let Some((proxy, app)) = behind_a_proxy(|config| {
+        config.database.acquire_timeout = Duration::from_secs(5);
+        config.database.statement_timeout = Duration::from_secs(5);
+    })
+    .await
+    else {
         return;
     };
-    let proxy = DbProxy::start(target).await;
-    let app = TestApp::builder(db.via(proxy.addr))
-        .configure(|config| {
-            config.database.acquire_timeout = Duration::from_secs(5);
-            config.database.statement_timeout = Duration::from_secs(5);
-        })
-        .spawn()
-        .await;
     let (email, _) = app.new_user().await;
     proxy.stall();
     // A call stuck on the database, and background tasks stuck on it too.
@@ -307,4 +287,22 @@ async fn a_stop_is_quick_whatever_the_database_does() {
     );
     assert!(stuck.await.unwrap().is_err());
     proxy.resume();
+}
+
+/// A server whose network database is reached through a [`DbProxy`] the test can cut or
+/// stall; `None`, with a note, on SQLite.
+async fn behind_a_proxy(
+    configure: impl FnOnce(&mut authd::config::Config),
+) -> Option<(DbProxy, TestApp)> {
+    let db = TestDb::fresh().await;
+    let Some(target) = db.server_addr().filter(|_| !db.is_sqlite()) else {
+        eprintln!("skipped: needs AUTHD_TEST_DATABASE_URL to name a PostgreSQL or MySQL server");
+        return None;
+    };
+    let proxy = DbProxy::start(target).await;
+    let app = TestApp::builder(db.via(proxy.addr))
+        .configure(configure)
+        .spawn()
+        .await;
+    Some((proxy, app))
 }
