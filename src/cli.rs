@@ -30,7 +30,7 @@ use crate::{
     proto::auth::v1::FILE_DESCRIPTOR_SET,
     startup::App,
     store::{self, DatabaseSettings, SqlStore},
-    telemetry::LogFormat,
+    telemetry::{self, LogFormat},
 };
 
 /// The version and the commit it was built from.
@@ -55,6 +55,18 @@ pub struct Cli {
         default_value = "pretty"
     )]
     pub log_format: LogFormat,
+
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://localhost:4317): a span
+    /// per call, with the wait for a hash thread, the hash and each database statement;
+    /// a caller's W3C `traceparent` is joined. Unset: no traces.
+    #[arg(
+        long,
+        global = true,
+        env = "AUTHD_OTLP_ENDPOINT",
+        value_name = "AUTHD_OTLP_ENDPOINT",
+        value_parser = telemetry::traces::parse_endpoint
+    )]
+    pub otlp_endpoint: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,

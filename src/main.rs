@@ -9,17 +9,23 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = telemetry::init(
+    let telemetry = match telemetry::init(
         cli.log_filter(),
         cli.log_format,
         std::io::stderr().is_terminal(),
         std::io::stderr,
+        cli.otlp_endpoint.as_deref(),
     ) {
-        eprintln!("error: {err:#}");
-        return ExitCode::FAILURE;
-    }
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let log_format = cli.log_format;
-    match cli.run().await {
+    let result = cli.run().await;
+    telemetry.shutdown().await;
+    match result {
         Ok(code) => code,
         // Reported once: as a log line where logs are collected as JSON, as plain text
         // for a person at a terminal.

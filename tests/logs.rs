@@ -54,11 +54,12 @@ fn capture() -> Capture {
         .get_or_init(|| {
             let capture = Capture::default();
             let writer = capture.clone();
-            authd::telemetry::init(
+            let _logs = authd::telemetry::init(
                 "trace",
                 authd::telemetry::LogFormat::Json,
                 false,
                 move || writer.clone(),
+                None,
             )
             .unwrap();
             capture

@@ -17,6 +17,7 @@
 mod connection;
 mod footprint;
 mod load;
+mod otlp_sink;
 mod report;
 mod revocation;
 
@@ -119,6 +120,11 @@ struct Args {
     /// written as JSON to /dev/null: what logging costs. Unset: no logging at all.
     #[arg(long, conflicts_with = "addr")]
     server_log: Option<String>,
+    /// The authd started here exports its traces (`AUTHD_OTLP_ENDPOINT`), every call
+    /// sampled, to an OTLP receiver in this process that counts and drops them: what
+    /// tracing costs.
+    #[arg(long, conflicts_with = "addr")]
+    traces: bool,
     /// Trials of the revocation scenario.
     #[arg(long, default_value_t = 200)]
     revocation_trials: usize,
@@ -187,11 +193,23 @@ async fn main() -> anyhow::Result<()> {
     provider
         .install_default()
         .map_err(|_| anyhow::anyhow!("a signature backend was installed already"))?;
-    if let Some(filter) = &args.server_log {
-        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-        let null = std::sync::Arc::new(null);
-        authd::telemetry::init(filter, authd::telemetry::LogFormat::Json, false, null)?;
-    }
+    let sink = match args.traces {
+        true => Some(otlp_sink::Sink::start().await?),
+        false => None,
+    };
+    let telemetry = match (&args.server_log, &sink) {
+        (None, None) => None,
+        (filter, sink) => {
+            let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+            let null = std::sync::Arc::new(null);
+            let filter = filter.as_deref().unwrap_or("off");
+            let endpoint = sink.as_ref().map(|s| s.endpoint.as_str());
+            let format = authd::telemetry::LogFormat::Json;
+            Some(authd::telemetry::init(
+                filter, format, false, null, endpoint,
+            )?)
+        }
+    };
     let hashing = hashing_config(&args)?;
     let uncached = args.scenarios.contains(&Scenario::ValidateUncached);
     let peer_wanted = uncached || args.scenarios.contains(&Scenario::Revocation);
@@ -352,6 +370,12 @@ async fn main() -> anyhow::Result<()> {
     summary.print();
     for server in servers {
         server.stop().await?;
+    }
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    if let Some(sink) = sink {
+        println!("traces: {} spans received", sink.received());
     }
     Ok(())
 }

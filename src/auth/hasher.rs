@@ -26,6 +26,7 @@ use argon2::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Semaphore, oneshot};
+use tracing::Span;
 
 use super::{AuthError, BelowFloor, NewPassword, Password, random_bytes};
 
@@ -211,13 +212,17 @@ impl PasswordHasher {
             .try_acquire_owned()
             .map_err(|_| AuthError::HashingBusy)?;
         let (reply, answer) = oneshot::channel();
-        let span = tracing::debug_span!("argon2");
+        let caller = Span::current();
+        // Two spans, so that a trace tells a queue from a slow hash.
+        let waiting = tracing::debug_span!("password_hash.wait");
         self.jobs
             .send(Box::new(move |scratch: &mut Scratch| {
+                drop(waiting);
                 if reply.is_closed() {
                     return;
                 }
-                let result = span.in_scope(|| job(scratch));
+                let result = tracing::debug_span!(parent: &caller, "password_hash")
+                    .in_scope(|| job(scratch));
                 // Free the place before answering, so that the caller's next request
                 // finds it free.
                 drop(admitted);

@@ -8,6 +8,9 @@
 //! as [`TrustedProxies`] resolves it, which the rate limits and the audit trail use too
 //! (see [`CallInfo`]).
 //!
+//! When traces are exported, the span is the call's server span, a child of the caller's
+//! (`telemetry::traces`).
+//!
 //! ValidateToken, Health and Envoy's Check are the hot path: their successful calls are
 //! logged at DEBUG, and their spans are DEBUG spans; everything else at INFO, and failures
 //! of the server's own (INTERNAL, UNAVAILABLE, UNKNOWN, DATA_LOSS) at WARN.
@@ -30,12 +33,13 @@ use tonic::{
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 use tower::BoxError;
-use tracing::{Instrument as _, Level, Span};
+use tracing::{Instrument as _, Level, Span, field::Empty};
 
 use super::{
     observe::{code_name, observed},
     proxies::TrustedProxies,
 };
+use crate::telemetry::traces;
 
 /// The longest `x-request-id` taken from a caller.
 pub const REQUEST_ID_MAX_BYTES: usize = 128;
@@ -156,10 +160,25 @@ where
         // A hot call's span is a DEBUG one: at INFO it costs nothing (a span per call at
         // INFO cost a quarter of ValidateToken's throughput; BENCHMARKS.md).
         let span = if is_hot(&path) {
-            tracing::debug_span!("rpc", method = %path, request_id = %request_id)
+            tracing::debug_span!(
+                "rpc",
+                method = %path,
+                request_id = %request_id,
+                otel.name = Empty,
+                otel.kind = Empty,
+            )
         } else {
-            tracing::info_span!("rpc", method = %path, request_id = %request_id)
+            tracing::info_span!(
+                "rpc",
+                method = %path,
+                request_id = %request_id,
+                otel.name = Empty,
+                otel.kind = Empty,
+            )
         };
+        if traces::exporting() {
+            traces::server_call(&span, &path, request.headers(), client);
+        }
         request.extensions_mut().insert(CallInfo {
             request_id: request_id.clone(),
             client,
@@ -210,6 +229,9 @@ struct Finished {
 
 impl Finished {
     fn log(self, code: Code) {
+        if traces::exporting() {
+            traces::call_finished(&self.span, code);
+        }
         let latency_ms = duration_ms(self.started.elapsed());
         let (service, method) = self
             .path

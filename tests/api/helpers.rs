@@ -55,11 +55,13 @@ fn init_logging() {
             } else {
                 filter
             };
-            authd::telemetry::init(
+            // Logs only: nothing to flush at exit.
+            let _logs = authd::telemetry::init(
                 &filter,
                 authd::telemetry::LogFormat::Pretty,
                 false,
                 std::io::stdout,
+                None,
             )
             .expect("test logging");
         }

@@ -36,6 +36,7 @@ mod register;
 mod replicas;
 mod throttle;
 mod tls;
+mod traces;
 mod upgrade;
 mod validate;
 mod verification;

@@ -25,6 +25,7 @@ use sea_orm::{
     DatabaseConnection, DatabaseTransaction, EntityTrait, Select, SqliteTransactionMode,
     TransactionOptions, TransactionTrait,
 };
+use tracing::{Instrument as _, Span};
 
 use self::health::{Look, WriteHealth};
 pub use self::{
@@ -34,6 +35,7 @@ pub use self::{
     setup::{CannotOpen, connect, migrate, migrate_then, migration_status},
 };
 use super::{AuditRecord, StoreError, StoreResult};
+use crate::telemetry::traces;
 
 /// The store on a sea-orm connection pool.
 #[derive(Debug, Clone)]
@@ -65,8 +67,17 @@ impl SqlStore {
     pub fn new(mut db: DatabaseConnection, config: &DatabaseSettings) -> Self {
         let queries = QueryCounter::default();
         let counter = Arc::clone(&queries.0);
-        db.set_metric_callback(move |_| {
+        let system = config.backend.system_name();
+        db.set_metric_callback(move |statement| {
             counter.fetch_add(1, Ordering::Relaxed);
+            if traces::exporting() {
+                traces::database_statement(
+                    system,
+                    &statement.statement.sql,
+                    statement.elapsed,
+                    statement.failed,
+                );
+            }
         });
         let writes = Arc::new(WriteHealth::new(
             setup::database_name(config),
@@ -167,7 +178,8 @@ impl SqlStore {
             }
             result
         };
-        match tokio::spawn(observed).await {
+        // In the caller's span: its log lines and statements belong to the call.
+        match tokio::spawn(observed.instrument(Span::current())).await {
             Ok(result) => result,
             Err(err) => Err(StoreError::Other(anyhow::anyhow!(
                 "store task failed: {err}"

@@ -32,6 +32,16 @@ impl Backend {
             Self::MySql => "mysql",
         }
     }
+
+    /// Its name in traces (OpenTelemetry's `db.system.name`).
+    pub fn system_name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgresql",
+            // MariaDB speaks MySQL's protocol; the driver cannot tell them apart.
+            Self::MySql => "mysql",
+        }
+    }
 }
 
 /// When SQLite syncs its write-ahead log to the disk.
