@@ -30,7 +30,7 @@ use crate::{
     proto::auth::v1::FILE_DESCRIPTOR_SET,
     startup::App,
     store::{self, DatabaseSettings, SqlStore},
-    telemetry::{self, LogFormat},
+    telemetry::LogFormat,
 };
 
 /// The version and the commit it was built from.
@@ -55,18 +55,6 @@ pub struct Cli {
         default_value = "pretty"
     )]
     pub log_format: LogFormat,
-
-    /// Export traces over OTLP/gRPC to this collector (e.g. http://localhost:4317): a span
-    /// per call, with the wait for a hash thread, the hash and each database statement;
-    /// a caller's W3C `traceparent` is joined. Unset: no traces.
-    #[arg(
-        long,
-        global = true,
-        env = "AUTHD_OTLP_ENDPOINT",
-        value_name = "AUTHD_OTLP_ENDPOINT",
-        value_parser = telemetry::traces::parse_endpoint
-    )]
-    pub otlp_endpoint: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -229,6 +217,14 @@ impl Cli {
             (Some(filter), _) => filter,
             (None, Command::Serve(_)) => "info",
             (None, _) => "warn",
+        }
+    }
+
+    /// Where `serve` exports its traces, if anywhere.
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        match &self.command {
+            Command::Serve(config) => config.otlp_endpoint.as_deref(),
+            _ => None,
         }
     }
 

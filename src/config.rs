@@ -210,6 +210,17 @@ pub struct Config {
         value_parser = parse_network
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://localhost:4317): a span
+    /// per call, with the wait for a hash thread, the hash and each database statement;
+    /// a caller's W3C `traceparent` is joined. Unset: no traces.
+    #[arg(
+        long = "otlp-endpoint",
+        env = "AUTHD_OTLP_ENDPOINT",
+        value_name = "AUTHD_OTLP_ENDPOINT",
+        value_parser = crate::telemetry::traces::parse_endpoint
+    )]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The most memory the hash workers may take together: 16 GiB.

@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         cli.log_format,
         std::io::stderr().is_terminal(),
         std::io::stderr,
-        cli.otlp_endpoint.as_deref(),
+        cli.otlp_endpoint(),
     ) {
         Ok(telemetry) => telemetry,
         Err(err) => {

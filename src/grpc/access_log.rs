@@ -16,6 +16,7 @@
 //! of the server's own (INTERNAL, UNAVAILABLE, UNKNOWN, DATA_LOSS) at WARN.
 
 use std::{
+    collections::HashSet,
     net::IpAddr,
     pin::Pin,
     sync::{
@@ -110,12 +111,16 @@ fn is_sane(id: &[u8]) -> bool {
 #[derive(Debug, Clone)]
 pub struct AccessLogLayer {
     proxies: Arc<TrustedProxies>,
+    methods: Arc<HashSet<String>>,
 }
 
 impl AccessLogLayer {
-    pub fn new(proxies: TrustedProxies) -> Self {
+    /// `methods`: the paths served (`/package.Service/Method`); a trace names any other
+    /// path `unknown`, so that no caller picks span names.
+    pub fn new(proxies: TrustedProxies, methods: HashSet<String>) -> Self {
         Self {
             proxies: Arc::new(proxies),
+            methods: Arc::new(methods),
         }
     }
 }
@@ -127,6 +132,7 @@ impl<S> tower::Layer<S> for AccessLogLayer {
         AccessLog {
             inner,
             proxies: Arc::clone(&self.proxies),
+            methods: Arc::clone(&self.methods),
         }
     }
 }
@@ -135,6 +141,7 @@ impl<S> tower::Layer<S> for AccessLogLayer {
 pub struct AccessLog<S> {
     inner: S,
     proxies: Arc<TrustedProxies>,
+    methods: Arc<HashSet<String>>,
 }
 
 impl<S, B> tower::Service<Request<B>> for AccessLog<S>
@@ -177,7 +184,8 @@ where
             )
         };
         if traces::exporting() {
-            traces::server_call(&span, &path, request.headers(), client);
+            let method = self.methods.contains(&path).then_some(path.as_str());
+            traces::server_call(&span, method, request.headers(), client);
         }
         request.extensions_mut().insert(CallInfo {
             request_id: request_id.clone(),

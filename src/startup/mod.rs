@@ -315,9 +315,11 @@ impl App {
         if let Some(delivery) = self.mail_delivery {
             tasks.push(tokio::spawn(delivery.run(stop_rx.clone())));
         }
+        let methods = served_methods()?;
+        let paths = methods.iter().map(|(path, _)| path.clone()).collect();
         let metrics = match self.metrics_listener {
             Some(listener) => {
-                let metrics = Arc::new(Metrics::new(served_methods()?)?);
+                let metrics = Arc::new(Metrics::new(methods)?);
                 let gauges = Arc::new(ServerVitals(Arc::clone(&self.auth)));
                 tasks.push(tokio::spawn(metrics::serve(
                     listener,
@@ -408,7 +410,7 @@ impl App {
             .layer(GrpcWebLayer::new())
             // Inside gRPC-Web, so every call is seen as gRPC, whichever way it came.
             .layer(tower::util::option_layer(metrics))
-            .layer(AccessLogLayer::new(self.trusted_proxies))
+            .layer(AccessLogLayer::new(self.trusted_proxies, paths))
             .timeout(limits.request_timeout)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))

@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::Level;
 use tracing_subscriber::{
     EnvFilter, Layer as _,
-    filter::{FilterExt as _, Targets, filter_fn},
+    filter::{LevelFilter, filter_fn},
     fmt::MakeWriter,
     layer::SubscriberExt as _,
     util::SubscriberInitExt as _,
@@ -82,8 +81,9 @@ where
                 LogFormat::Pretty => lines.with_ansi(ansi).boxed(),
                 LogFormat::Json => lines.json().flatten_event(true).boxed(),
             };
-            // authd's spans, whatever AUTHD_LOG says, and no events: a span's attributes
-            // are only the fields it was made with.
+            // authd's own spans, named one by one, whatever AUTHD_LOG says, and no events:
+            // what is exported is what those spans were made with, and a span added later
+            // is exported only once someone has checked its fields.
             let spans = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
                 // Only what the spans were given: no source locations, threads or timings.
@@ -92,9 +92,12 @@ where
                 .with_threads(false)
                 .with_tracked_inactivity(false)
                 .with_filter(
-                    Targets::new()
-                        .with_target("authd", Level::DEBUG)
-                        .and(filter_fn(|metadata| metadata.is_span())),
+                    filter_fn(|metadata| {
+                        metadata.is_span()
+                            && metadata.target().starts_with("authd::")
+                            && traces::EXPORTED_SPANS.contains(&metadata.name())
+                    })
+                    .with_max_level_hint(LevelFilter::DEBUG),
                 );
             tracing_subscriber::registry()
                 .with(lines.with_filter(filter))

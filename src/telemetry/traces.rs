@@ -34,6 +34,11 @@ use tonic::{Code, transport::ClientTlsConfig};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+/// The `tracing` spans exported, each made in one place with fields checked to hold no
+/// secret: a call's (`grpc::access_log`), and the hash wait and the hash
+/// (`auth::hasher`).
+pub const EXPORTED_SPANS: [&str; 3] = ["rpc", "password_hash.wait", "password_hash"];
+
 /// The tracer spans are exported with; set once, when exporting starts.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
@@ -53,6 +58,10 @@ pub fn parse_endpoint(value: &str) -> Result<String, String> {
             Err(format!("{expected}; got scheme \"{scheme}\""))
         }
         Some(_) => match url::Url::parse(value) {
+            // It would be logged as the exporter's endpoint.
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => Err(format!(
+                "{expected}; without credentials (send them as OTEL_EXPORTER_OTLP_HEADERS)"
+            )),
             Ok(url) if url.host().is_some() => Ok(value.to_owned()),
             Ok(_) => Err(format!("{expected}; this has no host")),
             Err(err) => Err(format!("{expected} ({err})")),
@@ -105,17 +114,24 @@ pub(super) async fn flush(provider: SdkTracerProvider, limit: Duration) {
     let _ = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(limit)).await;
 }
 
-/// Makes `span` the server span of a gRPC call to `path`: named for the method, a child of
-/// the caller's span when `headers` carry a W3C `traceparent`. The span must declare the
-/// fields `otel.name` and `otel.kind`, and not have been entered yet.
-pub fn server_call(span: &Span, path: &str, headers: &HeaderMap, client: Option<IpAddr>) {
-    let full_method = path.trim_start_matches('/');
-    let (service, method) = full_method.split_once('/').unwrap_or((full_method, ""));
-    span.record("otel.name", full_method);
+/// Makes `span` the server span of a gRPC call to `method` (its path; `None` for one not
+/// served, named `unknown`), a child of the caller's span when `headers` carry a W3C
+/// `traceparent`. The span must declare the fields `otel.name` and `otel.kind`, and not
+/// have been entered yet.
+pub fn server_call(span: &Span, method: Option<&str>, headers: &HeaderMap, client: Option<IpAddr>) {
     span.record("otel.kind", "server");
     span.set_attribute("rpc.system", "grpc");
-    span.set_attribute("rpc.service", service.to_owned());
-    span.set_attribute("rpc.method", method.to_owned());
+    match method.map(|path| path.trim_start_matches('/')) {
+        Some(full_method) => {
+            let (service, method) = full_method.split_once('/').unwrap_or((full_method, ""));
+            span.record("otel.name", full_method);
+            span.set_attribute("rpc.service", service.to_owned());
+            span.set_attribute("rpc.method", method.to_owned());
+        }
+        None => {
+            span.record("otel.name", "unknown");
+        }
+    }
     if let Some(client) = client {
         span.set_attribute("client.address", client.to_string());
     }
@@ -144,11 +160,14 @@ pub fn call_finished(span: &Span, code: Code) {
 }
 
 /// A span for one database statement that ran `elapsed` until now, a child of the current
-/// span. Statements outside a call (migrations, background tasks) make none.
+/// exported span. Statements outside a call (migrations, background tasks) or in a call
+/// not sampled make none.
 pub fn database_statement(system: &'static str, sql: &str, elapsed: Duration, failed: bool) {
     let Some(tracer) = TRACER.get() else { return };
-    let parent = Span::current().context();
-    if !parent.span().span_context().is_valid() {
+    // OpenTelemetry's current context, not tracing's current span: the driver's own
+    // spans (at TRACE) sit between the call's span and the statement, and export nothing.
+    let parent = opentelemetry::Context::current();
+    if !parent.span().span_context().is_sampled() {
         return;
     }
     let operation = sql
@@ -201,6 +220,12 @@ mod tests {
         );
         let no_scheme = parse_endpoint("localhost:4317").unwrap_err();
         assert!(no_scheme.ends_with("this has no scheme"), "{no_scheme}");
+        let credentials = parse_endpoint("https://user:secret@otel.example.com").unwrap_err();
+        assert!(!credentials.contains("secret"), "{credentials}");
+        assert!(
+            credentials.contains("OTEL_EXPORTER_OTLP_HEADERS"),
+            "{credentials}"
+        );
         let no_host = parse_endpoint("http://:4317").unwrap_err();
         assert!(no_host.contains("http://localhost:4317 ("), "{no_host}");
     }

@@ -126,6 +126,8 @@ async fn a_call_is_traced_under_its_callers_span_with_no_secret_in_any_attribute
             ("AUTHD_OTLP_ENDPOINT", &endpoint),
             ("OTEL_BSP_SCHEDULE_DELAY", "3600000"),
             ("AUTHD_SHUTDOWN_DRAIN", "0s"),
+            // Every log line on: the driver's own spans sit around each statement.
+            ("AUTHD_LOG", "trace"),
         ],
     );
     let mut client = AuthServiceClient::new(connect_authd(port).await);
@@ -176,6 +178,30 @@ async fn a_call_is_traced_under_its_callers_span_with_no_secret_in_any_attribute
         .unwrap()
         .into_inner();
     assert!(validated.active);
+    let unsampled_trace = [0x55; 16];
+    let mut unsampled = Request::new(pb::ValidateTokenRequest {
+        token: tokens.access_token.clone(),
+    });
+    let flags_off = format!("00-{}-{}-00", hex(&unsampled_trace), hex(&caller_span));
+    unsampled
+        .metadata_mut()
+        .insert("traceparent", flags_off.parse().unwrap());
+    client.validate_token(unsampled).await.unwrap();
+    let unknown_trace = [0x66; 16];
+    let mut grpc = tonic::client::Grpc::new(connect_authd(port).await);
+    grpc.ready().await.unwrap();
+    let unknown = grpc
+        .unary::<_, pb::ValidateTokenResponse, _>(
+            with_trace(
+                pb::ValidateTokenRequest::default(),
+                unknown_trace,
+                caller_span,
+            ),
+            http::uri::PathAndQuery::from_static("/auth.v1.AuthService/NoSuchMethod"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    assert_eq!(unknown.unwrap_err().code(), tonic::Code::Unimplemented);
 
     let stopped = std::process::Command::new("kill")
         .arg(server.pid().to_string())
@@ -259,6 +285,18 @@ async fn a_call_is_traced_under_its_callers_span_with_no_secret_in_any_attribute
     assert_eq!(validate.span.name, "auth.v1.AuthService/ValidateToken");
     assert_eq!(validate.span.parent_span_id, caller_span);
 
+    // A caller's trace that is not sampled is not recorded here either.
+    assert!(spans.iter().all(|e| e.span.trace_id != unsampled_trace));
+
+    // A path not served is named `unknown` (no caller picks span names), and is an error
+    // of the server's kind.
+    let unknown = server_span(&spans, unknown_trace);
+    assert_eq!(unknown.span.name, "unknown");
+    assert!(attribute(&unknown.span.attributes, "rpc.method").is_none());
+    assert_eq!(int(&unknown.span.attributes, "rpc.grpc.status_code"), 12);
+    let status = unknown.span.status.clone().unwrap_or_default();
+    assert_eq!(status.code(), StatusCode::Error);
+
     // A call without a traceparent starts its own trace (the health checks made above).
     assert!(
         spans
@@ -286,8 +324,48 @@ async fn a_call_is_traced_under_its_callers_span_with_no_secret_in_any_attribute
             "not the password at all",
             &tokens.access_token,
             &tokens.refresh_token,
+            "$argon2",
         ] {
             assert!(!printed.contains(secret), "a secret in {printed}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_delays_a_stop_by_at_most_the_flush_limit() {
+    // Takes connections and never says a word.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let db = TestDb::fresh().await;
+    let port = free_port();
+    let mut server = start_authd(
+        &db,
+        port,
+        &[
+            ("AUTHD_OTLP_ENDPOINT", &endpoint),
+            ("AUTHD_SHUTDOWN_DRAIN", "0s"),
+        ],
+    );
+    // Health checks: spans batched for the silent collector.
+    connect_authd(port).await;
+    let stopped = std::process::Command::new("kill")
+        .arg(server.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let signalled = std::time::Instant::now();
+    let exited = tokio::task::spawn_blocking(move || server.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+    // The flush waits 2 s at most; the export's own timeout is 10 s.
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(6), "stopped in {took:?}");
 }
