@@ -326,3 +326,88 @@ async fn rewritten_certificate_files_are_served_from_the_next_connection() {
         .expect("the files written back are served");
     app.stop().await;
 }
+
+/// A Kubernetes secret volume: each file a symlink through `..data`, a symlink to a
+/// directory of this version's files, which the kubelet swaps for a new one in one rename.
+struct SecretVolume {
+    dir: TempDir,
+}
+
+impl SecretVolume {
+    const FILES: [&str; 3] = ["server.pem", "server.key", "ca.pem"];
+
+    fn new(first: &Pki) -> Self {
+        let volume = Self {
+            dir: TempDir::new().unwrap(),
+        };
+        volume.publish(first, "..v1");
+        for name in Self::FILES {
+            std::os::unix::fs::symlink(format!("..data/{name}"), volume.path(name)).unwrap();
+        }
+        volume
+    }
+
+    /// Writes `pki`'s files into the directory `version` and points `..data` at it.
+    fn publish(&self, pki: &Pki, version: &str) {
+        std::fs::create_dir(self.path(version)).unwrap();
+        for name in Self::FILES {
+            std::fs::copy(pki.path(name), self.path(version).join(name)).unwrap();
+        }
+        std::os::unix::fs::symlink(version, self.path("..data_tmp")).unwrap();
+        std::fs::rename(self.path("..data_tmp"), self.path("..data")).unwrap();
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_secret_volume_renews_the_certificate_and_the_client_ca_under_mtls() {
+    let first = Pki::new();
+    let volume = SecretVolume::new(&first);
+    let db = TestDb::fresh().await;
+    let mut config = test_config(&db);
+    config.tls.cert = Some(volume.path("server.pem"));
+    config.tls.key = Some(volume.path("server.key"));
+    config.tls.client_ca = Some(volume.path("ca.pem"));
+    config.tls.validate_require_client_cert = true;
+    let app = TestApp::builder(db)
+        .config(config)
+        .client_tls(Some(first.client_tls()))
+        .spawn()
+        .await;
+    let (_, tokens) = app.new_user().await;
+    // ValidateToken on a new connection that trusts `server` and shows `client`'s
+    // certificate.
+    let validate = |server: &Pki, client_cert: Identity| {
+        let tls = server.client_tls().identity(client_cert);
+        let request = ValidateTokenRequest {
+            token: tokens.access_token.clone(),
+        };
+        let app = &app;
+        async move {
+            let mut service = client(app, Some(tls)).await?;
+            service.validate_token(request).await?;
+            anyhow::Ok(())
+        }
+    };
+    validate(&first, first.client.clone())
+        .await
+        .expect("the first certificates");
+
+    let renewed = Pki::new();
+    volume.publish(&renewed, "..v2");
+    validate(&renewed, renewed.client.clone())
+        .await
+        .expect("the renewed server certificate, and a client certificate of the new CA");
+    assert!(
+        validate(&renewed, first.client.clone()).await.is_err(),
+        "a client certificate of the CA taken out is refused"
+    );
+    assert!(
+        validate(&first, renewed.client.clone()).await.is_err(),
+        "the old server certificate is no longer served"
+    );
+    app.stop().await;
+}
