@@ -213,7 +213,8 @@ pub struct Config {
 
     /// Export traces over OTLP/gRPC to this collector (e.g. http://localhost:4317): a span
     /// per call, with the wait for a hash thread, the hash and each database statement;
-    /// a caller's W3C `traceparent` is joined. Unset: no traces.
+    /// a caller's W3C `traceparent` is joined. Unset: no traces. (Read by `main`, which
+    /// installs the process's subscriber before the App is built.)
     #[arg(
         long = "otlp-endpoint",
         env = "AUTHD_OTLP_ENDPOINT",
@@ -244,6 +245,7 @@ impl Config {
             "AUTHD_ADMIN_API_KEYS_FILE",
         )
     }
+
     /// Checks what no single setting can check alone, naming the settings.
     pub fn validate(&self) -> anyhow::Result<()> {
         let (login, tokens, hashing) = (&self.login, &self.tokens, &self.hashing);
@@ -794,8 +796,6 @@ pub struct LoginConfig {
     pub max_window: Duration,
 }
 
-/// A browser origin, as the `Origin` header spells it: `scheme://host[:port]`, lowercase,
-/// no path. Anything else would never match, so it is refused rather than ignored.
 /// A network in CIDR notation, or one address.
 fn parse_network(value: &str) -> Result<ipnet::IpNet, String> {
     let value = value.trim();
@@ -808,6 +808,8 @@ fn parse_network(value: &str) -> Result<ipnet::IpNet, String> {
         })
 }
 
+/// A browser origin, as the `Origin` header spells it: `scheme://host[:port]`, lowercase,
+/// no path. Anything else would never match, so it is refused rather than ignored.
 fn parse_origin(value: &str) -> Result<http::HeaderValue, String> {
     let value = value.trim();
     let expected = "expected scheme://host[:port], e.g. https://app.example.com";

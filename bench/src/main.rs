@@ -120,9 +120,9 @@ struct Args {
     /// written as JSON to /dev/null: what logging costs. Unset: no logging at all.
     #[arg(long, conflicts_with = "addr")]
     server_log: Option<String>,
-    /// The authd started here exports its traces (`AUTHD_OTLP_ENDPOINT`), every call
-    /// sampled, to an OTLP receiver in this process that counts and drops them: what
-    /// tracing costs.
+    /// The authd started here exports its traces (`AUTHD_OTLP_ENDPOINT`; every call unless
+    /// OTEL_TRACES_SAMPLER says otherwise) to an OTLP receiver in this process that counts
+    /// and drops them: what tracing costs.
     #[arg(long, conflicts_with = "addr")]
     traces: bool,
     /// Trials of the revocation scenario.
@@ -193,9 +193,10 @@ async fn main() -> anyhow::Result<()> {
     provider
         .install_default()
         .map_err(|_| anyhow::anyhow!("a signature backend was installed already"))?;
-    let sink = match args.traces {
-        true => Some(otlp_sink::Sink::start().await?),
-        false => None,
+    let sink = if args.traces {
+        Some(otlp_sink::Sink::start().await?)
+    } else {
+        None
     };
     let telemetry = match (&args.server_log, &sink) {
         (None, None) => None,

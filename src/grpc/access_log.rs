@@ -115,8 +115,8 @@ pub struct AccessLogLayer {
 }
 
 impl AccessLogLayer {
-    /// `methods`: the paths served (`/package.Service/Method`); a trace names any other
-    /// path `unknown`, so that no caller picks span names.
+    /// `methods`: the paths served (`/package.Service/Method`); a span names any other
+    /// path `unknown`.
     pub fn new(proxies: TrustedProxies, methods: HashSet<String>) -> Self {
         Self {
             proxies: Arc::new(proxies),
@@ -164,12 +164,16 @@ where
         let client = peer.map(|peer| self.proxies.client(peer, request.headers()));
         let request_id = RequestId::of(request.headers());
         let path = request.uri().path().to_owned();
+        // The span names a path not served `unknown`: no caller picks what a trace
+        // records. The access line still gives the path.
+        let known = self.methods.contains(&path);
+        let method = if known { path.as_str() } else { "unknown" };
         // A hot call's span is a DEBUG one: at INFO it costs nothing (a span per call at
         // INFO cost a quarter of ValidateToken's throughput; BENCHMARKS.md).
         let span = if is_hot(&path) {
             tracing::debug_span!(
                 "rpc",
-                method = %path,
+                method,
                 request_id = %request_id,
                 otel.name = Empty,
                 otel.kind = Empty,
@@ -177,15 +181,15 @@ where
         } else {
             tracing::info_span!(
                 "rpc",
-                method = %path,
+                method,
                 request_id = %request_id,
                 otel.name = Empty,
                 otel.kind = Empty,
             )
         };
         if traces::exporting() {
-            let method = self.methods.contains(&path).then_some(path.as_str());
-            traces::server_call(&span, method, request.headers(), client);
+            let served = known.then_some(path.as_str());
+            traces::server_call(&span, served, request.headers(), client);
         }
         request.extensions_mut().insert(CallInfo {
             request_id: request_id.clone(),

@@ -38,11 +38,12 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Exports what is still batched, waiting for the collector at most two seconds: a
-    /// process stopping must not hang on it.
+    /// Exports what is still batched, waiting for the collector at most a second: a
+    /// process stopping must not hang on it (the drain and the stop take the rest of
+    /// `docker stop`'s ten seconds).
     pub async fn shutdown(self) {
         if let Some(provider) = self.traces {
-            traces::flush(provider, Duration::from_secs(2)).await;
+            traces::flush(provider, Duration::from_secs(1)).await;
         }
     }
 }

@@ -37,7 +37,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// The `tracing` spans exported, each made in one place with fields checked to hold no
 /// secret: a call's (`grpc::access_log`), and the hash wait and the hash
 /// (`auth::hasher`).
-pub const EXPORTED_SPANS: [&str; 3] = ["rpc", "password_hash.wait", "password_hash"];
+pub(super) const EXPORTED_SPANS: [&str; 3] = ["rpc", "password_hash.wait", "password_hash"];
 
 /// The tracer spans are exported with; set once, when exporting starts.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();

@@ -1,6 +1,10 @@
 use std::{io::Write as _, process::Stdio};
 
-use crate::helpers::{PASSWORD, TestApp, TestDb, authd_bin};
+use std::io::Read as _;
+
+use crate::helpers::{
+    AuthdProcess, PASSWORD, TestApp, TestDb, authd_bin, connect_authd, free_port,
+};
 
 // Commands run with the log filter they get by default (`authd_bin` sets a quiet one).
 fn authd_cli() -> std::process::Command {
@@ -539,4 +543,42 @@ fn a_secret_and_its_file_together_are_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("AUTHD_JWT_SECRET_FILE"), "{stderr}");
     assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_on_postgresql_says_nothing_of_tables_that_already_exist() {
+    let db = TestDb::fresh().await;
+    if !db.url.starts_with("postgres") {
+        return;
+    }
+    // The second start finds every table made by the first.
+    for start in ["first", "second"] {
+        let port = free_port();
+        let mut child = authd_cli()
+            .arg("serve")
+            .env("AUTHD_DATABASE_URL", &db.url)
+            .env("AUTHD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("AUTHD_SHUTDOWN_DRAIN", "0s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let server = AuthdProcess(child);
+        connect_authd(port).await;
+        let exited = tokio::task::spawn_blocking(move || server.terminate())
+            .await
+            .unwrap();
+        assert!(exited.success(), "{exited:?}");
+        let mut logged = String::new();
+        stderr.read_to_string(&mut logged).unwrap();
+        assert!(
+            logged.contains("authd listening"),
+            "{start} start: {logged}"
+        );
+        assert!(
+            !logged.contains("already exists"),
+            "{start} start: {logged}"
+        );
+    }
 }

@@ -584,6 +584,16 @@ impl AuthdProcess {
         self.0.try_wait().expect("process status").is_none()
     }
 
+    /// SIGTERM, as an operator or an orchestrator stops it; waits for the exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        self.0.wait().expect("exit status")
+    }
+
     /// SIGKILL: no graceful shutdown, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
