@@ -630,6 +630,14 @@ impl From<JwtAlgorithm> for SigningAlgorithm {
 }
 
 impl TokenConfig {
+    /// The master key: AUTHD_MASTER_KEY's, or the one in its file.
+    pub fn master_key(&self) -> anyhow::Result<Option<SecretString>> {
+        match &self.master_key_file {
+            Some(path) => read_secret_file(path, "AUTHD_MASTER_KEY_FILE").map(Some),
+            None => Ok(self.master_key.clone()),
+        }
+    }
+
     /// How access tokens are made and checked, and where their keys come from.
     pub fn settings(&self) -> anyhow::Result<TokenSettings> {
         let from_file = self

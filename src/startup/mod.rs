@@ -566,16 +566,8 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 
 /// The master key that seals private keys at rest, from AUTHD_MASTER_KEY or its file.
 fn key_sealer(config: &Config) -> anyhow::Result<KeySealer> {
-    let from_file = match &config.tokens.master_key_file {
-        Some(path) => Some(secrecy::SecretString::from(
-            std::fs::read_to_string(path).with_context(|| {
-                format!("AUTHD_MASTER_KEY_FILE: cannot read {}", path.display())
-            })?,
-        )),
-        None => None,
-    };
-    let sealer = KeySealer::new(config.tokens.master_key.as_ref().or(from_file.as_ref()))
-        .context("AUTHD_MASTER_KEY")?;
+    let master_key = config.tokens.master_key()?;
+    let sealer = KeySealer::new(master_key.as_ref()).context("AUTHD_MASTER_KEY")?;
     if !sealer.is_sealing() {
         if config.listen.ip().is_loopback() {
             tracing::info!(
